@@ -1,0 +1,55 @@
+"""The MindRecord row layout written by the converter and read by every pipeline.
+
+One row per image. Field names are a public contract: users and other tools read them by name.
+
+MindRecord cannot carry an empty array through ``MindDataset`` (a (0, 4) float32 field reads back as
+a 0-d scalar holding garbage, see ../shared/NOTES.md). So every row stores at least one box row:
+an image without boxes stores one all-zero placeholder box with class -1, and ``num_boxes`` says how
+many leading rows are real. Every reader must slice with ``num_boxes`` (``row_labels`` does it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# Field name -> MindRecord schema entry.
+MINDRECORD_SCHEMA = {
+    "image": {"type": "bytes"},            # encoded image (original bytes when OpenCV decodes them right)
+    "image_id": {"type": "int64"},         # original COCO image id
+    "file_name": {"type": "string"},       # as in the json, relative to --image_dir
+    "height": {"type": "int32"},           # of the stored (decoded) image
+    "width": {"type": "int32"},
+    "num_boxes": {"type": "int32"},        # real rows in boxes/classes/iscrowd (0 for a background image)
+    "boxes": {"type": "float32", "shape": [-1, 4]},   # xyxy pixels of the stored image
+    "classes": {"type": "int32", "shape": [-1]},      # contiguous class index (manifest categories)
+    "iscrowd": {"type": "int32", "shape": [-1]},      # 1 for COCO crowd annotations
+    "row_index": {"type": "int64"},        # 0..num_images-1 in image-id order: the sampler's key
+}
+
+FIELDS = tuple(MINDRECORD_SCHEMA)
+
+# Columns of the internal label array used by every transform: float32 (N, 6).
+# Boxes and their class and flags live in one array so that a filter can never separate them.
+LABEL_COLUMNS = ("x1", "y1", "x2", "y2", "class", "iscrowd")
+NUM_LABEL_COLUMNS = len(LABEL_COLUMNS)
+
+MANIFEST_NAME = "manifest.json"
+ANNOTATIONS_NAME = "annotations.json"
+SHARD_PREFIX = "data.mindrecord"
+
+
+def placeholder_arrays():
+    """Arrays stored for an image without boxes (see the module docstring)."""
+    return (np.zeros((1, 4), np.float32), np.full((1,), -1, np.int32), np.zeros((1,), np.int32))
+
+
+def row_labels(num_boxes, boxes, classes, iscrowd) -> np.ndarray:
+    """Label array float32 (num_boxes, 6) from the stored fields, honouring ``num_boxes``."""
+    n = int(np.asarray(num_boxes).reshape(()))
+    labels = np.empty((n, NUM_LABEL_COLUMNS), np.float32)
+    if n:
+        labels[:, :4] = np.asarray(boxes, np.float32).reshape(-1, 4)[:n]
+        labels[:, 4] = np.asarray(classes).reshape(-1)[:n]
+        labels[:, 5] = np.asarray(iscrowd).reshape(-1)[:n]
+    return labels
