@@ -44,3 +44,48 @@ def quirks_dir() -> Path:
 @pytest.fixture
 def cocoapi_dir() -> Path:
     return shared_data_path("cocoapi_val2014_100")
+
+
+RECT_COLOURS_BGR = ((0, 0, 255), (0, 255, 0), (255, 0, 0))
+
+
+def write_rectangle_coco(folder: Path, *, num_images: int, seed: int = 0, size_range=(300, 700)):
+    """A COCO dataset of filled rectangles in distinct saturated colours on a gray background.
+
+    Category id k (1, 2, 3; contiguous class k-1) is drawn in RECT_COLOURS_BGR[k-1], so a box's class
+    names its colour: after any geometric transform, a box must equal the pixel extent of its colour.
+    Returns (image_dir, ann_file).
+    """
+    import json
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image_dir = folder / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    ann_id = 1
+    for index in range(num_images):
+        height, width = (int(v) for v in rng.integers(size_range[0], size_range[1], size=2))
+        canvas = np.full((height, width, 3), 128, np.uint8)
+        cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        for k, (cy, cx) in enumerate(cells[: int(rng.integers(1, 5))]):
+            # one rectangle per quadrant so that rectangles never overlap
+            x1 = int(cx * width / 2 + rng.integers(5, width // 8))
+            y1 = int(cy * height / 2 + rng.integers(5, height // 8))
+            x2 = int(min((cx + 1) * width / 2 - 5, x1 + rng.integers(40, width // 2 - width // 8)))
+            y2 = int(min((cy + 1) * height / 2 - 5, y1 + rng.integers(40, height // 2 - height // 8)))
+            class_index = int(rng.integers(0, len(RECT_COLOURS_BGR)))
+            canvas[y1:y2, x1:x2] = RECT_COLOURS_BGR[class_index]
+            annotations.append({"id": ann_id, "image_id": index + 1, "category_id": class_index + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float((x2 - x1) * (y2 - y1)),
+                                "iscrowd": 0})
+            ann_id += 1
+        name = f"rect_{index:04d}.png"
+        cv2.imwrite(str(image_dir / name), canvas)
+        images.append({"id": index + 1, "file_name": name, "height": height, "width": width})
+    categories = [{"id": i, "name": f"class{i}"} for i in (1, 2, 3)]
+    ann_file = folder / "instances.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return image_dir, ann_file

@@ -1,0 +1,149 @@
+"""Converter throughput against a plain read + cv2.imdecode pass, in one run.
+
+    python benchmarks/convert_throughput.py [--num_images 2048] [--num_workers 2] [--shard_num 1]
+                                            [--repeats 2]
+
+The image set is coco128 repeated: ../shared/data/coco128's 128 real JPEGs are symlinked under new
+file names (in subfolders) with new image ids, and the json repeats their annotations under new ids,
+until --num_images images. Both passes below read exactly these files with the same number of threads:
+
+- plain pass: read every file and ``cv2.imdecode`` it (IMREAD_COLOR), nothing else;
+- conversion: ``yolodata.convert.convert_coco`` into a temporary folder, with its full validation
+  (every image completely decoded, size checked) and the MindRecord writing.
+
+The files are read once before timing (page cache warm for both passes) and MindSpore is imported
+before timing (its one-off import is not throughput). Passes alternate (plain, conversion, plain, ...)
+and the best of --repeats is reported for each, with their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+COCO128 = ROOT.parent / "shared" / "data" / "coco128"
+COCO128_JSON = Path("annotations") / "instances_val2017.json"
+COCO128_IMAGES = Path("val2017")
+
+
+def make_repeated_coco(source: Path, dest: Path, num_images: int) -> tuple[Path, Path]:
+    """Build coco128 repeated to ``num_images`` images in ``dest``: (image_dir, annotation file).
+
+    Copy r of source image i is the symlink ``rep{r:03d}/{stem}_r{r}.jpg`` with image id
+    ``(r + 1) * 10**7 + original id``; its annotations get fresh ids 1, 2, ... in order.
+    """
+    if num_images < 1:
+        raise ValueError(f"num_images must be at least 1, got {num_images}")
+    source, dest = Path(source), Path(dest)
+    document = json.loads((source / COCO128_JSON).read_text())
+    images = sorted(document["images"], key=lambda record: record["id"])
+    annotations_of: dict = {}
+    for ann in document["annotations"]:
+        annotations_of.setdefault(ann["image_id"], []).append(ann)
+    image_dir = dest / "images"
+    out_images, out_annotations = [], []
+    next_ann_id = 1
+    for position in range(num_images):
+        repeat, record = divmod(position, len(images))
+        record = images[record]
+        stem = Path(record["file_name"]).stem
+        file_name = f"rep{repeat:03d}/{stem}_r{repeat}.jpg"
+        link = image_dir / file_name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((source / COCO128_IMAGES / record["file_name"]).resolve())
+        new_id = (repeat + 1) * 10 ** 7 + record["id"]
+        out_images.append({**record, "id": new_id, "file_name": file_name})
+        for ann in annotations_of.get(record["id"], []):
+            out_annotations.append({**ann, "id": next_ann_id, "image_id": new_id})
+            next_ann_id += 1
+    ann_file = dest / "instances_repeated.json"
+    ann_file.write_text(json.dumps({**document, "images": out_images, "annotations": out_annotations}))
+    return image_dir, ann_file
+
+
+def plain_pass(paths: list, num_workers: int) -> float:
+    """Seconds to read and cv2.imdecode every file with ``num_workers`` threads."""
+    def read_decode(path):
+        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RuntimeError(f"cannot decode {path}")
+        return image.shape
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        for _ in pool.map(read_decode, paths, chunksize=8):
+            pass
+    return time.perf_counter() - started
+
+
+def run(num_images: int, num_workers: int, shard_num: int, repeats: int, workdir: Path) -> dict:
+    from mindspore.mindrecord import FileWriter  # noqa: F401 - import once, outside the timed passes
+
+    from yolodata.convert import convert_coco, resolve_num_workers
+
+    workers = resolve_num_workers(num_workers)
+    image_dir, ann_file = make_repeated_coco(COCO128, workdir / "coco", num_images)
+    paths = [str(image_dir / record["file_name"]) for record in json.loads(ann_file.read_text())["images"]]
+    for path in paths:  # warm the page cache for both passes
+        Path(path).read_bytes()
+    plain_times, convert_times = [], []
+    summary = None
+    for _ in range(repeats):
+        plain_times.append(plain_pass(paths, workers))
+        out = workdir / "out"
+        started = time.perf_counter()
+        summary = convert_coco(image_dir, ann_file, out, shard_num=shard_num, num_workers=workers)
+        convert_times.append(time.perf_counter() - started)
+        if summary.num_images != num_images:
+            raise RuntimeError(f"converted {summary.num_images} of {num_images} images")
+        shutil.rmtree(out)
+    plain_rate = num_images / min(plain_times)
+    convert_rate = num_images / min(convert_times)
+    return {"num_images": num_images, "num_workers": workers, "shard_num": shard_num, "repeats": repeats,
+            "plain_images_per_s": plain_rate, "convert_images_per_s": convert_rate,
+            "ratio": convert_rate / plain_rate, "plain_seconds": plain_times, "convert_seconds": convert_times,
+            "bytes_written": summary.bytes_written}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_images", type=int, default=2048, help="size of the coco128-repeated set")
+    parser.add_argument("--num_workers", type=int, default=None, help="threads for both passes "
+                        "(default and ceiling: the CPU count)")
+    parser.add_argument("--shard_num", type=int, default=1, help="MindRecord shards of the conversion")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each pass; best is reported")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if not (COCO128 / COCO128_JSON).is_file():
+        print(f"error: {COCO128} not found; the benchmark needs ../shared/data/coco128", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="convert_throughput_") as tmp:
+        print(f"image set: coco128 repeated to {args.num_images} images (symlinks to the 128 real JPEGs "
+              f"under new names and ids)")
+        result = run(args.num_images, args.num_workers, args.shard_num, args.repeats, Path(tmp))
+    print(f"threads: {result['num_workers']}, shards: {result['shard_num']}, best of {result['repeats']}")
+    print(f"plain read + cv2.imdecode : {result['plain_images_per_s']:8.0f} images/s")
+    print(f"conversion (coco2mindrecord): {result['convert_images_per_s']:6.0f} images/s")
+    print(f"ratio conversion / plain  : {result['ratio']:8.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

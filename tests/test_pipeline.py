@@ -1,0 +1,226 @@
+"""The training and eval pipelines end to end on converted shards (MindDataset, threads, batches)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import RECT_COLOURS_BGR, write_rectangle_coco
+from yolodata.convert import convert_coco
+from yolodata.labels import STRIDES
+from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
+from yolodata.sampler import multiscale_shapes
+
+NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, extras=0.0)
+
+
+@pytest.fixture(scope="module")
+def rect_shards(tmp_path_factory):
+    """22 rectangle images converted into 3 shards (22 is not a multiple of the batch sizes used)."""
+    folder = tmp_path_factory.mktemp("rect")
+    image_dir, ann_file = write_rectangle_coco(folder, num_images=22, seed=3)
+    out = folder / "shards"
+    convert_coco(image_dir=image_dir, ann_file=ann_file, output_dir=out, shard_num=3, progress=False)
+    return out
+
+
+def batches(dataset):
+    return [dict(zip(TRAIN_COLUMNS, b)) for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)]
+
+
+def test_train_columns_dtypes_and_shapes(rect_shards):
+    dataset = create_train_dataset(rect_shards, per_batch_size=4, training_shape=160, num_parallel_workers=2,
+                                   max_boxes=32)
+    out = batches(dataset)
+    assert len(out) == dataset.num_steps == dataset.steps_per_epoch == 6  # ceil(22 / 4)
+    first = out[0]
+    assert first["image"].dtype == np.uint8 and first["image"].shape == (4, 160, 160, 3)
+    assert first["image_id"].dtype == np.int64 and first["image_id"].shape == (4,)
+    assert first["boxes"].dtype == np.float32 and first["boxes"].shape == (4, 32, 6)
+    for stride in STRIDES:
+        assert first[f"target_indices_s{stride}"].dtype == np.int32
+        assert first[f"target_indices_s{stride}"].shape == (4, 32 * 9)
+        assert first[f"target_values_s{stride}"].shape == (4, 32 * 9, 6)
+    # every image id of the dataset appears (22 images, 24 slots: 2 wrap-around repeats)
+    ids = np.concatenate([b["image_id"] for b in out])
+    assert set(ids.tolist()) == set(range(1, 23))
+
+
+def _colour_extent_ok(image_rgb, box, colour_rgb, tolerance=2):
+    """The box's edges sit on its colour's edges: inside lines are the colour, outside lines are not."""
+    height, width = image_rgb.shape[:2]
+    mask = np.all(np.abs(image_rgb.astype(int) - np.array(colour_rgb)) < 60, axis=-1)
+    x1, y1, x2, y2 = box
+    xi1, yi1, xi2, yi2 = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
+    t = tolerance + 1
+    inner = mask[yi1 + t:yi2 - t, xi1 + t:xi2 - t]
+    if inner.size and inner.mean() < 0.9:
+        return False
+    for line in (mask[max(0, yi1 - t), xi1 + t:xi2 - t] if yi1 - t >= 0 else None,
+                 mask[min(height - 1, yi2 + t - 1), xi1 + t:xi2 - t] if yi2 + t - 1 < height else None,
+                 mask[yi1 + t:yi2 - t, max(0, xi1 - t)] if xi1 - t >= 0 else None,
+                 mask[yi1 + t:yi2 - t, min(width - 1, xi2 + t - 1)] if xi2 + t - 1 < width else None):
+        if line is not None and line.size and line.mean() > 0.5:
+            return False
+    return True
+
+
+def test_whole_chain_boxes_follow_pixels(rect_shards):
+    """Mosaic + affine + flips + letterbox path: each box equals its rectangle's pixel extent."""
+    checked = 0
+    for mosaic in (1.0, 0.0):
+        dataset = create_train_dataset(rect_shards, per_batch_size=4, training_shape=256, seed=11,
+                                       num_parallel_workers=2, mosaic=mosaic, **NO_COLOUR)
+        for batch in batches(dataset):
+            for image, boxes in zip(batch["image"], batch["boxes"]):
+                for box in boxes[boxes[:, 5] > 0]:
+                    colour_rgb = RECT_COLOURS_BGR[int(box[4])][::-1]
+                    assert _colour_extent_ok(image, box[:4], colour_rgb), (mosaic, box)
+                    checked += 1
+    assert checked > 50
+
+
+def test_batches_identical_for_any_number_of_workers(rect_shards):
+    kwargs = dict(per_batch_size=4, training_shape=128, seed=5, resize_rate=2)
+    one = batches(create_train_dataset(rect_shards, num_parallel_workers=1, **kwargs))
+    two = batches(create_train_dataset(rect_shards, num_parallel_workers=2, **kwargs))
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        for name in TRAIN_COLUMNS:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_resume_equals_continue(rect_shards):
+    kwargs = dict(per_batch_size=4, training_shape=128, seed=7, num_parallel_workers=2, resize_rate=1)
+    full = batches(create_train_dataset(rect_shards, start_epoch=1, num_epochs=2, **kwargs))
+    resumed = batches(create_train_dataset(rect_shards, start_epoch=1, start_step=4, num_epochs=2, **kwargs))
+    assert len(resumed) == len(full) - 4
+    for a, b in zip(full[4:], resumed):
+        for name in TRAIN_COLUMNS:
+            np.testing.assert_array_equal(a[name], b[name])
+    # another epoch is another order
+    assert not np.array_equal(np.concatenate([b["image_id"] for b in full[:6]]),
+                              np.concatenate([b["image_id"] for b in full[6:]]))
+
+
+def test_global_batches_same_for_any_group_size(rect_shards):
+    kwargs = dict(training_shape=128, seed=2, num_parallel_workers=2, resize_rate=1)
+    single = batches(create_train_dataset(rect_shards, per_batch_size=4, **kwargs))
+    ranks = [batches(create_train_dataset(rect_shards, per_batch_size=2, rank=r, group_size=2, **kwargs))
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for step, whole in enumerate(single):
+        parts = np.concatenate([ranks[r][step]["image_id"] for r in range(2)])
+        assert sorted(parts.tolist()) == sorted(whole["image_id"].tolist())
+        # multi-scale: every rank and the single process use the same shape at the same step
+        shapes = {ranks[0][step]["image"].shape[1], ranks[1][step]["image"].shape[1], whole["image"].shape[1]}
+        assert len(shapes) == 1 and shapes.pop() in multiscale_shapes(128)
+
+
+def test_resume_against_changed_shards_fails(rect_shards):
+    with pytest.raises(ValueError, match="changed"):
+        create_train_dataset(rect_shards, per_batch_size=4, training_shape=128, expected_dataset_id="0" * 64)
+
+
+def test_bad_arguments_are_explained(rect_shards):
+    with pytest.raises(ValueError, match="per_batch_size"):
+        create_train_dataset(rect_shards, per_batch_size=0)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        create_train_dataset(rect_shards, per_batch_size=2, mosiac=1.0)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_train_dataset(rect_shards, per_batch_size=2, training_shape=100)
+    with pytest.raises(ValueError, match="tools/coco2mindrecord.py"):
+        create_train_dataset(rect_shards / "missing", per_batch_size=2)
+
+
+@pytest.fixture
+def corrupt_shards(tmp_path, rect_shards):
+    """A copy of the shards with one image's bytes replaced by garbage (rewritten with FileWriter)."""
+    from mindspore.mindrecord import FileReader, FileWriter
+
+    from yolodata.schema import MINDRECORD_SCHEMA, SHARD_PREFIX
+
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    for name in ("manifest.json", "annotations.json"):
+        shutil.copy(rect_shards / name, out / name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    reader = FileReader(str(rect_shards / f"{SHARD_PREFIX}0"))
+    rows = [dict(row) for row in reader.get_next()]
+    reader.close()
+    rows.sort(key=lambda r: int(r["row_index"]))
+    rows[5]["image"] = b"\xff\xd8 this is not a picture"
+    writer = FileWriter(str(out / SHARD_PREFIX), shard_num=len(manifest["shards"]), overwrite=True)
+    writer.add_schema(MINDRECORD_SCHEMA, "yolodata")
+    writer.write_raw_data(rows)
+    writer.commit()
+    return out, int(rows[5]["image_id"])
+
+
+def test_bad_row_names_shard_and_image(corrupt_shards):
+    folder, bad_id = corrupt_shards
+    dataset = create_train_dataset(folder, per_batch_size=4, training_shape=128, num_parallel_workers=2)
+    with pytest.raises(RuntimeError, match=f"image_id {bad_id}") as error:
+        batches(dataset)
+    assert "data.mindrecord" in str(error.value)
+
+
+def test_bad_row_skipped_and_counted(corrupt_shards):
+    folder, bad_id = corrupt_shards
+    dataset = create_train_dataset(folder, per_batch_size=4, training_shape=128, num_parallel_workers=2,
+                                   skip_bad_rows=True)
+    out = batches(dataset)
+    assert len(out) == dataset.num_steps
+    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.rows[0]
+
+
+def eval_batches(dataset):
+    return [dict(zip(EVAL_COLUMNS, b)) for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)]
+
+
+def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards):
+    manifest = json.loads((rect_shards / "manifest.json").read_text())
+    annotations = json.loads((rect_shards / "annotations.json").read_text())
+    by_id = {img["id"]: img for img in annotations["images"]}
+    seen = []
+    for rank in range(3):
+        dataset = create_eval_dataset(rect_shards, per_batch_size=4, testing_shape=256, rank=rank, group_size=3,
+                                      num_parallel_workers=2)
+        for batch in eval_batches(dataset):
+            assert batch["image"].shape == (4, 256, 256, 3) and batch["image"].dtype == np.uint8
+            for image, image_id, hw, scale, pad in zip(batch["image"], batch["image_id"], batch["orig_hw"],
+                                                       batch["scale"], batch["pad"]):
+                if image_id < 0:
+                    continue
+                seen.append(int(image_id))
+                info = by_id[int(image_id)]
+                assert tuple(hw) == (info["height"], info["width"])
+                assert scale <= 1.0  # no upscaling for eval
+                # a ground-truth box mapped into the letterboxed image and back lands where it started,
+                # and its rectangle is there in the pixels
+                ann = next(a for a in annotations["annotations"] if a["image_id"] == image_id)
+                x, y, w, h = ann["bbox"]
+                mapped = np.array([x, y, x + w, y + h]) * scale + np.tile(pad, 2)
+                back = (mapped - np.tile(pad, 2)) / scale
+                np.testing.assert_allclose(back, [x, y, x + w, y + h], atol=1e-3)
+                category = next(c["index"] for c in manifest["categories"] if c["id"] == ann["category_id"])
+                colour_rgb = RECT_COLOURS_BGR[category][::-1]
+                assert _colour_extent_ok(image, mapped, colour_rgb)
+    assert sorted(seen) == sorted(by_id)
+
+
+def test_eval_pixels_equal_opencv_letterbox(rect_shards):
+    annotations = json.loads((rect_shards / "annotations.json").read_text())
+    dataset = create_eval_dataset(rect_shards, per_batch_size=8, testing_shape=704, num_parallel_workers=1)
+    batch = eval_batches(dataset)[0]
+    image_dir = rect_shards.parent / "images"
+    for image, image_id, scale, pad in zip(batch["image"], batch["image_id"], batch["scale"], batch["pad"]):
+        info = next(i for i in annotations["images"] if i["id"] == image_id)
+        source = cv2.imread(str(image_dir / info["file_name"]))
+        # testing_shape 704 is larger than every image here (< 700 px): no resize, only padding
+        assert scale == 1.0
+        px, py = int(pad[0]), int(pad[1])
+        np.testing.assert_array_equal(image[py:py + info["height"], px:px + info["width"]], source[..., ::-1])

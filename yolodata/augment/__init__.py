@@ -1,0 +1,14 @@
+"""Per-sample augmentations of the YOLOv5 input pipeline: pure numpy/OpenCV functions.
+
+Each transform separates *sampling* (a Generator from ``yolodata.rng.keyed_rng`` -> small picklable
+parameters or a matrix) from *applying* (parameters -> new pixels and boxes), never modifies its
+inputs, and passes the shared harness in tests/test_transform_harness.py.
+
+- ``affine``: YOLOv5's random affine/perspective with the flips in the same matrix; ``warp``.
+- ``letterbox``: aspect-preserving resize + centred 114 padding, its matrix and exact inverse.
+- ``mosaic``: the 4-image mosaic rendered straight into the output (no 2s x 2s canvas).
+- ``color``: HSV jitter and BGR -> RGB. ``extras``: albumentations' rare pixel extras.
+
+Submodules are imported by name (``from yolodata.augment import mosaic``); importing this package
+loads none of them.
+"""

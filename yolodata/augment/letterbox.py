@@ -1,0 +1,100 @@
+"""Letterbox: resize keeping the aspect ratio, pad to the target size with gray 114, centred.
+
+Used for the non-mosaic training path (as a matrix composed with the random affine, one warp) and for
+evaluation (``scaleup=False``: images smaller than the target are not enlarged, as in YOLOv5's val).
+
+The mapping is ``letterboxed = original * scale + pad`` on both axes (edge coordinates, see
+affine.py), with integer pads so the image starts on a pixel boundary; ``unletterbox_boxes`` is its
+exact inverse: ``original = (letterboxed - pad) / scale``.
+
+``letterbox`` renders it with ``cv2.resize(fx=scale, fy=scale)`` written straight into a view of the
+114 canvas (faster than a warp): given ``fx``/``fy``, OpenCV samples with exactly that scale (its
+source point for pixel ``d`` is ``(d + 0.5) / scale - 0.5``, the edge convention), and makes the image
+``round(w * scale)`` pixels wide, so its pixels match the matrix to within the sub-pixel rounding of
+that size.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .affine import (BORDER_VALUE, check_hw, check_image, check_labels, filled_image, filter_boxes,
+                     transform_clip_boxes)
+
+
+def letterbox_scale(src_hw, dst_hw, *, scaleup: bool = True) -> float:
+    """The largest scale that fits ``src_hw`` into ``dst_hw`` (at most 1 unless ``scaleup``)."""
+    src_h, src_w = check_hw("src_hw", src_hw)
+    dst_h, dst_w = check_hw("dst_hw", dst_hw)
+    scale = min(dst_h / src_h, dst_w / src_w)
+    return scale if scaleup else min(scale, 1.0)
+
+
+def resized_hw(src_hw, scale: float) -> tuple[int, int]:
+    """Size of ``src_hw`` resized by ``scale``, rounded as ``cv2.resize(fx=scale)`` does (at least 1)."""
+    src_h, src_w = src_hw
+    # Python's round() and OpenCV's cvRound both round half to even on the same double product.
+    return max(1, round(src_h * scale)), max(1, round(src_w * scale))
+
+
+def letterbox_matrix(src_hw, dst_hw, *, scaleup: bool = True):
+    """(float64 (3, 3) matrix, scale, (pad_x, pad_y)) of the letterbox of ``src_hw`` into ``dst_hw``.
+
+    The matrix maps original edge coordinates to letterboxed ones: ``x * scale + pad_x``. The pads are
+    integers: the resized image is centred, the odd pixel going to the right/bottom.
+    """
+    scale = letterbox_scale(src_hw, dst_hw, scaleup=scaleup)
+    dst_h, dst_w = check_hw("dst_hw", dst_hw)
+    new_h, new_w = resized_hw(check_hw("src_hw", src_hw), scale)
+    pad_x, pad_y = (dst_w - new_w) // 2, (dst_h - new_h) // 2
+    matrix = np.array([[scale, 0, pad_x], [0, scale, pad_y], [0, 0, 1]], np.float64)
+    return matrix, scale, (pad_x, pad_y)
+
+
+def unletterbox_boxes(xyxy, scale: float, pad) -> np.ndarray:
+    """Boxes in letterboxed pixels -> original pixels: ``(xyxy - pad) / scale``, the exact inverse.
+
+    ``xyxy`` is (N, K >= 4); the first four columns are x1, y1, x2, y2 and the rest (score, class...)
+    are copied unchanged. Returns a new float32 array of the same shape (no clipping).
+    """
+    xyxy = np.asarray(xyxy)
+    if xyxy.ndim != 2 or xyxy.shape[1] < 4:
+        raise ValueError(f"xyxy must be an (N, 4) or wider array of x1, y1, x2, y2 boxes, got shape {xyxy.shape}")
+    scale = float(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive number (from letterbox_matrix), got {scale}")
+    pad_x, pad_y = (float(p) for p in pad)
+    out = xyxy.astype(np.float64, copy=True)
+    out[:, [0, 2]] = (out[:, [0, 2]] - pad_x) / scale
+    out[:, [1, 3]] = (out[:, [1, 3]] - pad_y) / scale
+    return out.astype(np.float32)
+
+
+def letterbox(image: np.ndarray, labels: np.ndarray, dst_hw, *, scaleup: bool = True):
+    """(new image, new labels, scale, (pad_x, pad_y)): ``image`` letterboxed into ``dst_hw``.
+
+    Pixels: ``cv2.resize`` (bilinear) into the centre of a 114 canvas, equivalent to warping with
+    ``letterbox_matrix``. Boxes: through the same matrix, then ``affine.filter_boxes`` like every
+    geometric step (boxes inside the image stay inside; boxes of 2 px or less after resizing are
+    dropped).
+    """
+    image = check_image(image)
+    labels = check_labels(labels)
+    dst_h, dst_w = check_hw("dst_hw", dst_hw)
+    matrix, scale, (pad_x, pad_y) = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
+    new_h, new_w = resized_hw(image.shape[:2], scale)
+    out = filled_image((dst_h, dst_w), BORDER_VALUE)
+    view = out[pad_y:pad_y + new_h, pad_x:pad_x + new_w]
+    if (new_h, new_w) == image.shape[:2]:
+        view[:] = image
+    elif (new_h, new_w) == (round(image.shape[0] * scale), round(image.shape[1] * scale)):
+        # fx/fy given and no dsize: OpenCV samples with exactly ``scale`` (see the module docstring)
+        # and writes into the canvas view in place (it has the size OpenCV computes).
+        resized = cv2.resize(image, None, dst=view, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(resized, out):  # OpenCV allocated elsewhere after all: copy it in
+            view[:] = resized
+    else:
+        # An extreme aspect ratio rounded a side to 0 pixels; it is widened to 1 (sub-pixel mismatch).
+        view[:] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    new_labels = filter_boxes(*transform_clip_boxes(labels, matrix, (dst_h, dst_w)))
+    return out, new_labels, scale, (pad_x, pad_y)

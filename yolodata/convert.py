@@ -1,0 +1,857 @@
+"""COCO instances json + image folder -> MindRecord shards, ``manifest.json`` and ``annotations.json``.
+
+Stages
+------
+1. Plan (no image is read): parse and check the json, map category ids to contiguous indices in id
+   order, build each image's label array (clipped boxes, degenerate ones dropped and counted), check
+   file names and that the files exist. Problems are collected per image; a json that is not COCO at
+   all stops here. With ``strict`` any problem stops here, before a thread starts.
+2. Convert: threads read and fully decode every image (``image_io.prepare_source_image``: complete,
+   decodable, the json's size in the frame the json describes) while the calling thread writes the
+   finished rows, in image-id order, to MindRecord. Row order and content never depend on the number
+   of threads: results are consumed in plan order.
+3. Finish: ``manifest.json`` and ``annotations.json`` (the COCO json of exactly the converted images)
+   are written, then the temporary folder beside the output replaces the output in one rename. Any
+   failure, Ctrl-C or full disk removes the temporary folder and leaves an existing output untouched.
+
+Why the MindRecord writing looks the way it does (measured on mindspore 2.8.0)
+-------------------------------------------------------------------------------
+``FileWriter(shard_num=N).write_raw_data(rows)`` splits *each call's* rows into N contiguous blocks,
+one per shard, and gives the ``len(rows) % N`` leftover rows to randomly chosen shards. With N = 1 rows
+can be streamed in small calls (bounded memory, writing overlapped with decoding). With N > 1 the only
+way to get the design's layout (rows in write order across the whole set, so that ``row_index`` equals
+``MindDataset``'s global index) for any row count is one call with every row: the converter then keeps
+the rows in memory and writes them at the end. The shard sizes are read back from the files.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from . import boxes as boxes_lib
+from . import image_io
+from .manifest import compute_dataset_id
+from .schema import (ANNOTATIONS_NAME, MANIFEST_NAME, MINDRECORD_SCHEMA, NUM_LABEL_COLUMNS, SCHEMA_VERSION,
+                     SHARD_PREFIX, placeholder_arrays)
+
+CONVERTER_VERSION = "1.0.0"
+
+# Problems that are not errors: requested by the user, never stop a --strict run.
+NON_ERROR_REASONS = frozenset({"empty_dropped"})
+
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+ROWS_PER_WRITE = 8          # rows per FileWriter call when streaming (small calls measured fastest)
+IMAGES_PER_TASK = 8         # images a decode thread takes at once
+TASKS_IN_FLIGHT_PER_WORKER = 2
+MAX_PROBLEMS_IN_MESSAGE = 20
+
+
+class ConversionError(Exception):
+    """A user-facing failure: bad arguments, a json that is not COCO, or a --strict stop."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why an image (or an annotation that belongs to no image) was not converted."""
+
+    reason: str
+    message: str
+    image_id: int | None = None
+    file_name: str | None = None
+    annotation_id: int | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.reason not in NON_ERROR_REASONS
+
+    def describe(self) -> str:
+        if self.annotation_id is not None and self.file_name is None:
+            return f"annotation {self.annotation_id} (image_id {self.image_id}): {self.message}"
+        name = f" ({self.file_name})" if self.file_name is not None else ""
+        return f"image {self.image_id}{name}: {self.message}"
+
+    def manifest_entry(self) -> dict:
+        entry = {"image_id": self.image_id, "file_name": self.file_name, "reason": self.reason,
+                 "message": self.message}
+        if self.annotation_id is not None:
+            entry["annotation_id"] = self.annotation_id
+        return entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+    index: int   # contiguous training index, in category-id order
+    id: int      # original COCO category id
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEntry:
+    """One image of the json that passed the json checks (its labels are built in a decode thread)."""
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    record: dict                  # the json's image record, copied unchanged into annotations.json
+    annotations: list             # the json's annotation records of this image, checked
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything decided from the json before any image is read."""
+
+    categories: list
+    class_of_category: dict       # COCO category id -> contiguous index
+    entries: list                 # ImageEntry in image-id order: the candidates to convert
+    problems: list                # image-level Problems (skipped images)
+    annotation_problems: list     # Problems of annotations that belong to no image of the json
+    document: dict                # the parsed json (for annotations.json)
+    annotation_bytes: bytes       # the file as read (copied as annotations.json when nothing is left out)
+    annotation_sha256: str
+
+
+@dataclasses.dataclass
+class ConversionSummary:
+    """What a conversion did; ``format_table()`` is the table the tool prints."""
+
+    output_dir: str
+    num_images: int
+    num_boxes: int
+    num_background: int
+    boxes_clipped: int
+    boxes_dropped: int
+    skipped: list                 # Problems (images not converted)
+    skipped_annotations: list     # Problems (annotations naming no image)
+    reencoded: list               # {"image_id", "file_name", "note"}
+    shards: list                  # {"file", "num_rows"}
+    bytes_written: int
+    seconds: float
+    num_workers: int
+    dataset_id: str
+
+    @property
+    def skipped_by_reason(self) -> dict:
+        return dict(sorted(collections.Counter(p.reason for p in self.skipped + self.skipped_annotations).items()))
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else float("inf")
+
+    def format_table(self, max_listed: int = 50) -> str:
+        rows = [("output", self.output_dir),
+                ("images", f"{self.num_images} ({self.num_background} without boxes)"),
+                ("boxes", f"{self.num_boxes} ({self.boxes_clipped} clipped to the image, "
+                          f"{self.boxes_dropped} dropped: empty after clipping)")]
+        skipped = self.skipped_by_reason
+        rows.append(("skipped", ", ".join(f"{reason}: {n}" for reason, n in skipped.items()) or "none"))
+        if self.reencoded:
+            rows.append(("re-encoded", f"{len(self.reencoded)} (EXIF frame, see manifest.json)"))
+        rows.append(("shards", ", ".join(f"{s['file']} ({s['num_rows']} rows)" for s in self.shards)))
+        rows.append(("bytes", f"{self.bytes_written:,}"))
+        rows.append(("time", f"{self.seconds:.2f} s ({self.images_per_second:.0f} images/s, "
+                             f"{self.num_workers} decode threads)"))
+        width = max(len(key) for key, _ in rows)
+        lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
+        listed = self.skipped + self.skipped_annotations
+        for problem in listed[:max_listed]:
+            lines.append(f"  skipped {problem.describe()}")
+        if len(listed) > max_listed:
+            lines.append(f"  ... and {len(listed) - max_listed} more, listed in {MANIFEST_NAME}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 1: the json
+# ----------------------------------------------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return type(value) is int  # JSON integers only: bool and float are rejected
+
+
+def load_annotation_file(ann_file: str | os.PathLike) -> tuple[dict, bytes, str]:
+    """(parsed json, file bytes, sha256 hex); ConversionError when it is not a COCO instances json."""
+    path = Path(ann_file)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConversionError(f"cannot read the annotation file {path}: {error.strerror or error}") from error
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConversionError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ConversionError(f"{path} is not a COCO instances json: the top level is a "
+                              f"{type(document).__name__}, expected an object")
+    for key in ("images", "annotations", "categories"):
+        if key not in document:
+            raise ConversionError(f"{path} is not a COCO instances json: key '{key}' is missing "
+                                  f"(found {sorted(document)})")
+        if not isinstance(document[key], list):
+            raise ConversionError(f"{path} is not a COCO instances json: '{key}' must be a list, "
+                                  f"got {type(document[key]).__name__}")
+    return document, data, sha256
+
+
+def parse_categories(categories: list, source: str = "the json") -> list[Category]:
+    """Categories sorted by id with contiguous indices (COCO's 1..90 become 0..79; an id 0 is index 0)."""
+    seen = {}
+    for position, record in enumerate(categories):
+        if not isinstance(record, dict):
+            raise ConversionError(f"{source}: categories[{position}] must be an object, got {type(record).__name__}")
+        cat_id, name = record.get("id"), record.get("name")
+        if not _is_int(cat_id) or not INT64_MIN <= cat_id <= INT64_MAX:
+            raise ConversionError(f"{source}: categories[{position}] has id {cat_id!r}; expected an integer")
+        if not isinstance(name, str):
+            raise ConversionError(f"{source}: category {cat_id} has name {name!r}; expected a string")
+        if cat_id in seen:
+            raise ConversionError(f"{source}: category id {cat_id} appears twice "
+                                  f"({seen[cat_id]!r} and {name!r})")
+        seen[cat_id] = name
+    if not seen:
+        raise ConversionError(f"{source}: 'categories' is empty; a detection dataset needs at least one")
+    return [Category(index, cat_id, seen[cat_id]) for index, cat_id in enumerate(sorted(seen))]
+
+
+_WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:)?[\\/]")
+
+
+def file_name_problem(file_name) -> str | None:
+    """Why ``file_name`` cannot be used under --image_dir (None when it is a safe relative path)."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        return f"file_name {file_name!r} must be a non-empty string"
+    if "\x00" in file_name:
+        return "file_name contains a NUL character"
+    if PurePosixPath(file_name).is_absolute() or _WINDOWS_ABSOLUTE.match(file_name):
+        return f"file_name {file_name!r} is absolute; it must be relative to --image_dir"
+    if ".." in re.split(r"[\\/]", file_name):
+        return f"file_name {file_name!r} contains '..' and would escape --image_dir"
+    return None
+
+
+def _image_record_problem(record) -> tuple[str, str] | None:
+    """(reason, message) when an image record cannot be used, else None."""
+    if not isinstance(record, dict):
+        return "bad_image_record", f"the image record is a {type(record).__name__}, expected an object"
+    for key in ("id", "file_name", "height", "width"):
+        if key not in record:
+            return "bad_image_record", f"the image record lacks '{key}'"
+    if not _is_int(record["id"]) or not INT64_MIN <= record["id"] <= INT64_MAX:
+        return "bad_image_record", f"id {record['id']!r} must be an integer that fits int64"
+    for key in ("height", "width"):
+        if not _is_int(record[key]) or not 0 < record[key] < 2 ** 31:
+            return "bad_image_record", f"{key} {record[key]!r} must be a positive integer"
+    message = file_name_problem(record["file_name"])
+    if message is not None:
+        return ("unsafe_file_name" if isinstance(record["file_name"], str) else "bad_image_record"), message
+    return None
+
+
+def _annotation_problem(record: dict, class_of_category: dict) -> tuple[str, str] | None:
+    """(reason, message) when an annotation record (whose image_id is known) cannot be used, else None."""
+    ann_id, category_id, bbox = record.get("id"), record.get("category_id"), record.get("bbox")
+    if not _is_int(ann_id):
+        return "bad_annotation", f"id {ann_id!r} must be an integer"
+    if not _is_int(category_id):
+        return "bad_annotation", f"category_id {category_id!r} must be an integer"
+    if category_id not in class_of_category:
+        return "unknown_category", f"category_id {category_id} is not in 'categories'"
+    if type(bbox) is not list or len(bbox) != 4 or any(type(v) is not float and type(v) is not int for v in bbox):
+        return "bad_annotation", f"bbox {bbox!r} must be a list of 4 numbers [x, y, width, height]"
+    if not math.isfinite(sum(bbox)):
+        return "bad_annotation", f"bbox {bbox!r} has a number that is not finite"
+    iscrowd = record.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or type(iscrowd) is float:
+        return "bad_annotation", f"iscrowd {iscrowd!r} must be 0 or 1"
+    return None
+
+
+def labels_from_annotations(annotations: list, class_of_category: dict, width: int,
+                            height: int) -> tuple[np.ndarray, int, int]:
+    """(label array float32 (N, 6), boxes clipped, boxes dropped) for one image's checked annotations.
+
+    COCO boxes are [x, y, w, h] in pixels; they become xyxy, are clipped to the image, and rows of zero
+    or negative width or height after clipping are dropped (counted). Crowd boxes are kept, flagged.
+    """
+    if not annotations:
+        return np.zeros((0, NUM_LABEL_COLUMNS), np.float32), 0, 0
+    labels = np.empty((len(annotations), NUM_LABEL_COLUMNS), np.float32)
+    labels[:, :4] = boxes_lib.xywh_to_xyxy(np.array([a["bbox"] for a in annotations], np.float64))
+    labels[:, 4] = [class_of_category[a["category_id"]] for a in annotations]
+    labels[:, 5] = [int(a.get("iscrowd", 0)) for a in annotations]
+    clipped = boxes_lib.clip_boxes(labels, width, height)
+    num_clipped = int(np.any(clipped[:, :4] != labels[:, :4], axis=1).sum())
+    kept = boxes_lib.sanitize_boxes(clipped, min_size=0.0, max_aspect_ratio=np.inf)
+    return kept, num_clipped, len(clipped) - len(kept)
+
+
+def _problem_order(problem: Problem):
+    return (problem.image_id is None, problem.image_id if problem.image_id is not None else 0,
+            problem.file_name or "", problem.annotation_id if problem.annotation_id is not None else 0)
+
+
+def build_plan(ann_file, image_dir) -> Plan:
+    """Stage 1: read and check the json and decide the candidate images (no image is read)."""
+    document, data, sha256 = load_annotation_file(ann_file)
+    source = str(ann_file)
+    categories = parse_categories(document["categories"], source)
+    class_of_category = {c.id: c.index for c in categories}
+    image_dir = Path(image_dir)
+
+    problems: list[Problem] = []
+    records_by_id: dict[int, list] = collections.defaultdict(list)
+    for position, record in enumerate(document["images"]):
+        found = _image_record_problem(record)
+        if found is not None:
+            reason, message = found
+            image_id = record.get("id") if isinstance(record, dict) and _is_int(record.get("id")) else None
+            file_name = record.get("file_name") if isinstance(record, dict) and isinstance(
+                record.get("file_name"), str) else None
+            problems.append(Problem(reason, f"images[{position}]: {message}", image_id, file_name))
+            continue
+        records_by_id[record["id"]].append(record)
+    bad_ids = set()
+    for image_id, records in records_by_id.items():
+        if len(records) > 1:
+            names = [r["file_name"] for r in records]
+            for record in records:
+                problems.append(Problem("duplicate_image_id", f"image id {image_id} is used by {len(records)} "
+                                        f"images {names}; none of them is converted", image_id,
+                                        record["file_name"]))
+            bad_ids.add(image_id)
+    # an image record that failed its checks but has an id: its annotations are not "unknown image"
+    known_ids = set(records_by_id) | {p.image_id for p in problems if p.image_id is not None}
+
+    annotations_by_image: dict[int, list] = collections.defaultdict(list)
+    annotation_problems: list[Problem] = []
+    image_failure: dict[int, Problem] = {}
+    for position, record in enumerate(document["annotations"]):
+        if not isinstance(record, dict):
+            annotation_problems.append(Problem("bad_annotation", f"annotations[{position}] is a "
+                                               f"{type(record).__name__}, expected an object"))
+            continue
+        image_id, ann_id = record.get("image_id"), record.get("id")
+        if not _is_int(image_id) or image_id not in known_ids:
+            annotation_problems.append(Problem(
+                "unknown_image", f"annotations[{position}] names image_id {image_id!r}, which is not in "
+                                 f"'images'", image_id if _is_int(image_id) else None,
+                annotation_id=ann_id if _is_int(ann_id) else None))
+            continue
+        if image_id not in records_by_id or image_id in bad_ids:
+            continue  # its image is skipped already
+        found = _annotation_problem(record, class_of_category)
+        if found is not None and image_id not in image_failure:
+            reason, message = found
+            image_failure[image_id] = Problem(reason, f"annotation {ann_id!r} (annotations[{position}]): {message}",
+                                              image_id, records_by_id[image_id][0]["file_name"],
+                                              annotation_id=ann_id if _is_int(ann_id) else None)
+        annotations_by_image[image_id].append(record)
+    problems.extend(image_failure.values())
+    bad_ids.update(image_failure)
+
+    entries: list[ImageEntry] = []
+    for image_id in sorted(records_by_id):
+        if image_id in bad_ids:
+            continue
+        record = records_by_id[image_id][0]
+        if not (image_dir / record["file_name"]).is_file():
+            problems.append(Problem("missing_file", f"file not found: {image_dir / record['file_name']}",
+                                    image_id, record["file_name"]))
+            continue
+        entries.append(ImageEntry(image_id, record["file_name"], record["height"], record["width"], record,
+                                  annotations_by_image.get(image_id, [])))
+    problems.sort(key=_problem_order)
+    return Plan(categories, class_of_category, entries, problems, annotation_problems, document, data, sha256)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 2: images -> rows
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PreparedRow:
+    """A validated image ready to be written (``row_index`` is assigned by the writer, in plan order)."""
+
+    fields: dict
+    labels: np.ndarray            # float32 (N, 6) as stored
+    boxes_clipped: int
+    boxes_dropped: int
+    note: str | None = None
+
+
+def row_arrays(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(num_boxes, boxes float32 (M, 4), classes int32 (M,), iscrowd int32 (M,)), M = max(num_boxes, 1).
+
+    A background image stores the schema's placeholder row (see yolodata.schema).
+    """
+    if len(labels) == 0:
+        return (0, *placeholder_arrays())
+    return (len(labels), np.ascontiguousarray(labels[:, :4], np.float32),
+            labels[:, 4].astype(np.int32), labels[:, 5].astype(np.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSettings:
+    """What a decode thread needs besides the image entry."""
+
+    image_dir: Path
+    class_of_category: dict
+    exif_frame: str
+    drop_empty: bool
+
+
+def prepare_row(entry: ImageEntry, settings: RowSettings) -> PreparedRow | Problem:
+    """Labels, then read and fully validate one image (runs in a decode thread); a Problem if unusable."""
+    labels, clipped, dropped = labels_from_annotations(entry.annotations, settings.class_of_category,
+                                                       entry.width, entry.height)
+    if settings.drop_empty and len(labels) == 0:
+        return Problem("empty_dropped", "no boxes (dropped with --drop_empty)", entry.image_id, entry.file_name)
+    path = settings.image_dir / entry.file_name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Problem("missing_file", f"file not found: {path}", entry.image_id, entry.file_name)
+    except OSError as error:
+        return Problem("unreadable_file", f"cannot read {path}: {error.strerror or error}", entry.image_id,
+                       entry.file_name)
+    try:
+        prepared = image_io.prepare_source_image(data, (entry.height, entry.width), settings.exif_frame)
+    except image_io.ImageProblem as problem:
+        return Problem(problem.reason, str(problem), entry.image_id, entry.file_name)
+    num_boxes, boxes, classes, iscrowd = row_arrays(labels)
+    fields = {"image": data if prepared.encoded is None else prepared.encoded, "image_id": entry.image_id,
+              "file_name": entry.file_name, "height": prepared.height, "width": prepared.width,
+              "num_boxes": num_boxes, "boxes": boxes, "classes": classes, "iscrowd": iscrowd}
+    return PreparedRow(fields, labels, clipped, dropped, prepared.note)
+
+
+def _prepare_rows(entries: list, settings: RowSettings) -> list:
+    return [prepare_row(entry, settings) for entry in entries]
+
+
+def iterate_prepared(entries: list, settings: RowSettings, num_workers: int):
+    """Yield (entry, PreparedRow | Problem) in plan order while ``num_workers`` threads decode ahead.
+
+    Threads take IMAGES_PER_TASK images at a time (fewer hand-offs between threads) and at most
+    TASKS_IN_FLIGHT_PER_WORKER tasks per thread are in flight, so memory stays bounded. The order of
+    the results never depends on the number of threads.
+    """
+    window = TASKS_IN_FLIGHT_PER_WORKER * num_workers
+    with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers,
+                                               thread_name_prefix="yolodata-decode") as pool:
+        pending: collections.deque = collections.deque()
+        position = 0
+        try:
+            while position < len(entries) or pending:
+                while position < len(entries) and len(pending) < window:
+                    chunk = entries[position:position + IMAGES_PER_TASK]
+                    pending.append((chunk, pool.submit(_prepare_rows, chunk, settings)))
+                    position += len(chunk)
+                chunk, future = pending.popleft()
+                yield from zip(chunk, future.result())
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+class _NativeRowWriter:
+    """Direct path to the C++ MindRecord writer behind ``FileWriter`` (mindspore 2.8.0).
+
+    ``FileWriter.write_raw_data`` spends about half of its time in Python (per-row schema lookups, blob
+    concatenation by repeated ``bytes +=``) while holding the GIL, which stalls the decode threads. This
+    class does the same two steps once per row: split the row into raw fields and one merged blob in
+    the layout ``mindspore.mindrecord``'s ShardWriter._merge_blob produces (per blob field in header
+    order: 8-byte big-endian length, then the bytes), and hands them to the same C++ call. ``create``
+    returns None when FileWriter lacks the internals used here; the caller then uses the public API.
+    """
+
+    def __init__(self, native, blob_fields: list, schema: dict):
+        self._native = native
+        self._blob_fields = blob_fields
+        self._blob_dtypes = {f: schema[f]["type"] for f in blob_fields}
+        self._raw_fields = [f for f in schema if f not in blob_fields]
+        self._raw_types = {f: (str if schema[f]["type"] == "string" else int) for f in self._raw_fields}
+        if any(schema[f]["type"] not in ("string", "int32", "int64") for f in self._raw_fields):
+            raise ValueError("the native MindRecord path handles string and integer scalar fields only")
+
+    @classmethod
+    def create(cls, file_writer) -> "_NativeRowWriter | None":
+        try:
+            native = file_writer._writer._writer
+            header = file_writer._header
+            blob_fields, schema = list(header.blob_fields), dict(header.schema)
+        except AttributeError:
+            return None
+        if not callable(getattr(native, "write_raw_data", None)) or len(blob_fields) < 2:
+            return None
+        try:
+            return cls(native, blob_fields, schema)
+        except ValueError:
+            return None
+
+    def encode(self, fields: dict) -> tuple[dict, bytes]:
+        parts = []
+        for name in self._blob_fields:
+            value = fields[name]
+            if isinstance(value, np.ndarray):
+                value = np.ascontiguousarray(value, self._blob_dtypes[name]).tobytes()
+            parts.append(len(value).to_bytes(8, "big"))
+            parts.append(value)
+        raw = {name: self._raw_types[name](fields[name]) for name in self._raw_fields}
+        return raw, b"".join(parts)
+
+    def write(self, encoded: list) -> None:
+        raw_rows = [raw for raw, _ in encoded]
+        blobs = [blob for _, blob in encoded]
+        # validate=False: encode() builds the raw fields with exactly the schema's types
+        status = self._native.write_raw_data({0: raw_rows}, blobs, False, False)
+        if status is not None and int(status) != 0:
+            raise RuntimeError(f"MindRecord failed to write {len(encoded)} rows (status {status})")
+
+
+class RowWriter:
+    """Thin wrapper of ``mindspore.mindrecord.FileWriter`` that keeps the design's row layout.
+
+    ``shard_num == 1``: rows are streamed in calls of ROWS_PER_WRITE; the first call goes through the
+    public ``write_raw_data`` (it opens the files and writes the header), later ones through
+    ``_NativeRowWriter`` when available. ``shard_num > 1``: rows are kept and written in one public call
+    at ``close()`` (see the module docstring for why).
+    """
+
+    def __init__(self, folder: Path, shard_num: int, *, native: bool = True):
+        from mindspore.mindrecord import FileWriter  # imported here: MindSpore takes a second to import
+
+        self.folder = folder
+        self.shard_num = shard_num
+        self.paths = shard_paths(folder, shard_num)
+        base = self.paths[0] if shard_num == 1 else folder / SHARD_PREFIX
+        self._writer = FileWriter(str(base), shard_num=shard_num, overwrite=False)
+        self._writer.add_schema(dict(MINDRECORD_SCHEMA), "yolodata rows, see yolodata/schema.py")
+        self._writer.add_index(["image_id"])
+        self._native = _NativeRowWriter.create(self._writer) if native and shard_num == 1 else None
+        self._pending: list = []
+        self._opened = False
+        self.num_rows = 0
+
+    def add(self, fields: dict) -> None:
+        encode_now = self._native is not None and self._opened
+        self._pending.append(self._native.encode(fields) if encode_now else fields)
+        self.num_rows += 1
+        if self.shard_num == 1 and len(self._pending) >= ROWS_PER_WRITE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._opened and self._native is not None:
+            self._native.write(self._pending)
+        else:
+            self._public_write(self._pending)
+        self._opened = True
+        self._pending = []
+
+    def _public_write(self, rows: list) -> None:
+        if not rows:
+            return
+        count = len(rows)
+        self._writer.write_raw_data(rows)
+        if len(rows) != count:  # FileWriter drops rows that fail its schema check, with a warning
+            raise RuntimeError("MindRecord rejected a row (see the warning above); this is a converter bug")
+
+    def close(self) -> list[dict]:
+        """Write what is left, commit, and return [{file, num_rows}] in row order (read back)."""
+        self._flush()
+        self._writer.commit()
+        import mindspore.dataset as ds
+
+        shards = [{"file": p.name, "num_rows": int(ds.MindDataset([str(p)]).get_dataset_size())}
+                  for p in self.paths]
+        if sum(s["num_rows"] for s in shards) != self.num_rows:
+            raise RuntimeError(f"the shards hold {sum(s['num_rows'] for s in shards)} rows but "
+                               f"{self.num_rows} were written; MindRecord dropped some (see its log)")
+        return shards
+
+
+def shard_paths(folder: Path, shard_num: int) -> list[Path]:
+    """Shard file paths as FileWriter names them: data.mindrecord0..N-1 (zero-padded when N > 10)."""
+    if shard_num == 1:
+        return [folder / f"{SHARD_PREFIX}0"]
+    digits = len(str(shard_num - 1))
+    return [folder / f"{SHARD_PREFIX}{str(k).rjust(digits, '0')}" for k in range(shard_num)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 3: output files, atomically
+# ----------------------------------------------------------------------------------------------------
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class AtomicOutput:
+    """A temporary folder beside ``target`` that replaces it only at ``commit()``.
+
+    On any exception (including KeyboardInterrupt) the temporary folder is removed and ``target`` is left
+    as it was. Leftovers of killed runs (``.NAME.partial-PID-*`` of dead processes) are removed first.
+    """
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.temp: Path | None = None
+        self._created_parents: list[Path] = []
+
+    def _check_target(self) -> None:
+        target = self.target
+        if target.exists() and not target.is_dir():
+            raise ConversionError(f"--output_dir {target} exists and is not a folder")
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+            raise ConversionError(f"--output_dir {target} is a non-empty folder that is not a converter output "
+                                  f"(no {MANIFEST_NAME}); choose a new or empty folder")
+
+    def _remove_stale(self) -> None:
+        pattern = re.compile(re.escape(f".{self.target.name}.") + r"(partial|old)-(\d+)-[0-9a-f]+$")
+        for candidate in self.target.parent.iterdir():
+            match = pattern.match(candidate.name)
+            if match and int(match.group(2)) != os.getpid() and not _process_alive(int(match.group(2))):
+                shutil.rmtree(candidate, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        self._check_target()
+        missing = []
+        parent = self.target.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            self._created_parents.append(folder)
+        self._remove_stale()
+        self.temp = self.target.parent / f".{self.target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        self.temp.mkdir()
+        return self.temp
+
+    def commit(self) -> None:
+        """Move the finished temporary folder into place (the old output, if any, is removed after)."""
+        self._check_target()
+        backup = None
+        if self.target.exists():
+            backup = self.target.parent / f".{self.target.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.rename(self.target, backup)
+        try:
+            os.rename(self.temp, self.target)
+        except BaseException:
+            if backup is not None:
+                os.rename(backup, self.target)
+            raise
+        self.temp = None
+        self._created_parents = []
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            self.temp = None
+        for folder in reversed(self._created_parents):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def annotations_document(document: dict, entries: list) -> dict:
+    """The COCO json of exactly the converted images (original records and ids, all categories)."""
+    out = {key: value for key, value in document.items() if key not in ("images", "annotations")}
+    out["images"] = [entry.record for entry in entries]
+    out["annotations"] = [ann for entry in entries for ann in entry.annotations]
+    return out
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_annotations(path: Path, plan: Plan, converted: list) -> None:
+    """annotations.json: the input file itself when every image and annotation of it was converted,
+    else the json re-written with exactly the converted images and their annotations."""
+    everything = (len(converted) == len(plan.document["images"])
+                  and sum(len(e.annotations) for e in converted) == len(plan.document["annotations"]))
+    if everything:
+        _write_file(path, plan.annotation_bytes)
+    else:
+        text = json.dumps(annotations_document(plan.document, converted), ensure_ascii=False,
+                          separators=(",", ":"))
+        _write_file(path, text.encode("utf-8"))
+
+
+def category_count_keys(categories: list) -> list[str]:
+    """Keys of ``boxes_per_category`` in index order: the name, or "name (id N)" for a repeated name."""
+    names = collections.Counter(c.name for c in categories)
+    return [c.name if names[c.name] == 1 else f"{c.name} (id {c.id})" for c in categories]
+
+
+def boxes_per_category(categories: list, label_arrays: list) -> dict:
+    """{category key: number of stored boxes} (keys from ``category_count_keys``)."""
+    counts = np.zeros(len(categories), np.int64)
+    for labels in label_arrays:
+        if len(labels):
+            counts += np.bincount(labels[:, 4].astype(np.int64), minlength=len(categories))
+    return {key: int(count) for key, count in zip(category_count_keys(categories), counts)}
+
+
+def resolve_num_workers(num_workers: int | None) -> int:
+    """Decode threads: default and ceiling os.cpu_count() (more threads than cores only add switching)."""
+    cpus = os.cpu_count() or 1
+    if num_workers is None:
+        return cpus
+    if not _is_int(num_workers) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+    return min(num_workers, cpus)
+
+
+def _strict_stop(problems: list, stage: str) -> ConversionError:
+    lines = [p.describe() for p in problems[:MAX_PROBLEMS_IN_MESSAGE]]
+    more = len(problems) - len(lines)
+    tail = f"\n  ... and {more} more" if more > 0 else ""
+    return ConversionError(f"--strict: {len(problems)} problem(s) {stage}; nothing was written:\n  "
+                           + "\n  ".join(lines) + tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertedImage:
+    """What is kept of a written row: its json entry and its stored labels."""
+
+    entry: ImageEntry
+    labels: np.ndarray
+    boxes_clipped: int
+    boxes_dropped: int
+
+
+def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, shards: list,
+                   options: dict, ann_file) -> dict:
+    """The manifest.json content (see DESIGN.md for the keys readers rely on)."""
+    boxes_per_row = [len(image.labels) for image in converted]
+    return {
+        "converter_version": CONVERTER_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "num_images": len(converted),
+        "num_boxes": int(sum(boxes_per_row)),
+        "num_background_images": int(sum(1 for n in boxes_per_row if n == 0)),
+        "num_crowd_boxes": int(sum(int(image.labels[:, 5].sum()) for image in converted)),
+        "categories": [{"index": c.index, "id": c.id, "name": c.name} for c in plan.categories],
+        "boxes_per_category": boxes_per_category(plan.categories, [image.labels for image in converted]),
+        "boxes_clipped": int(sum(image.boxes_clipped for image in converted)),
+        "boxes_dropped": {"empty_after_clipping": int(sum(image.boxes_dropped for image in converted))},
+        "skipped": [p.manifest_entry() for p in skipped],
+        "skipped_annotations": [p.manifest_entry() for p in plan.annotation_problems],
+        "reencoded": reencoded,
+        "annotation_file": Path(ann_file).name,
+        "annotation_sha256": plan.annotation_sha256,
+        "options": options,
+        "shards": shards,
+        "dataset_id": compute_dataset_id(SCHEMA_VERSION, [image.entry.image_id for image in converted],
+                                         boxes_per_row, plan.annotation_sha256),
+    }
+
+
+def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_workers: int | None = None,
+                 drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
+                 progress: bool = False) -> ConversionSummary:
+    """Convert a COCO-format dataset into ``output_dir``; returns the summary.
+
+    Raises ConversionError for user errors (the message says what to fix) and ValueError for bad
+    arguments. Whatever happens, an existing ``output_dir`` is replaced only by a complete result, and
+    no temporary file is left behind (except after SIGKILL; the next run removes those leftovers).
+    """
+    started = time.perf_counter()
+    image_dir, output_dir = Path(image_dir), Path(output_dir)
+    if not _is_int(shard_num) or not 1 <= shard_num <= 1000:
+        raise ValueError(f"shard_num must be an integer in 1..1000, got {shard_num!r}")
+    if exif_frame not in image_io.EXIF_FRAMES:
+        raise ValueError(f"exif_frame must be one of {image_io.EXIF_FRAMES}, got {exif_frame!r}")
+    workers = resolve_num_workers(num_workers)
+    if not image_dir.is_dir():
+        raise ConversionError(f"--image_dir {image_dir} is not a folder")
+
+    plan = build_plan(ann_file, image_dir)
+    errors = [p for p in plan.problems + plan.annotation_problems if p.is_error]
+    if strict and errors:
+        raise _strict_stop(errors, "in the annotation file or image paths")
+    if not plan.entries:
+        raise ConversionError(f"no image of {ann_file} can be converted ({len(plan.problems)} skipped, "
+                              f"e.g. {plan.problems[0].describe() if plan.problems else 'none listed'}); "
+                              f"nothing was written")
+
+    settings = RowSettings(image_dir, plan.class_of_category, exif_frame, drop_empty)
+    skipped = list(plan.problems)
+    converted: list[ConvertedImage] = []
+    reencoded: list[dict] = []
+    atomic = AtomicOutput(output_dir)
+    with atomic as temp:
+        writer = RowWriter(temp, shard_num)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(plan.entries), unit="img", desc="converting", dynamic_ncols=True,
+                       smoothing=0.1)
+        try:
+            for entry, result in iterate_prepared(plan.entries, settings, workers):
+                if isinstance(result, Problem):
+                    if strict and result.is_error:
+                        raise _strict_stop([result], "while reading images")
+                    skipped.append(result)
+                    if bar is not None:
+                        bar.set_postfix(skipped=len(skipped), refresh=False)
+                else:
+                    result.fields["row_index"] = len(converted)
+                    writer.add(result.fields)
+                    converted.append(ConvertedImage(entry, result.labels, result.boxes_clipped,
+                                                    result.boxes_dropped))
+                    if result.note:
+                        reencoded.append({"image_id": entry.image_id, "file_name": entry.file_name,
+                                          "note": result.note})
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not converted:
+            raise ConversionError(f"none of the {len(plan.entries)} images could be converted; nothing was "
+                                  f"written:\n  " + "\n  ".join(p.describe() for p in skipped[:MAX_PROBLEMS_IN_MESSAGE]))
+        shards = writer.close()
+        skipped.sort(key=_problem_order)
+        options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num}
+        manifest = build_manifest(plan, converted, skipped, reencoded, shards, options, ann_file)
+        write_annotations(temp / ANNOTATIONS_NAME, plan, [image.entry for image in converted])
+        _write_file(temp / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+        bytes_written = sum(p.stat().st_size for p in temp.iterdir() if p.is_file())
+        atomic.commit()
+    return ConversionSummary(
+        str(output_dir), manifest["num_images"], manifest["num_boxes"], manifest["num_background_images"],
+        manifest["boxes_clipped"], manifest["boxes_dropped"]["empty_after_clipping"], skipped,
+        plan.annotation_problems, reencoded, shards, bytes_written, time.perf_counter() - started, workers,
+        manifest["dataset_id"])

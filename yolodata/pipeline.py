@@ -1,0 +1,445 @@
+"""Training and evaluation input pipelines on the converter's MindRecord shards.
+
+How the guarantees are kept although ``MindDataset`` accepts no Python sampler
+-------------------------------------------------------------------------------
+The whole sample order is computed up front in Python (``yolodata.sampler.rank_schedule``): for the
+requested epochs it lists, in order, the MindRecord rows this rank reads, and for each the key
+(epoch, global position, step, expected row). The rows go to ``MindDataset`` through the built-in
+``ds.SubsetSampler`` (which yields exactly the given indices in the given order, repeats allowed), and
+the keys go through a ``NumpySlicesDataset`` zipped beside it, so each row arrives with its key no
+matter how many workers read or decode. Every random decision of a sample is then drawn from
+``keyed_rng(seed, epoch, position, purpose=...)``, never from worker or thread state, so a batch is
+bitwise identical for any ``num_parallel_workers``, and starting at (start_epoch, start_step) yields
+exactly the batches an uninterrupted run would have produced there.
+
+All work of a batch happens in one ``per_batch_map`` call run in a thread (cv2 releases the GIL, and
+threads avoid copying every row through shared memory): each image of the batch is decoded once, and
+mosaic partners are drawn from the images of the same per-rank batch, so a mosaic costs one decode
+instead of four. The batch's input shape (multi-scale) is decided by (seed, epoch, step) and is the
+same on every rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import manifest as manifest_lib
+from . import sampler as sampler_lib
+from .augment import affine, color, extras, letterbox, mosaic
+from .image_io import decode_stored
+from .labels import STRIDES, YOLOV5_ANCHORS, build_targets
+from .rng import keyed_rng
+from .schema import row_labels
+
+logger = logging.getLogger(__name__)
+
+SOURCE_COLUMNS = ["image", "height", "width", "image_id", "num_boxes", "boxes", "classes", "iscrowd", "row_index"]
+KEY_COLUMN = "sample_key"
+# sample_key columns: epoch, global position in the epoch order, step, expected MindRecord row
+KEY_EPOCH, KEY_POSITION, KEY_STEP, KEY_ROW = range(4)
+
+TRAIN_COLUMNS = ["image", "image_id", "boxes"] + [
+    f"target_{kind}_s{stride}" for stride in STRIDES for kind in ("indices", "values")]
+EVAL_COLUMNS = ["image", "image_id", "orig_hw", "scale", "pad"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings; the defaults are YOLOv5's hyp.scratch-low."""
+
+    mosaic: float = 1.0        # probability of a 4-image mosaic (else letterbox + affine)
+    degrees: float = 0.0
+    translate: float = 0.1
+    scale: float = 0.5
+    shear: float = 0.0
+    perspective: float = 0.0
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    fliplr: float = 0.5
+    flipud: float = 0.0
+    extras: float = 0.01       # probability of each albumentations extra (Blur, MedianBlur, ToGray, CLAHE)
+
+    @classmethod
+    def from_kwargs(cls, augment: dict) -> "AugmentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(augment) - names)
+        if unknown:
+            raise ValueError(f"unknown augmentation option(s) {unknown}; valid ones are {sorted(names)}")
+        config = cls(**{k: float(v) for k, v in augment.items()})
+        for name in ("mosaic", "fliplr", "flipud", "extras", "translate", "perspective"):
+            value = getattr(config, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augmentation option {name}={value} must be within [0, 1]")
+        for name in ("degrees", "shear", "hsv_h", "hsv_s", "hsv_v"):
+            if getattr(config, name) < 0:
+                raise ValueError(f"augmentation option {name} must not be negative")
+        if not 0.0 <= config.scale < 1.0:
+            raise ValueError(f"augmentation option scale={config.scale} must be within [0, 1)")
+        return config
+
+
+def default_num_workers(requested: int | None) -> int:
+    """``requested`` clamped to [1, cpu count]: MindSpore raises above the machine's CPU count."""
+    cpus = os.cpu_count() or 1
+    if requested is None:
+        return min(cpus, 8)
+    if int(requested) < 1:
+        raise ValueError(f"num_parallel_workers must be at least 1, got {requested}")
+    return min(int(requested), cpus)
+
+
+def resolve_mindrecord(mindrecord) -> tuple[list[str], dict, Path]:
+    """(shard files in row order, manifest, folder) for a converter output folder or a list of shards."""
+    if isinstance(mindrecord, (str, os.PathLike)) and Path(mindrecord).is_dir():
+        folder = Path(mindrecord)
+    elif isinstance(mindrecord, (list, tuple)) and mindrecord:
+        folder = Path(mindrecord[0]).parent
+    elif isinstance(mindrecord, (str, os.PathLike)) and Path(mindrecord).is_file():
+        folder = Path(mindrecord).parent
+    else:
+        raise ValueError(f"mindrecord must be a folder written by tools/coco2mindrecord.py or a list of "
+                         f"its shard files; got {mindrecord!r}")
+    manifest = manifest_lib.load_manifest(folder)
+    files = [str(p) for p in manifest_lib.shard_files(folder)]
+    if isinstance(mindrecord, (list, tuple)):
+        given = sorted(str(Path(p).resolve()) for p in mindrecord)
+        if given != sorted(str(Path(p).resolve()) for p in files):
+            raise ValueError(f"the shard list must name every shard of {folder} ({len(files)} files); "
+                             f"the sample order is defined over the whole set")
+    return files, manifest, folder
+
+
+class BadRowCounter:
+    """Thread-safe record of rows skipped with ``skip_bad_rows``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.rows: list[str] = []
+
+    def add(self, message: str):
+        with self._lock:
+            self.rows.append(message)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __deepcopy__(self, memo):  # MindSpore may copy the batch function: keep sharing one counter
+        return self
+
+
+class _RowDecoder:
+    """Decodes the rows of one batch once each, naming shard and image id when a row is bad."""
+
+    def __init__(self, manifest: dict, folder: Path, skip_bad_rows: bool, bad_rows: BadRowCounter):
+        self.manifest = manifest
+        self.folder = folder
+        self.skip_bad_rows = skip_bad_rows
+        self.bad_rows = bad_rows
+
+    def describe(self, row_index: int, image_id: int) -> str:
+        shard = manifest_lib.shard_of_row(self.manifest, int(row_index))
+        return f"shard {self.folder / shard}, image_id {int(image_id)} (row {int(row_index)})"
+
+    def decode_one(self, buf, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id,
+                   target_long_side):
+        """(BGR image, label array in that image's pixels) or raise ValueError naming the row.
+
+        With ``target_long_side``, JPEGs are decoded at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling,
+        cheaper than a full decode plus resize) when the result still has that long side or more.
+        """
+        try:
+            labels = row_labels(num_boxes, boxes, classes, iscrowd)
+            stored_h, stored_w = int(np.asarray(height).reshape(())), int(np.asarray(width).reshape(()))
+            reduce = 1
+            if target_long_side:
+                while reduce < 8 and max(stored_h, stored_w) // (reduce * 2) >= target_long_side:
+                    reduce *= 2
+            image = decode_stored(np.asarray(buf), reduce=reduce)
+            if reduce == 1 and image.shape[:2] != (stored_h, stored_w):
+                raise ValueError(f"decoded to {image.shape[1]}x{image.shape[0]} but the row says "
+                                 f"{stored_w}x{stored_h}")
+            if reduce > 1 and len(labels):
+                labels = labels.copy()
+                labels[:, [0, 2]] *= image.shape[1] / stored_w
+                labels[:, [1, 3]] *= image.shape[0] / stored_h
+        except Exception as error:  # noqa: BLE001 - any failure of a row is reported with its identity
+            raise ValueError(f"bad row in {self.describe(row_index, image_id)}: {error}") from error
+        return image, labels
+
+    def decode_batch(self, columns, target_long_side=None):
+        """Decode every row of a batch; with skip_bad_rows, a bad row is replaced by a good one."""
+        images, labels, failures = [], [], []
+        num_rows = len(columns[0])
+        for i in range(num_rows):
+            try:
+                image, lab = self.decode_one(*(col[i] for col in columns), target_long_side)
+            except ValueError as error:
+                if not self.skip_bad_rows:
+                    raise
+                logger.warning("skipping %s", error)
+                self.bad_rows.add(str(error))
+                image, lab = None, None
+                failures.append(i)
+            images.append(image)
+            labels.append(lab)
+        good = [i for i in range(num_rows) if images[i] is not None]
+        if not good:
+            raise ValueError("every row of a batch failed to decode; first: " + self.bad_rows.rows[-1])
+        for i in failures:  # replace with the next good row of the batch (deterministic)
+            donor = min(good, key=lambda g: (g - i) % num_rows)
+            images[i], labels[i] = images[donor], labels[donor]
+        return images, labels
+
+
+def _drop_crowd(labels: np.ndarray) -> np.ndarray:
+    return labels[labels[:, 5] == 0]
+
+
+class TrainBatchBuilder:
+    """The per-batch function of the training pipeline (run in a worker thread)."""
+
+    def __init__(self, *, seed, training_shape, resize_rate, shapes, augment: AugmentConfig,
+                 anchors, anchor_t, max_boxes, decoder: _RowDecoder):
+        self.seed = int(seed)
+        self.training_shape = int(training_shape)
+        self.resize_rate = int(resize_rate)
+        self.shapes = tuple(shapes)
+        self.augment = augment
+        self.anchors = np.asarray(anchors, np.float32)
+        self.anchor_t = float(anchor_t)
+        self.max_boxes = int(max_boxes)
+        self.decoder = decoder
+
+    def batch_shape(self, epoch: int, step: int) -> int:
+        return sampler_lib.batch_shape(seed=self.seed, epoch=epoch, step=step, resize_rate=self.resize_rate,
+                                       shapes=self.shapes, training_shape=self.training_shape)
+
+    def _sample(self, i, images, labels, epoch, position, size):
+        """One augmented sample: (RGB uint8 size x size x 3, label array in its pixels)."""
+        aug = self.augment
+        out_hw = (size, size)
+        num_in_batch = len(images)
+        use_mosaic = keyed_rng(self.seed, epoch, position, purpose="use-mosaic").random() < aug.mosaic
+        affine_kwargs = dict(degrees=aug.degrees, translate=aug.translate, scale=aug.scale, shear=aug.shear,
+                             perspective=aug.perspective, flip_lr=aug.fliplr, flip_ud=aug.flipud)
+        if use_mosaic:
+            partner_rng = keyed_rng(self.seed, epoch, position, purpose="mosaic-partners")
+            others = [j for j in range(num_in_batch) if j != i]
+            if len(others) >= 3:
+                partners = list(partner_rng.choice(others, size=3, replace=False))
+            else:  # batches of fewer than 4 images: partners repeat
+                partners = list(partner_rng.choice(num_in_batch, size=3, replace=True))
+            chosen = [i] + [int(j) for j in partners]
+            params = mosaic.sample_mosaic(keyed_rng(self.seed, epoch, position, purpose="mosaic"), out_hw)
+            matrix = affine.random_affine_matrix(keyed_rng(self.seed, epoch, position, purpose="affine"),
+                                                 out_hw, (2 * size, 2 * size), **affine_kwargs)
+            image, lab = mosaic.render_mosaic([images[j] for j in chosen], [labels[j] for j in chosen],
+                                              params, matrix, out_hw)
+        else:
+            src_hw = images[i].shape[:2]
+            box_matrix, _, _ = letterbox.letterbox_matrix(src_hw, out_hw, scaleup=True)
+            matrix = affine.random_affine_matrix(keyed_rng(self.seed, epoch, position, purpose="affine"),
+                                                 out_hw, out_hw, **affine_kwargs)
+            image, lab = affine.warp(images[i], labels[i], matrix @ box_matrix, out_hw)
+        extra_params = extras.sample_extras(keyed_rng(self.seed, epoch, position, purpose="extras"),
+                                            p=aug.extras)
+        if extra_params is not None:
+            image = extras.apply_extras(image, extra_params)
+        if aug.hsv_h or aug.hsv_s or aug.hsv_v:
+            gains = color.sample_hsv(keyed_rng(self.seed, epoch, position, purpose="hsv"),
+                                     aug.hsv_h, aug.hsv_s, aug.hsv_v)
+            image = color.apply_hsv(image, gains, to_rgb=True)
+        else:
+            image = color.bgr_to_rgb(image)
+        return image, lab
+
+    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, sample_key, batch_info):
+        keys = np.stack([np.asarray(k).reshape(-1) for k in sample_key])  # (B, 4)
+        rows = np.asarray([int(np.asarray(r).reshape(())) for r in row_index])
+        if not np.array_equal(rows, keys[:, KEY_ROW]):
+            raise RuntimeError(f"MindDataset returned rows {rows.tolist()} where the schedule expected "
+                               f"{keys[:, KEY_ROW].tolist()}: the shard files do not match the manifest")
+        epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
+        size = self.batch_shape(epoch, step)
+        columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
+        images, labels = self.decoder.decode_batch(columns, target_long_side=size)
+        labels = [_drop_crowd(lab) for lab in labels]
+        samples = [self._sample(i, images, labels, epoch, int(keys[i, KEY_POSITION]), size)
+                   for i in range(len(images))]
+        batch_images = np.stack([s[0] for s in samples])
+        targets = build_targets([s[1] for s in samples], (size, size), anchors=self.anchors,
+                                strides=STRIDES, anchor_t=self.anchor_t, max_boxes=self.max_boxes)
+        image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
+        outputs = [batch_images, image_ids, targets["boxes"]]
+        for stride in STRIDES:
+            outputs += [targets[f"target_indices_s{stride}"], targets[f"target_values_s{stride}"]]
+        return tuple(outputs)
+
+
+def _source(files, rows, keys, num_rows, num_parallel_workers):
+    """Rows in exactly the given order, each zipped with its key.
+
+    MindRecord's SubsetSampler refuses more indices than the file set has rows, so a longer list
+    (several epochs, or an epoch padded to whole global batches) is cut into pieces of at most
+    ``num_rows`` indices, read by one MindDataset each and concatenated in order.
+    """
+    import mindspore.dataset as ds
+
+    pieces = [ds.MindDataset(files[0], columns_list=SOURCE_COLUMNS,
+                             sampler=ds.SubsetSampler([int(r) for r in rows[start:start + num_rows]]),
+                             num_parallel_workers=min(2, num_parallel_workers))
+              for start in range(0, len(rows), num_rows)]
+    records = pieces[0]
+    for piece in pieces[1:]:
+        records = records + piece
+    key_source = ds.NumpySlicesDataset({KEY_COLUMN: np.asarray(keys, np.int64)}, shuffle=False)
+    return ds.zip((records, key_source))
+
+
+def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int = 640, resize_rate: int = 0,
+                         num_parallel_workers: int | None = None, rank: int = 0, group_size: int = 1,
+                         seed: int = 0, start_epoch: int = 0, start_step: int = 0, num_epochs: int = 1,
+                         max_boxes: int = 256, anchors=YOLOV5_ANCHORS, anchor_t: float = 4.0,
+                         multiscale_shapes: Sequence[int] | None = None, skip_bad_rows: bool = False,
+                         expected_dataset_id: str | None = None, **augment):
+    """A MindSpore dataset of training batches (columns ``TRAIN_COLUMNS``, see README).
+
+    Covers ``num_epochs`` epochs from ``start_epoch`` (the first one from ``start_step``); iterate it
+    once. ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
+    Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
+    ``manifest``, ``bad_rows`` (rows skipped with ``skip_bad_rows``).
+    """
+    config = AugmentConfig.from_kwargs(augment)
+    if int(per_batch_size) < 1:
+        raise ValueError(f"per_batch_size must be at least 1, got {per_batch_size}")
+    if int(num_epochs) < 1:
+        raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
+    if int(max_boxes) < 1:
+        raise ValueError(f"max_boxes must be at least 1, got {max_boxes}")
+    if int(resize_rate) < 0:
+        raise ValueError(f"resize_rate must be 0 (fixed shape) or a positive number of batches, got {resize_rate}")
+    workers = default_num_workers(num_parallel_workers)
+    files, manifest, folder = resolve_mindrecord(mindrecord)
+    dataset_id = manifest["dataset_id"]
+    if expected_dataset_id is not None:
+        sampler_lib.check_resume(expected_dataset_id, dataset_id)
+    num_samples = int(manifest["num_images"])
+    if num_samples < 1:
+        raise ValueError(f"{folder} holds no images")
+    shapes = tuple(multiscale_shapes) if multiscale_shapes else sampler_lib.multiscale_shapes(training_shape)
+    if resize_rate == 0:
+        sampler_lib.multiscale_shapes(training_shape)  # validates training_shape
+
+    rows, keys = [], []
+    for offset in range(int(num_epochs)):
+        epoch = int(start_epoch) + offset
+        schedule = sampler_lib.rank_schedule(
+            num_samples, seed=seed, epoch=epoch, per_batch_size=per_batch_size, rank=rank,
+            group_size=group_size, dataset_key=dataset_id, start_step=start_step if offset == 0 else 0)
+        # one step number per sample: (S,) -> (S*B,)
+        steps = np.repeat(np.asarray(schedule.steps, np.int64), int(per_batch_size))
+        rows.append(np.asarray(schedule.rows, np.int64))
+        keys.append(np.stack([np.full(len(steps), epoch, np.int64), np.asarray(schedule.positions, np.int64),
+                              steps, np.asarray(schedule.rows, np.int64)], axis=1))
+    rows = np.concatenate(rows)
+    keys = np.concatenate(keys)
+    if len(rows) == 0:
+        raise ValueError(f"start_step={start_step} leaves no batch in epoch {start_epoch}")
+
+    bad_rows = BadRowCounter()
+    builder = TrainBatchBuilder(
+        seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=config,
+        anchors=anchors, anchor_t=anchor_t, max_boxes=max_boxes,
+        decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows))
+    dataset = _source(files, rows, keys, num_samples, workers)
+    dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
+                            input_columns=SOURCE_COLUMNS + [KEY_COLUMN], output_columns=TRAIN_COLUMNS,
+                            num_parallel_workers=workers, python_multiprocessing=False)
+    dataset.steps_per_epoch = sampler_lib.steps_per_epoch(num_samples, int(per_batch_size) * int(group_size))
+    dataset.num_steps = len(rows) // int(per_batch_size)
+    dataset.dataset_id = dataset_id
+    dataset.manifest = manifest
+    dataset.bad_rows = bad_rows
+    return dataset
+
+
+class EvalBatchBuilder:
+    """The per-batch function of the eval pipeline: decode, letterbox without upscaling, RGB."""
+
+    def __init__(self, testing_shape: int, decoder: _RowDecoder):
+        self.testing_shape = int(testing_shape)
+        self.decoder = decoder
+
+    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, sample_key, batch_info):
+        size = self.testing_shape
+        columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
+        images, _ = self.decoder.decode_batch(columns)
+        valid = np.asarray([int(np.asarray(k).reshape(-1)[1]) for k in sample_key]) == 1
+        out_images, scales, pads, orig_hw = [], [], [], []
+        for img in images:
+            boxed, _, scale, pad = letterbox.letterbox(img, np.zeros((0, 6), np.float32), (size, size),
+                                                       scaleup=False)
+            out_images.append(color.bgr_to_rgb(boxed))
+            scales.append(scale)
+            pads.append(pad)
+            orig_hw.append(img.shape[:2])
+        image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
+        image_ids = np.where(valid, image_ids, -1)
+        return (np.stack(out_images), image_ids, np.asarray(orig_hw, np.int32),
+                np.asarray(scales, np.float32), np.asarray(pads, np.float32))
+
+
+def eval_rows(num_samples: int, *, per_batch_size: int, rank: int, group_size: int):
+    """(rows, valid) of one rank: a contiguous block of the images, padded to whole batches.
+
+    Each image is read by exactly one rank; every rank runs the same number of batches (collective
+    operations need that); padding rows repeat the rank's first row and are marked invalid.
+    """
+    if not 0 <= int(rank) < int(group_size):
+        raise ValueError(f"rank must be in [0, group_size={group_size}), got {rank}")
+    per_rank = -(-num_samples // group_size)
+    batches = max(1, -(-per_rank // per_batch_size))
+    start = min(num_samples, rank * per_rank)
+    stop = min(num_samples, start + per_rank)
+    rows = np.arange(start, stop, dtype=np.int64)
+    pad_count = batches * per_batch_size - len(rows)
+    filler = rows[:1] if len(rows) else np.zeros(1, np.int64)
+    valid = np.concatenate([np.ones(len(rows), np.int64), np.zeros(pad_count, np.int64)])
+    rows = np.concatenate([rows, np.repeat(filler, pad_count)])
+    return rows, valid
+
+
+def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int = 640,
+                        num_parallel_workers: int | None = None, rank: int = 0, group_size: int = 1,
+                        skip_bad_rows: bool = False):
+    """A MindSpore dataset of eval batches (columns ``EVAL_COLUMNS``, see README).
+
+    Images are letterboxed into ``testing_shape`` without upscaling. The last batch is padded with
+    rows whose ``image_id`` is -1; each image appears exactly once across all ranks.
+    """
+    if int(per_batch_size) < 1:
+        raise ValueError(f"per_batch_size must be at least 1, got {per_batch_size}")
+    if int(testing_shape) < 32 or int(testing_shape) % 32:
+        raise ValueError(f"testing_shape must be a multiple of 32, got {testing_shape}")
+    workers = default_num_workers(num_parallel_workers)
+    files, manifest, folder = resolve_mindrecord(mindrecord)
+    num_samples = int(manifest["num_images"])
+    rows, valid = eval_rows(num_samples, per_batch_size=int(per_batch_size), rank=int(rank),
+                            group_size=int(group_size))
+    keys = np.stack([rows, valid], axis=1)
+    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, BadRowCounter()))
+    dataset = _source(files, rows, keys, num_samples, workers)
+    dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
+                            input_columns=SOURCE_COLUMNS + [KEY_COLUMN], output_columns=EVAL_COLUMNS,
+                            num_parallel_workers=workers, python_multiprocessing=False)
+    dataset.num_steps = len(rows) // int(per_batch_size)
+    dataset.manifest = manifest
+    dataset.dataset_id = manifest["dataset_id"]
+    return dataset

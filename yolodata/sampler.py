@@ -1,0 +1,230 @@
+"""Deterministic distributed sample order, exact resume, and the multi-scale shape schedule.
+
+Guarantees
+----------
+* The sample order of an epoch is a permutation drawn from ``keyed_rng(seed, epoch, <dataset key>)``:
+  it depends only on (seed, epoch, the dataset's identity), never on the number of ranks, workers or
+  shards.
+* Global batch ``b`` of an epoch is positions ``[b*G, (b+1)*G)`` of the *padded* epoch order, with
+  ``G = per_batch_size * group_size``; rank ``r`` takes positions ``[b*G + r*B, b*G + (r+1)*B)``. So for
+  the same global batch size the set of samples in each global batch is the same for every
+  ``group_size``, and the ranks' parts of a global batch are disjoint and cover it.
+* Last partial global batch: the epoch order is padded up to a multiple of ``G`` by wrapping around to
+  its own start (position ``i`` holds ``order[i % num_samples]``, repeatedly if ``num_samples < G``).
+  Every sample appears once per epoch, plus the first ``padded - num_samples`` samples of the order
+  once more. Shapes stay static (no partial batch reaches the graph) and, because padding depends only
+  on the order and ``G``, it is the same for every ``group_size``.
+* Resume: the schedule from ``start_step`` is exactly the tail of the schedule from step 0, because it
+  is computed from the same order and simply starts later. Resuming against a different dataset
+  (changed shards, hence a different ``dataset_id``) would silently reorder everything, so
+  ``check_resume`` refuses it.
+
+Why a precomputed row list (MindDataset accepts no Python sampler)
+------------------------------------------------------------------
+``MindDataset`` rejects user-defined Python samplers, and its own ``DistributedSampler`` /
+``num_shards`` split the dataset by rank, so its order would depend on ``group_size``. Instead the whole
+order is computed here, in pure numpy, before the dataset is built: ``rank_schedule`` returns the exact
+MindRecord row indices this rank reads, in order (repeats allowed), and the pipeline hands them to the
+built-in ``ds.SubsetSampler``, which yields exactly the given indices in the given order. Each row's
+global ``position`` travels beside it, so every random augmentation decision can be keyed on
+(seed, epoch, position) instead of on worker state: batches are bitwise identical for any
+``num_parallel_workers``. Row indices are the converter's ``row_index`` (image-id order), which is also
+MindDataset's global row index when the whole shard set is loaded.
+
+Multi-scale
+-----------
+``resize_rate = R > 0`` picks a new square input size every ``R`` steps from a fixed list of multiples
+of 32 (``multiscale_shapes``, by default half of ``training_shape`` up to ``training_shape``); the size
+of step ``t`` of epoch ``e`` is drawn from ``keyed_rng(seed, e, t // R)``, so every rank picks the same
+size at the same step for any ``group_size``. The fixed list bounds the number of compiled graphs.
+The windows of ``R`` steps restart at every epoch. ``R = 0`` keeps ``training_shape``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import operator
+import re
+from typing import Sequence
+
+import numpy as np
+
+from .rng import keyed_rng
+
+SHAPE_MULTIPLE = 32
+_HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_WORD_MASK = (1 << 64) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSchedule:
+    """What one rank reads in one epoch, from ``start_step`` on.
+
+    ``rows``: int64 (S*B,) MindRecord row indices in reading order; ``positions``: int64 (S*B,) their
+    global positions in the padded epoch order (the key for per-sample randomness); ``steps``: int64 (S,)
+    the step number within the epoch of each of the S per-rank batches (each batch is B consecutive rows).
+    """
+
+    rows: np.ndarray
+    positions: np.ndarray
+    steps: np.ndarray
+
+
+# --- argument checks ------------------------------------------------------------------------------
+
+def _as_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int, or a ValueError saying what to pass instead."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer, got the boolean {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {number}")
+    return number
+
+
+def dataset_key_int(dataset_key) -> int:
+    """A stable non-negative int for a dataset identity.
+
+    A 64-digit hex string (the manifest's ``dataset_id``, a sha256) is read as the number it spells (case
+    does not matter); any other string is hashed with sha256; a non-negative int is used as it is.
+    Stable across processes and Python versions (unlike ``hash``).
+    """
+    if isinstance(dataset_key, str):
+        if _HEX_SHA256.match(dataset_key):
+            return int(dataset_key, 16)
+        if not dataset_key:
+            raise ValueError("dataset_key must not be empty: pass the manifest's dataset_id")
+        return int.from_bytes(hashlib.sha256(dataset_key.encode("utf-8")).digest(), "big")
+    return _as_int("dataset_key (the manifest's dataset_id, a str)", dataset_key, minimum=0)
+
+
+def _dataset_key_words(dataset_key) -> list[int]:
+    """The dataset key split into 64-bit words (at least four, so all 256 bits of a sha256 count)."""
+    number = dataset_key_int(dataset_key)
+    num_words = max(4, -(-number.bit_length() // 64))
+    return [(number >> (64 * i)) & _WORD_MASK for i in range(num_words)]
+
+
+def _check_seed_epoch(seed, epoch) -> tuple[int, int]:
+    seed = _as_int("seed", seed, minimum=0, maximum=_WORD_MASK)
+    epoch = _as_int("epoch", epoch, minimum=0)
+    return seed, epoch
+
+
+# --- sample order ---------------------------------------------------------------------------------
+
+def epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key) -> np.ndarray:
+    """int64 (num_samples,): the permutation of rows visited in ``epoch``.
+
+    Depends only on (seed, epoch, dataset_key) and ``num_samples`` (which the dataset identity fixes).
+    """
+    num_samples = _as_int("num_samples", num_samples, minimum=1)
+    seed, epoch = _check_seed_epoch(seed, epoch)
+    rng = keyed_rng(seed, epoch, *_dataset_key_words(dataset_key), purpose="epoch-order")
+    return rng.permutation(num_samples).astype(np.int64)
+
+
+def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
+    """Number of global batches in an epoch: ceil(num_samples / global_batch_size) (last one padded)."""
+    num_samples = _as_int("num_samples", num_samples, minimum=1)
+    global_batch_size = _as_int("global_batch_size (per_batch_size * group_size)", global_batch_size,
+                                minimum=1)
+    return -(-num_samples // global_batch_size)
+
+
+def padded_epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key,
+                       global_batch_size: int) -> np.ndarray:
+    """int64 (steps_per_epoch * global_batch_size,): the epoch order wrapped around to fill the last batch.
+
+    Position ``i`` holds ``epoch_order[i % num_samples]``.
+    """
+    order = epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key)
+    padded_length = steps_per_epoch(num_samples, global_batch_size) * int(global_batch_size)
+    return order[np.arange(padded_length) % num_samples]
+
+
+def rank_schedule(num_samples: int, *, seed: int, epoch: int, per_batch_size: int, rank: int,
+                  group_size: int, dataset_key, start_step: int = 0) -> RankSchedule:
+    """The rows ``rank`` of ``group_size`` reads in ``epoch``, from ``start_step`` to the end of the epoch.
+
+    ``start_step`` may equal ``steps_per_epoch`` (a checkpoint taken after the last step): the schedule
+    is then empty.
+    """
+    per_batch_size = _as_int("per_batch_size", per_batch_size, minimum=1)
+    group_size = _as_int("group_size (the number of ranks)", group_size, minimum=1)
+    rank = _as_int("rank", rank, minimum=0)
+    if rank >= group_size:
+        raise ValueError(f"rank must be in [0, group_size) = [0, {group_size}), got {rank}")
+    global_batch_size = per_batch_size * group_size
+    padded = padded_epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key,
+                                global_batch_size=global_batch_size)
+    num_steps = len(padded) // global_batch_size
+    start_step = _as_int("start_step", start_step, minimum=0)
+    if start_step > num_steps:
+        raise ValueError(f"start_step must be in [0, {num_steps}] (steps per epoch for {num_samples} samples "
+                         f"in global batches of {global_batch_size}), got {start_step}")
+    steps = np.arange(start_step, num_steps, dtype=np.int64)
+    # positions (S, B): global batch start + this rank's offset + index within the per-rank batch
+    positions = (steps[:, None] * global_batch_size + rank * per_batch_size
+                 + np.arange(per_batch_size, dtype=np.int64)[None, :]).reshape(-1)
+    return RankSchedule(rows=padded[positions], positions=positions, steps=steps)
+
+
+def check_resume(saved_dataset_key, dataset_key) -> None:
+    """Raise ValueError when a checkpoint's dataset identity differs from the dataset being resumed."""
+    if dataset_key_int(saved_dataset_key) != dataset_key_int(dataset_key):
+        raise ValueError(
+            f"cannot resume: the dataset changed since the checkpoint (checkpoint dataset_id "
+            f"{saved_dataset_key}, current shards dataset_id {dataset_key}). The sample order of an "
+            f"epoch depends on the dataset's identity, so start_epoch/start_step would not continue the "
+            f"interrupted run. Resume with the shards the checkpoint was trained on, or start a new "
+            f"schedule without the saved dataset_id.")
+
+
+# --- multi-scale ----------------------------------------------------------------------------------
+
+def _check_shape(name: str, value) -> int:
+    value = _as_int(name, value, minimum=SHAPE_MULTIPLE)
+    if value % SHAPE_MULTIPLE:
+        raise ValueError(f"{name} must be a multiple of {SHAPE_MULTIPLE} (the largest stride), got {value}; "
+                         f"try {value // SHAPE_MULTIPLE * SHAPE_MULTIPLE or SHAPE_MULTIPLE} or "
+                         f"{-(-value // SHAPE_MULTIPLE) * SHAPE_MULTIPLE}")
+    return value
+
+
+def multiscale_shapes(training_shape: int, min_shape: int | None = None) -> tuple[int, ...]:
+    """The fixed list of square input sizes for multi-scale training: multiples of 32 in
+    [min_shape, training_shape]; ``min_shape`` defaults to half of ``training_shape`` rounded up to 32."""
+    training_shape = _check_shape("training_shape", training_shape)
+    if min_shape is None:
+        min_shape = max(SHAPE_MULTIPLE, -(-(training_shape // 2) // SHAPE_MULTIPLE) * SHAPE_MULTIPLE)
+    min_shape = _check_shape("min_shape", min_shape)
+    if min_shape > training_shape:
+        raise ValueError(f"min_shape ({min_shape}) must not exceed training_shape ({training_shape})")
+    return tuple(range(min_shape, training_shape + 1, SHAPE_MULTIPLE))
+
+
+def batch_shape(*, seed: int, epoch: int, step: int, resize_rate: int, shapes: Sequence[int],
+                training_shape: int) -> int:
+    """The square input size of step ``step`` of ``epoch``: the same on every rank for any group size.
+
+    ``resize_rate == 0``: always ``training_shape``. Otherwise one of ``shapes``, drawn from
+    keyed_rng(seed, epoch, step // resize_rate), so it changes at most every ``resize_rate`` steps.
+    """
+    training_shape = _check_shape("training_shape", training_shape)
+    resize_rate = _as_int("resize_rate (0 for a fixed shape, else batches between changes)", resize_rate,
+                          minimum=0)
+    seed, epoch = _check_seed_epoch(seed, epoch)
+    step = _as_int("step", step, minimum=0)
+    if resize_rate == 0:
+        return training_shape
+    shapes = tuple(_check_shape("every multi-scale shape", s) for s in shapes)
+    if not shapes:
+        raise ValueError("shapes must list at least one input size (see multiscale_shapes)")
+    rng = keyed_rng(seed, epoch, step // resize_rate, purpose="multiscale")
+    return shapes[int(rng.integers(len(shapes)))]

@@ -1,0 +1,172 @@
+"""Re-read a converter output with plain ``mindspore.dataset.MindDataset`` and check it.
+
+Checks, for every row of every shard: the shard row counts against ``manifest.json``; ``row_index``
+equal to the row's global position; the image ids, file names and sizes against ``annotations.json``
+(which lists the converted images in row order); boxes, classes and crowd flags equal to those the
+annotations give after clipping, mapped through the manifest's categories; the placeholder of
+background rows; that the stored bytes decode (``image_io.decode_stored``) to a 3-channel picture of
+the stored size; and the totals and ``dataset_id`` of the manifest.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import image_io
+from .convert import Category, category_count_keys, labels_from_annotations, row_arrays
+from .manifest import compute_dataset_id, load_manifest, shard_files
+from .schema import ANNOTATIONS_NAME, FIELDS, SCHEMA_VERSION
+
+MAX_PROBLEMS = 50
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    output_dir: str
+    num_rows: int
+    num_decoded: int
+    problems: list
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        head = (f"verify {self.output_dir}: {self.num_rows} rows read with MindDataset, {self.num_decoded} "
+                f"images decoded, {len(self.problems)} problem(s), {self.seconds:.2f} s")
+        lines = [head] + [f"  {p}" for p in self.problems[:MAX_PROBLEMS]]
+        if len(self.problems) > MAX_PROBLEMS:
+            lines.append(f"  ... and {len(self.problems) - MAX_PROBLEMS} more")
+        lines.append("OK" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+
+def _decode_size(buf: np.ndarray) -> tuple:
+    """(height, width, channels) of the decoded stored bytes, or the error text."""
+    try:
+        image = image_io.decode_stored(buf)
+    except ValueError as error:
+        return (str(error),)
+    return image.shape
+
+
+def _compare_row(row: dict, position: int, record: dict, expected: tuple, problems: list) -> None:
+    """Append problems of one row against its annotations.json record and expected arrays."""
+    image_id = int(row["image_id"])
+    where = f"row {position} (image_id {image_id})"
+    if int(row["row_index"]) != position:
+        problems.append(f"{where}: row_index is {int(row['row_index'])}, expected its position {position}")
+    if image_id != record["id"]:
+        problems.append(f"{where}: annotations.json lists image_id {record['id']} at this position")
+    file_name = row["file_name"]
+    file_name = file_name.item() if isinstance(file_name, np.ndarray) else file_name
+    file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
+    if file_name != record["file_name"]:
+        problems.append(f"{where}: file_name {file_name!r} but annotations.json says {record['file_name']!r}")
+    height, width = int(row["height"]), int(row["width"])
+    if (height, width) != (record["height"], record["width"]):
+        problems.append(f"{where}: size {width}x{height} but annotations.json says "
+                        f"{record['width']}x{record['height']}")
+    num_boxes = int(row["num_boxes"])
+    want_num, want_boxes, want_classes, want_crowd = expected
+    if num_boxes != want_num:
+        problems.append(f"{where}: num_boxes {num_boxes}, the annotations give {want_num}")
+        return
+    got = (np.asarray(row["boxes"]).reshape(-1, 4), np.asarray(row["classes"]).reshape(-1),
+           np.asarray(row["iscrowd"]).reshape(-1))
+    for name, value, want in zip(("boxes", "classes", "iscrowd"), got, (want_boxes, want_classes, want_crowd)):
+        if value.shape != want.shape or not np.array_equal(value, want):
+            problems.append(f"{where}: {name} {value.tolist()} differ from the annotations' {want.tolist()}")
+
+
+def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = None) -> VerifyReport:
+    """Read every shard of ``output_dir`` with plain MindDataset and check it (see the module docstring).
+
+    Raises ManifestError when the folder is incomplete; every other finding is a report problem.
+    """
+    import mindspore.dataset as ds
+
+    started = time.perf_counter()
+    folder = Path(output_dir)
+    manifest = load_manifest(folder)
+    files = shard_files(folder)
+    problems: list[str] = []
+    workers = min(num_workers or os.cpu_count() or 1, os.cpu_count() or 1)
+
+    document = json.loads((folder / ANNOTATIONS_NAME).read_text(encoding="utf-8"))
+    records = document.get("images", [])
+    categories = manifest["categories"]
+    class_of_category = {c["id"]: c["index"] for c in categories}
+    annotations_by_image: dict = {}
+    for ann in document.get("annotations", []):
+        annotations_by_image.setdefault(ann["image_id"], []).append(ann)
+    if len(records) != manifest["num_images"]:
+        problems.append(f"annotations.json lists {len(records)} images, the manifest {manifest['num_images']}")
+
+    for path, entry in zip(files, manifest["shards"]):
+        size = ds.MindDataset([str(path)]).get_dataset_size()
+        if size != entry["num_rows"]:
+            problems.append(f"{path.name}: {size} rows, the manifest says {entry['num_rows']}")
+
+    dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False,
+                             num_parallel_workers=workers)
+    image_ids, boxes_per_row, class_counts = [], [], np.zeros(len(categories), np.int64)
+    num_decoded = 0
+    pending = []
+
+    def check_decoded(batch):
+        nonlocal num_decoded
+        for (position, image_id, height, width, _), shape in zip(batch, pool.map(_decode_size, [b[4] for b in batch])):
+            num_decoded += 1
+            if len(shape) == 1:
+                problems.append(f"row {position} (image_id {image_id}): the stored image does not decode: {shape[0]}")
+            elif tuple(shape) != (height, width, 3):
+                problems.append(f"row {position} (image_id {image_id}): decodes to {tuple(shape)}, the row says "
+                                f"{(height, width, 3)}")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        position = 0
+        for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
+            record = records[position] if position < len(records) else {"id": None, "file_name": None,
+                                                                       "height": None, "width": None}
+            image_id = int(row["image_id"])
+            labels, _, _ = labels_from_annotations(annotations_by_image.get(image_id, []), class_of_category,
+                                                   int(row["width"]), int(row["height"]))
+            _compare_row(row, position, record, row_arrays(labels), problems)
+            image_ids.append(image_id)
+            num_boxes = int(row["num_boxes"])
+            boxes_per_row.append(num_boxes)
+            if num_boxes:
+                class_counts += np.bincount(np.asarray(row["classes"]).reshape(-1)[:num_boxes].clip(0),
+                                            minlength=len(categories))[:len(categories)]
+            if decode:
+                pending.append((position, image_id, int(row["height"]), int(row["width"]), row["image"]))
+                if len(pending) >= 32:
+                    check_decoded(pending)
+                    pending = []
+            position += 1
+        if pending:
+            check_decoded(pending)
+
+    if position != manifest["num_images"]:
+        problems.append(f"MindDataset read {position} rows, the manifest says num_images {manifest['num_images']}")
+    if sum(boxes_per_row) != manifest["num_boxes"]:
+        problems.append(f"the rows hold {sum(boxes_per_row)} boxes, the manifest says {manifest['num_boxes']}")
+    if len(set(image_ids)) != len(image_ids) or image_ids != sorted(image_ids):
+        problems.append("image ids are not unique and increasing in row order")
+    keys = category_count_keys([Category(c["index"], c["id"], c["name"]) for c in categories])
+    counted = {key: int(count) for key, count in zip(keys, class_counts)}
+    if counted != manifest["boxes_per_category"]:
+        problems.append(f"boxes per category of the rows {counted} differ from the manifest's "
+                        f"{manifest['boxes_per_category']}")
+    dataset_id = compute_dataset_id(SCHEMA_VERSION, image_ids, boxes_per_row, manifest["annotation_sha256"])
+    if dataset_id != manifest["dataset_id"]:
+        problems.append("dataset_id recomputed from the rows differs from the manifest's")
+    return VerifyReport(str(folder), position, num_decoded, problems, time.perf_counter() - started)
