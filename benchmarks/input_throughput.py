@@ -84,7 +84,8 @@ def decode_only(mindrecord: str, num_images: int, workers: int) -> float:
 
     files, _, _ = resolve_mindrecord(mindrecord)
     reader = ds.MindDataset(files[0], columns_list=["image"], shuffle=False, num_samples=num_images)
-    buffers = [row[0] for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1)]
+    buffers = [np.frombuffer(row[0].tobytes(), np.uint8)
+               for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1)]
 
     def decode(buf):
         return cv2.imdecode(buf, cv2.IMREAD_COLOR).shape

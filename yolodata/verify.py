@@ -1,11 +1,12 @@
 """Re-read a converter output with plain ``mindspore.dataset.MindDataset`` and check it.
 
-Checks, for every row of every shard: the shard row counts against ``manifest.json``; ``row_index``
-equal to the row's global position; the image ids, file names and sizes against ``annotations.json``
-(which lists the converted images in row order); boxes, classes and crowd flags equal to those the
-annotations give after clipping, mapped through the manifest's categories; the placeholder of
-background rows; that the stored bytes decode (``image_io.decode_stored``) to a 3-channel picture of
-the stored size; and the totals and ``dataset_id`` of the manifest.
+Checks: the row count of each shard against ``manifest.json``; for every row, ``row_index`` equal to
+its global position, image ids unique and increasing, file name and size equal to its record in
+``annotations.json``, boxes, classes and crowd flags equal to those its annotations give after
+clipping (mapped through the manifest's categories; the placeholder row for a background image), and
+that the stored bytes decode (``image_io.decode_stored``) to a 3-channel picture of the stored size;
+then the manifest's totals, ``boxes_per_category`` and ``dataset_id``, and that ``annotations.json``
+lists exactly the converted images.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .manifest import compute_dataset_id, load_manifest, shard_files
 from .schema import ANNOTATIONS_NAME, FIELDS, SCHEMA_VERSION
 
 MAX_PROBLEMS = 50
+DECODE_BATCH = 32
 
 
 @dataclasses.dataclass
@@ -57,14 +59,26 @@ def _decode_size(buf: np.ndarray) -> tuple:
     return image.shape
 
 
-def _compare_row(row: dict, position: int, record: dict, expected: tuple, problems: list) -> None:
+def _check_decoded(batch: list, pool, problems: list) -> int:
+    """Decode the stored images of ``batch`` [(position, image_id, height, width, bytes)] in ``pool``."""
+    for (position, image_id, height, width, _), shape in zip(batch, pool.map(_decode_size, [b[4] for b in batch])):
+        where = f"row {position} (image_id {image_id})"
+        if len(shape) == 1:
+            problems.append(f"{where}: the stored image does not decode: {shape[0]}")
+        elif tuple(shape) != (height, width, 3):
+            problems.append(f"{where}: decodes to {tuple(shape)}, the row says {(height, width, 3)}")
+    return len(batch)
+
+
+def _compare_row(row: dict, position: int, record: dict | None, expected: tuple, problems: list) -> None:
     """Append problems of one row against its annotations.json record and expected arrays."""
     image_id = int(row["image_id"])
     where = f"row {position} (image_id {image_id})"
     if int(row["row_index"]) != position:
         problems.append(f"{where}: row_index is {int(row['row_index'])}, expected its position {position}")
-    if image_id != record["id"]:
-        problems.append(f"{where}: annotations.json lists image_id {record['id']} at this position")
+    if record is None:
+        problems.append(f"{where}: annotations.json has no image with this id")
+        return
     file_name = row["file_name"]
     file_name = file_name.item() if isinstance(file_name, np.ndarray) else file_name
     file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
@@ -101,7 +115,7 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
     workers = min(num_workers or os.cpu_count() or 1, os.cpu_count() or 1)
 
     document = json.loads((folder / ANNOTATIONS_NAME).read_text(encoding="utf-8"))
-    records = document.get("images", [])
+    records = {record["id"]: record for record in document.get("images", [])}
     categories = manifest["categories"]
     class_of_category = {c["id"]: c["index"] for c in categories}
     annotations_by_image: dict = {}
@@ -118,42 +132,27 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
     dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False,
                              num_parallel_workers=workers)
     image_ids, boxes_per_row, class_counts = [], [], np.zeros(len(categories), np.int64)
-    num_decoded = 0
-    pending = []
-
-    def check_decoded(batch):
-        nonlocal num_decoded
-        for (position, image_id, height, width, _), shape in zip(batch, pool.map(_decode_size, [b[4] for b in batch])):
-            num_decoded += 1
-            if len(shape) == 1:
-                problems.append(f"row {position} (image_id {image_id}): the stored image does not decode: {shape[0]}")
-            elif tuple(shape) != (height, width, 3):
-                problems.append(f"row {position} (image_id {image_id}): decodes to {tuple(shape)}, the row says "
-                                f"{(height, width, 3)}")
-
+    num_decoded = position = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        position = 0
+        batch = []
         for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
-            record = records[position] if position < len(records) else {"id": None, "file_name": None,
-                                                                       "height": None, "width": None}
             image_id = int(row["image_id"])
             labels, _, _ = labels_from_annotations(annotations_by_image.get(image_id, []), class_of_category,
                                                    int(row["width"]), int(row["height"]))
-            _compare_row(row, position, record, row_arrays(labels), problems)
+            _compare_row(row, position, records.get(image_id), row_arrays(labels), problems)
             image_ids.append(image_id)
             num_boxes = int(row["num_boxes"])
             boxes_per_row.append(num_boxes)
-            if num_boxes:
-                class_counts += np.bincount(np.asarray(row["classes"]).reshape(-1)[:num_boxes].clip(0),
-                                            minlength=len(categories))[:len(categories)]
+            classes = np.asarray(row["classes"]).reshape(-1)[:num_boxes]
+            class_counts += np.bincount(classes[(classes >= 0) & (classes < len(categories))],
+                                        minlength=len(categories))
             if decode:
-                pending.append((position, image_id, int(row["height"]), int(row["width"]), row["image"]))
-                if len(pending) >= 32:
-                    check_decoded(pending)
-                    pending = []
+                batch.append((position, image_id, int(row["height"]), int(row["width"]), row["image"]))
+                if len(batch) >= DECODE_BATCH:
+                    num_decoded += _check_decoded(batch, pool, problems)
+                    batch = []
             position += 1
-        if pending:
-            check_decoded(pending)
+        num_decoded += _check_decoded(batch, pool, problems)
 
     if position != manifest["num_images"]:
         problems.append(f"MindDataset read {position} rows, the manifest says num_images {manifest['num_images']}")
@@ -161,6 +160,9 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
         problems.append(f"the rows hold {sum(boxes_per_row)} boxes, the manifest says {manifest['num_boxes']}")
     if len(set(image_ids)) != len(image_ids) or image_ids != sorted(image_ids):
         problems.append("image ids are not unique and increasing in row order")
+    extra = sorted(set(records) - set(image_ids))
+    if extra:
+        problems.append(f"annotations.json lists {len(extra)} image(s) that are not rows, e.g. {extra[:5]}")
     keys = category_count_keys([Category(c["index"], c["id"], c["name"]) for c in categories])
     counted = {key: int(count) for key, count in zip(keys, class_counts)}
     if counted != manifest["boxes_per_category"]:

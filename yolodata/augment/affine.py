@@ -4,6 +4,11 @@ Sampling and applying are separate. ``sample_affine`` turns a Generator into an 
 (plain numbers, picklable); ``affine_matrix`` turns those into one 3x3 matrix; ``warp`` applies a
 matrix to pixels and boxes together. ``random_affine_matrix`` is the two first steps in one call.
 
+Also here, shared with letterbox.py and mosaic.py: ``transform_clip_boxes`` + ``filter_boxes``, the
+end of every geometric step (boxes through the pixels' matrix, cut to the output, filtered), and
+``draw_axis_aligned``, which renders a scale + translation + flip matrix with ``cv2.resize`` at a
+fraction of a warp's cost.
+
 The matrix is YOLOv5's ``random_perspective`` (``M = T @ S @ R @ P @ C``: move the source centre to
 the origin, perspective, rotation and scale, shear, translation to the output), followed by the
 flips YOLOv5 applies afterwards in ``__getitem__`` (a flip of the output is ``x -> out_w - x``). Since
@@ -171,6 +176,9 @@ def check_matrix(matrix) -> np.ndarray:
     if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
         raise ValueError(f"matrix must be a finite 3x3 array, got shape {matrix.shape}; "
                          f"use random_affine_matrix or letterbox_matrix to make one")
+    if abs(np.linalg.det(matrix)) < 1e-12:
+        raise ValueError("matrix is singular (it maps the image onto a line or a point); "
+                         "use random_affine_matrix or letterbox_matrix to make one")
     return matrix
 
 
@@ -239,22 +247,52 @@ def transform_clip_boxes(labels: np.ndarray, matrix: np.ndarray, out_hw):
     or perspective the transformed box is a quadrilateral, and clipping its axis-aligned hull instead
     would keep hull corners that the box never reaches (a box cut by the border would grow along the
     border, and a box just outside a corner would survive with no pixel of its own in the image).
+    A box without area in the source gets an empty clipped box.
     """
-    labels = np.asarray(labels, np.float32)
+    return transform_clip_box_groups([(labels, matrix)], out_hw)
+
+
+def _box_quads(labels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) corners of each box through ``matrix``, in polygon order."""
+    matrix = np.asarray(matrix, np.float64)
+    # corners: (N, 4, 2) = (x1, y1), (x2, y1), (x2, y2), (x1, y2)
+    corners = labels[:, [0, 1, 2, 1, 2, 3, 0, 3]].astype(np.float64).reshape(-1, 4, 2)
+    mapped = corners @ matrix[:2, :2].T + matrix[:2, 2]
+    return mapped / (corners @ matrix[2, :2] + matrix[2, 2])[..., None]
+
+
+def transform_clip_box_groups(groups, out_hw):
+    """``transform_clip_boxes`` for several (labels, matrix) pairs (a mosaic's tiles), concatenated.
+
+    One pass over the quadrilaterals of all groups: only boxes whose hull straddles the output border
+    need them (inside, the hull is exact; wholly outside, the clipped hull is already empty).
+    """
     out_h, out_w = out_hw
-    unclipped = boxes_lib.transform_boxes(labels, matrix)
-    if is_axis_aligned(matrix) or len(labels) == 0:
-        clipped = boxes_lib.clip_boxes(unclipped, out_w, out_h)
-        return _keep_empty_boxes_empty(clipped, labels), unclipped
-    x1, y1, x2, y2 = (labels[:, i].astype(np.float64) for i in range(4))
-    # corners: (N, 4, 3) homogeneous points in polygon order
-    corners = np.stack([np.stack([x1, y1, np.ones_like(x1)], -1), np.stack([x2, y1, np.ones_like(x1)], -1),
-                        np.stack([x2, y2, np.ones_like(x1)], -1), np.stack([x1, y2, np.ones_like(x1)], -1)], 1)
-    mapped = corners @ np.asarray(matrix, np.float64).T
-    quads = mapped[..., :2] / mapped[..., 2:3]
-    clipped = unclipped.copy()
-    clipped[:, :4] = _quad_extent_in_rectangle(quads, float(out_w), float(out_h))
-    return _keep_empty_boxes_empty(clipped, labels), unclipped
+    sources, unclipped_parts, quads, rows = [], [], [], []
+    offset = 0
+    for labels, matrix in groups:
+        labels = np.asarray(labels, np.float32)
+        unclipped = boxes_lib.transform_boxes(labels, matrix)
+        sources.append(labels)
+        unclipped_parts.append(unclipped)
+        if len(labels) and not is_axis_aligned(matrix):
+            crosses = ((unclipped[:, 0] < 0) | (unclipped[:, 1] < 0) | (unclipped[:, 2] > out_w)
+                       | (unclipped[:, 3] > out_h))
+            overlaps = ((unclipped[:, 0] < out_w) & (unclipped[:, 2] > 0) & (unclipped[:, 1] < out_h)
+                        & (unclipped[:, 3] > 0))
+            straddling = np.nonzero(crosses & overlaps)[0]
+            if len(straddling):
+                quads.append(_box_quads(labels[straddling], matrix))
+                rows.append(offset + straddling)
+        offset += len(labels)
+    if not groups:
+        return np.zeros((0, 6), np.float32), np.zeros((0, 6), np.float32)
+    unclipped = np.concatenate(unclipped_parts)
+    clipped = boxes_lib.clip_boxes(unclipped, out_w, out_h)
+    if quads:
+        clipped[np.concatenate(rows), :4] = _quad_extent_in_rectangle(np.concatenate(quads), float(out_w),
+                                                                     float(out_h))
+    return _keep_empty_boxes_empty(clipped, np.concatenate(sources)), unclipped
 
 
 def _keep_empty_boxes_empty(clipped: np.ndarray, source: np.ndarray) -> np.ndarray:

@@ -1,0 +1,418 @@
+"""COCO -> MindRecord conversion on the real data in ../shared/data, read back with plain MindDataset."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolodata import convert as convert_lib
+from yolodata import manifest as manifest_lib
+from yolodata.convert import ConversionError, convert_coco
+from yolodata.image_io import decode_stored
+from yolodata.schema import FIELDS
+from yolodata.verify import verify_output
+
+COCO128_JSON = Path("annotations") / "instances_val2017.json"
+
+
+def read_rows(output_dir) -> list[dict]:
+    """Every row of the whole file set, in MindDataset's order, through plain MindDataset."""
+    import mindspore.dataset as ds
+
+    files = manifest_lib.shard_files(output_dir)
+    dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False)
+    return list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
+
+
+def row_file_name(row) -> str:
+    value = row["file_name"]
+    value = value.item() if isinstance(value, np.ndarray) else value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def expected_labels(annotations: list, index_of_category: dict, width: int, height: int):
+    """What the rows must hold, computed here independently: xyxy clipped, empty boxes dropped."""
+    boxes, classes, crowd = [], [], []
+    for ann in annotations:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        box = np.array([x, y, x + w, y + h], np.float32)
+        box = np.clip(box, 0, np.array([width, height, width, height], np.float32))
+        if box[2] - box[0] > 0 and box[3] - box[1] > 0:
+            boxes.append(box)
+            classes.append(index_of_category[ann["category_id"]])
+            crowd.append(int(ann.get("iscrowd", 0)))
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int32), np.array(crowd, np.int32)
+
+
+def check_rows_against_json(output_dir, document: dict, image_dir: Path, *, check_pixels=True) -> list[dict]:
+    """Assert every row equals the json (ids, names, sizes, boxes, classes, crowd) and the source pixels."""
+    manifest = manifest_lib.load_manifest(output_dir)
+    index_of_category = {c["id"]: c["index"] for c in manifest["categories"]}
+    records = {r["id"]: r for r in document["images"]}
+    annotations = {}
+    for ann in document["annotations"]:
+        annotations.setdefault(ann["image_id"], []).append(ann)
+    rows = read_rows(output_dir)
+    assert len(rows) == manifest["num_images"]
+    ids = [int(row["image_id"]) for row in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for position, row in enumerate(rows):
+        record = records[int(row["image_id"])]
+        assert int(row["row_index"]) == position
+        assert row_file_name(row) == record["file_name"]
+        assert (int(row["height"]), int(row["width"])) == (record["height"], record["width"])
+        boxes, classes, crowd = expected_labels(annotations.get(record["id"], []), index_of_category,
+                                                record["width"], record["height"])
+        num_boxes = int(row["num_boxes"])
+        assert num_boxes == len(boxes)
+        np.testing.assert_array_equal(row["boxes"].reshape(-1, 4)[:num_boxes], boxes)
+        np.testing.assert_array_equal(row["classes"].reshape(-1)[:num_boxes], classes)
+        np.testing.assert_array_equal(row["iscrowd"].reshape(-1)[:num_boxes], crowd)
+        if num_boxes == 0:  # background: the placeholder row, never an empty array
+            assert row["boxes"].shape == (1, 4) and row["classes"].tolist() == [-1]
+        if check_pixels:
+            source = cv2.imdecode(np.fromfile(str(image_dir / record["file_name"]), np.uint8), cv2.IMREAD_COLOR)
+            assert np.array_equal(decode_stored(row["image"]), source)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def coco128_output(tmp_path_factory):
+    from conftest import shared_data_path
+
+    source = shared_data_path("coco128")
+    out = tmp_path_factory.mktemp("coco128") / "out"
+    summary = convert_coco(source / "val2017", source / COCO128_JSON, out, num_workers=2)
+    return source, out, summary
+
+
+def test_coco128_reads_back_with_plain_minddataset_equal_to_the_json(coco128_output):
+    source, out, summary = coco128_output
+    document = json.loads((source / COCO128_JSON).read_text())
+    rows = check_rows_against_json(out, document, source / "val2017")
+    assert len(rows) == 128 and summary.num_images == 128
+    assert sum(int(row["num_boxes"]) for row in rows) == 939 == summary.num_boxes
+    # the two images without annotations are background rows
+    annotated = {a["image_id"] for a in document["annotations"]}
+    background = [int(r["image_id"]) for r in rows if int(r["num_boxes"]) == 0]
+    assert background == sorted(r["id"] for r in document["images"] if r["id"] not in annotated)
+    assert len(background) == 2
+    # crowd annotations are kept and flagged
+    assert sum(int(r["iscrowd"][: int(r["num_boxes"])].sum()) for r in rows) == 10
+
+
+def test_coco128_manifest(coco128_output):
+    source, out, summary = coco128_output
+    manifest = manifest_lib.load_manifest(out)
+    for key in manifest_lib.REQUIRED_KEYS:
+        assert key in manifest
+    assert manifest["num_images"] == 128 and manifest["num_boxes"] == 939
+    categories = manifest["categories"]
+    assert [c["index"] for c in categories] == list(range(80))
+    ids = [c["id"] for c in categories]
+    assert ids == sorted(ids) and ids[0] == 1 and ids[-1] == 90  # 1..90 with gaps -> 0..79 in id order
+    assert next(c for c in categories if c["id"] == 13)["index"] == 11  # 12 is one of COCO's gaps
+    assert sum(manifest["boxes_per_category"].values()) == 939
+    assert manifest["boxes_per_category"]["person"] > 0
+    assert manifest["skipped"] == [] and manifest["num_crowd_boxes"] == 10
+    import hashlib
+
+    assert manifest["annotation_sha256"] == hashlib.sha256((source / COCO128_JSON).read_bytes()).hexdigest()
+    assert manifest["shards"] == [{"file": "data.mindrecord0", "num_rows": 128}]
+    assert len(manifest["dataset_id"]) == 64 and manifest["dataset_id"] == summary.dataset_id
+    assert manifest["converter_version"] == convert_lib.CONVERTER_VERSION
+
+
+def test_coco128_annotations_json_is_the_coco_json_of_the_converted_images(coco128_output):
+    from pycocotools.coco import COCO
+
+    source, out, _ = coco128_output
+    coco = COCO(str(out / "annotations.json"))
+    original = json.loads((source / COCO128_JSON).read_text())
+    assert sorted(coco.getImgIds()) == sorted(r["id"] for r in original["images"])
+    assert len(coco.getAnnIds()) == 939
+    assert max(coco.getAnnIds()) > 2 ** 31  # coco128's annotation ids beyond int32 are kept
+
+
+def test_verify_passes_on_a_good_output_and_catches_a_damaged_one(coco128_output, tmp_path):
+    _, out, _ = coco128_output
+    report = verify_output(out)
+    assert report.ok, report.format()
+    assert report.num_rows == 128 and report.num_decoded == 128
+    # a manifest that disagrees with the rows is caught
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    manifest["num_boxes"] += 1
+    manifest["boxes_per_category"]["person"] += 1
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_output(damaged, decode=False)
+    assert not report.ok and any("num_boxes" in p or "boxes" in p for p in report.problems)
+    # a missing shard index is named
+    (damaged / "data.mindrecord0.db").unlink()
+    with pytest.raises(manifest_lib.ManifestError, match="data.mindrecord0.db"):
+        verify_output(damaged)
+
+
+def test_output_does_not_depend_on_the_number_of_workers(coco128_output, tmp_path):
+    source, out, _ = coco128_output
+    one = tmp_path / "one"
+    convert_coco(source / "val2017", source / COCO128_JSON, one, num_workers=1)
+    assert json.loads((one / "manifest.json").read_text()) == json.loads((out / "manifest.json").read_text())
+    assert (one / "data.mindrecord0").read_bytes() == (out / "data.mindrecord0").read_bytes()
+    assert (one / "annotations.json").read_bytes() == (out / "annotations.json").read_bytes()
+    for left, right in zip(read_rows(one), read_rows(out)):
+        assert left.keys() == right.keys()
+        for name in left:
+            assert np.array_equal(left[name], right[name]), name
+
+
+def test_labelme_export_with_category_id_0_and_subfolder_file_names(labelme_dir, tmp_path):
+    out = tmp_path / "out"
+    summary = convert_coco(labelme_dir, labelme_dir / "annotations.json", out, num_workers=2)
+    document = json.loads((labelme_dir / "annotations.json").read_text())
+    assert summary.num_images == 3 and summary.skipped == []
+    manifest = manifest_lib.load_manifest(out)
+    assert manifest["categories"][0] == {"index": 0, "id": 0, "name": "_background_"}
+    assert [c["index"] for c in manifest["categories"]] == [c["id"] for c in manifest["categories"]]
+    rows = check_rows_against_json(out, document, labelme_dir)
+    assert all(row_file_name(r).startswith("JPEGImages/") for r in rows)
+    assert sum(int(r["num_boxes"]) for r in rows) == len(document["annotations"]) == 12
+    assert verify_output(out).ok
+
+
+def coco128_subset(source: Path, count: int) -> dict:
+    document = json.loads((source / COCO128_JSON).read_text())
+    images = sorted(document["images"], key=lambda r: r["id"])[:count]
+    keep = {r["id"] for r in images}
+    return {**document, "images": images, "annotations": [a for a in document["annotations"] if a["image_id"] in keep]}
+
+
+def test_image_and_annotation_ids_beyond_int32(coco128_dir, tmp_path):
+    document = coco128_subset(coco128_dir, 12)
+    shift = 2 ** 40
+    for record in document["images"]:
+        record["id"] += shift
+    for ann in document["annotations"]:
+        ann["image_id"] += shift
+        ann["id"] += 2 ** 45
+    ann_file = tmp_path / "big_ids.json"
+    ann_file.write_text(json.dumps(document))
+    out = tmp_path / "out"
+    convert_coco(coco128_dir / "val2017", ann_file, out, num_workers=2)
+    rows = check_rows_against_json(out, document, coco128_dir / "val2017", check_pixels=False)
+    assert [int(r["image_id"]) for r in rows] == sorted(r["id"] for r in document["images"])
+    assert min(int(r["image_id"]) for r in rows) > 2 ** 40
+    written = json.loads((out / "annotations.json").read_text())
+    assert {a["id"] for a in written["annotations"]} == {a["id"] for a in document["annotations"]}
+
+
+def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped_and_counted(coco128_dir, tmp_path):
+    document = coco128_subset(coco128_dir, 4)
+    record = document["images"][0]
+    width, height = record["width"], record["height"]
+    template = next(a for a in document["annotations"] if a["image_id"] == record["id"])
+    extra = [
+        [-10.0, -5.0, 50.0, 40.0],               # partly outside: clipped to [0, 0, 40, 35]
+        [width - 20.0, 10.0, 100.0, 30.0],       # partly outside on the right
+        [width + 5.0, 10.0, 20.0, 20.0],         # entirely outside: empty after clipping
+        [15.0, 15.0, 0.0, 10.0],                 # zero width
+        [30.0, 30.0, -5.0, 10.0],                # negative width
+    ]
+    for k, bbox in enumerate(extra):
+        document["annotations"].append({**template, "id": 10 ** 13 + k, "bbox": bbox})
+    ann_file = tmp_path / "outside.json"
+    ann_file.write_text(json.dumps(document))
+    out = tmp_path / "out"
+    summary = convert_coco(coco128_dir / "val2017", ann_file, out, num_workers=2)
+    assert summary.boxes_clipped == 3 and summary.boxes_dropped == 3
+    manifest = manifest_lib.load_manifest(out)
+    assert manifest["boxes_clipped"] == 3 and manifest["boxes_dropped"] == {"empty_after_clipping": 3}
+    rows = check_rows_against_json(out, document, coco128_dir / "val2017", check_pixels=False)
+    first = rows[0]
+    stored = first["boxes"][: int(first["num_boxes"])]
+    assert [0.0, 0.0, 40.0, 35.0] in stored.tolist()
+    assert [width - 20.0, 10.0, float(width), 40.0] in stored.tolist()
+    # annotations.json keeps the original annotations (evaluation uses the json as given)
+    written = json.loads((out / "annotations.json").read_text())
+    assert len(written["annotations"]) == len(document["annotations"])
+
+
+def test_background_images_are_kept_or_dropped_with_drop_empty(coco128_dir, tmp_path):
+    document = json.loads((coco128_dir / COCO128_JSON).read_text())
+    out = tmp_path / "out"
+    summary = convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, out, drop_empty=True)
+    assert summary.num_images == 126 and summary.num_background == 0
+    assert [p.reason for p in summary.skipped] == ["empty_dropped", "empty_dropped"]
+    rows = read_rows(out)
+    assert all(int(r["num_boxes"]) > 0 for r in rows)
+    written = json.loads((out / "annotations.json").read_text())
+    assert len(written["images"]) == 126 and len(written["annotations"]) == len(document["annotations"])
+    assert manifest_lib.load_manifest(out)["options"]["drop_empty"] is True
+
+
+def test_quirky_images_become_three_channel_rows_in_the_json_frame(quirks_dir, tmp_path):
+    files = [  # (file_name, width, height) as a json would state them
+        ("mmcv/grayscale.jpg", 400, 300),
+        ("pillow/pil_sample_cmyk.jpg", 100, 100),
+        ("mmcv/gray_alpha.png", 500, 400),
+        ("mmcv/color_exif.jpg", 300, 400),            # displayed frame: original bytes
+        ("pillow/hopper_orientation_6.jpg", 128, 128),
+        ("pillow/orientation_rectangle.jpg", 2, 1),   # stored frame of an EXIF-8 image: re-encoded
+        ("mmcv/color.jpg", 640, 480),                  # fits neither frame: reported
+    ]
+    images = [{"id": k + 1, "file_name": name, "width": w, "height": h} for k, (name, w, h) in enumerate(files)]
+    annotations = [{"id": k + 1, "image_id": k + 1, "category_id": 7, "bbox": [0, 0, 1, 1], "iscrowd": 0}
+                   for k in range(len(files))]
+    ann_file = tmp_path / "quirks.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 7, "name": "thing"}]}))
+    out = tmp_path / "out"
+    summary = convert_coco(quirks_dir, ann_file, out, num_workers=2)
+    assert summary.num_images == 6
+    assert [(p.file_name, p.reason) for p in summary.skipped] == [("mmcv/color.jpg", "size_mismatch")]
+    assert "fits neither" in summary.skipped[0].message
+    assert [r["file_name"] for r in summary.reencoded] == ["pillow/orientation_rectangle.jpg"]
+    for row in read_rows(out):
+        picture = decode_stored(row["image"])
+        assert picture.shape == (int(row["height"]), int(row["width"]), 3)
+    assert verify_output(out).ok
+
+
+def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
+    import mindspore.dataset as ds
+
+    out = tmp_path / "out"
+    summary = convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, out, shard_num=3)
+    manifest = manifest_lib.load_manifest(out)
+    files = manifest_lib.shard_files(out)
+    assert [p.name for p in files] == ["data.mindrecord0", "data.mindrecord1", "data.mindrecord2"]
+    assert sum(s["num_rows"] for s in manifest["shards"]) == 128 == summary.num_images
+    rows = read_rows(out)
+    assert [int(r["row_index"]) for r in rows] == list(range(128))
+    assert [int(r["image_id"]) for r in rows] == sorted(int(r["image_id"]) for r in rows)
+    # each file holds a contiguous block of rows, and shard_of_row names it
+    for path in files:
+        block = [int(r["row_index"]) for r in ds.MindDataset([str(path)], columns_list=["row_index"],
+                                                             shuffle=False).create_dict_iterator(output_numpy=True)]
+        assert block == list(range(block[0], block[0] + len(block)))
+        assert {manifest_lib.shard_of_row(manifest, i) for i in block} == {path.name}
+    # SubsetSampler indexes the global row order
+    picked = ds.MindDataset(str(files[0]), columns_list=["row_index"], sampler=ds.SubsetSampler([127, 0, 64, 64]))
+    assert [int(r["row_index"]) for r in picked.create_dict_iterator(output_numpy=True)] == [127, 0, 64, 64]
+    assert verify_output(out, decode=False).ok
+
+
+def test_shard_file_names_follow_filewriter():
+    names = [p.name for p in convert_lib.shard_paths(Path("x"), 12)]
+    assert names[0] == "data.mindrecord00" and names[-1] == "data.mindrecord11"
+    assert [p.name for p in convert_lib.shard_paths(Path("x"), 1)] == ["data.mindrecord0"]
+
+
+@pytest.mark.parametrize("shard_num", [1, 3])
+def test_public_and_native_writer_paths_store_identical_rows(coco128_dir, tmp_path, monkeypatch, shard_num):
+    document = coco128_subset(coco128_dir, 20)
+    ann_file = tmp_path / "subset.json"
+    ann_file.write_text(json.dumps(document))
+    native, public = tmp_path / "native", tmp_path / "public"
+    convert_coco(coco128_dir / "val2017", ann_file, native, shard_num=shard_num)
+    original = convert_lib.RowWriter.__init__
+
+    def public_only(self, folder, shard_num, *, native=True):
+        original(self, folder, shard_num, native=False)
+        assert self._native is None
+
+    monkeypatch.setattr(convert_lib.RowWriter, "__init__", public_only)
+    convert_coco(coco128_dir / "val2017", ann_file, public, shard_num=shard_num)
+    for left, right in zip(read_rows(native), read_rows(public), strict=True):
+        for name in FIELDS:
+            assert np.array_equal(left[name], right[name]), name
+
+
+def test_load_manifest_names_what_is_missing(coco128_output, tmp_path):
+    _, out, _ = coco128_output
+    with pytest.raises(manifest_lib.ManifestError, match="is not a folder"):
+        manifest_lib.load_manifest(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(manifest_lib.ManifestError, match="manifest.json is missing"):
+        manifest_lib.load_manifest(empty)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "data.mindrecord0").unlink()
+    with pytest.raises(manifest_lib.ManifestError, match=r"missing \['data.mindrecord0'\]"):
+        manifest_lib.load_manifest(copy)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["dataset_id"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(manifest_lib.ManifestError, match="dataset_id"):
+        manifest_lib.load_manifest(copy)
+
+
+def test_shard_of_row_uses_cumulative_counts():
+    manifest = {"num_images": 20, "shards": [{"file": "a", "num_rows": 10}, {"file": "b", "num_rows": 0},
+                                              {"file": "c", "num_rows": 10}]}
+    assert [manifest_lib.shard_of_row(manifest, i) for i in (0, 9, 10, 19)] == ["a", "a", "c", "c"]
+    with pytest.raises(ValueError, match="outside"):
+        manifest_lib.shard_of_row(manifest, 20)
+
+
+def test_dataset_id_depends_on_ids_boxes_and_annotation_file():
+    base = manifest_lib.compute_dataset_id(1, [1, 2], [3, 0], "abc")
+    assert base == manifest_lib.compute_dataset_id(1, [1, 2], [3, 0], "abc")
+    assert base != manifest_lib.compute_dataset_id(1, [2, 1], [3, 0], "abc")
+    assert base != manifest_lib.compute_dataset_id(1, [1, 2], [2, 0], "abc")
+    assert base != manifest_lib.compute_dataset_id(1, [1, 2], [3, 0], "abd")
+    assert base != manifest_lib.compute_dataset_id(2, [1, 2], [3, 0], "abc")
+
+
+def test_rejects_bad_arguments(coco128_dir, tmp_path):
+    with pytest.raises(ValueError, match="shard_num"):
+        convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, tmp_path / "o", shard_num=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, tmp_path / "o", num_workers=0)
+    with pytest.raises(ConversionError, match="is not a folder"):
+        convert_coco(tmp_path / "no_images", coco128_dir / COCO128_JSON, tmp_path / "o")
+    assert convert_lib.resolve_num_workers(10 ** 6) == os.cpu_count()
+    assert not (tmp_path / "o").exists()
+
+
+def test_throughput_benchmark_runs_on_a_tiny_set(tmp_path, coco128_dir, capsys):
+    from benchmarks import convert_throughput
+
+    assert convert_throughput.main(["--num_images", "24", "--repeats", "1", "--num_workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "coco128 repeated to 24 images" in printed
+    assert "images/s" in printed and "ratio" in printed
+
+
+def test_tool_converts_shows_progress_and_verifies(labelme_dir, tmp_path):
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "coco2mindrecord.py"
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(tool), "--image_dir", str(labelme_dir), "--ann_file",
+                             str(labelme_dir / "annotations.json"), "--output_dir", str(out), "--num_workers", "2",
+                             "--verify_after"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "img/s" in result.stderr  # the tqdm bar
+    for row in ("images", "boxes", "skipped", "shards", "bytes", "time"):
+        assert any(line.startswith(row) for line in result.stdout.splitlines()), row
+    assert "3 rows read with MindDataset" in result.stdout and result.stdout.rstrip().endswith("OK")
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["dataset_id"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = subprocess.run([sys.executable, str(tool), "--verify", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "dataset_id" in result.stdout and "FAILED" in result.stdout
+
+    result = subprocess.run([sys.executable, str(tool), "--verify", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
