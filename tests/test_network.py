@@ -1,0 +1,253 @@
+"""YOLOv5 network: reference parameter count, output layout, decode, graph mode, ONNX export, init."""
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from yolodata.labels import YOLOV5_ANCHORS
+from yolodata.rng import keyed_rng
+from yolomodel import YOLOV5_VERSIONS, InferenceNet, create_yolov5
+from yolomodel.layers import images_to_focus_input
+from yolomodel.network import (decode_head_output, detection_bias_prior, flatten_head_output, make_divisible,
+                               scaled_depth)
+
+# YOLOv5 v5.0 yolov5s.yaml at 80 classes in the reference PyTorch code (see ../shared/NOTES.md)
+YOLOV5S_REFERENCE_PARAMS = 7_276_605
+
+
+def trainable_count(net) -> int:
+    """PyTorch's count: conv weights and biases, BatchNorm gamma and beta (no moving statistics)."""
+    return sum(int(np.prod(p.shape)) for p in net.trainable_params())
+
+
+def random_images(shape, key=0) -> Tensor:
+    return Tensor(keyed_rng(0, key, purpose="test_images").integers(0, 256, shape, dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def parameter_counts():
+    counts = {}
+    for version in ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"):
+        net = create_yolov5(version, 80)
+        counts[version] = trainable_count(net)
+        del net
+    return counts
+
+
+@pytest.fixture(scope="module")
+def yolov5n():
+    return create_yolov5("yolov5n", 80)
+
+
+@pytest.fixture
+def graph_mode():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_yolov5s_parameter_count_matches_reference(parameter_counts):
+    assert parameter_counts["yolov5s"] == YOLOV5S_REFERENCE_PARAMS
+
+
+def test_parameter_counts_increase_with_version(parameter_counts):
+    ordered = [parameter_counts[v] for v in ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")]
+    assert all(a < b for a, b in zip(ordered, ordered[1:])), ordered
+    assert set(parameter_counts) == set(YOLOV5_VERSIONS)
+
+
+def test_yolov5_rounding_rules():
+    # yolov5s widths 64..1024 * 0.5, yolov5n's 0.25; C3 repeats 3 and 9 at depth 0.33 / 0.67 / 1.33
+    assert [make_divisible(c * 0.5) for c in (64, 128, 256, 512, 1024)] == [32, 64, 128, 256, 512]
+    assert [make_divisible(c * 0.25) for c in (64, 128, 256, 512, 1024)] == [16, 32, 64, 128, 256]
+    assert make_divisible(64 * 0.75) == 48 and make_divisible(64 * 1.25) == 80
+    assert [scaled_depth(n, 0.33) for n in (1, 3, 9)] == [1, 1, 3]
+    assert [scaled_depth(n, 0.67) for n in (3, 9)] == [2, 6]
+    assert [scaled_depth(n, 1.33) for n in (3, 9)] == [4, 12]
+
+
+@pytest.mark.parametrize("version, num_classes, message", [
+    ("yolov5q", 80, "version must be one of"),
+    (5, 80, "version must be one of"),
+    ("yolov5n", 0, "num_classes must be a positive integer"),
+    ("yolov5n", 2.0, "num_classes must be a positive integer"),
+    ("yolov5n", True, "num_classes must be a positive integer"),
+])
+def test_bad_arguments_say_what_to_fix(version, num_classes, message):
+    with pytest.raises(ValueError, match=message):
+        create_yolov5(version, num_classes)
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((1, 48, 64, 3), np.uint8, "multiples of 32"),
+    ((1, 64, 64, 3), np.float32, "uint8"),
+    ((1, 3, 64, 64), np.uint8, r"\(B, H, W, 3\)"),
+])
+def test_bad_input_batches_are_rejected(yolov5n, shape, dtype, message):
+    with pytest.raises(ValueError, match=message):
+        yolov5n(Tensor(np.zeros(shape, dtype)))
+
+
+@pytest.mark.parametrize("version", ["yolov5n", "yolov5s"])
+def test_output_shapes(version):
+    num_classes = 3
+    net = create_yolov5(version, num_classes)
+    outputs = net(random_images((2, 64, 96, 3)))
+    assert len(outputs) == 3
+    for output, stride in zip(outputs, (8, 16, 32)):
+        assert output.dtype == ms.float32
+        assert output.shape == (2, 3 * (64 // stride) * (96 // stride), 5 + num_classes)
+
+
+def test_parameter_names_split_into_backbone_neck_head(yolov5n):
+    names = [p.name for p in yolov5n.get_parameters()]
+    parts = {name.split(".")[0] for name in names}
+    assert parts == {"backbone", "neck", "head"}
+    assert sorted(n for n in names if n.startswith("head.")) == sorted(
+        f"head.detect_s{s}.{kind}" for s in (8, 16, 32) for kind in ("weight", "bias"))
+    # the backbone ends with SPP and the C3 after it; the neck starts with the 1x1 lateral on P5
+    assert "backbone.spp.cv2.conv.weight" in names and "backbone.c3_5.cv3.conv.weight" in names
+    assert "neck.lateral5.conv.weight" in names
+    backbone_names = {p.name for p in yolov5n.backbone.get_parameters()}
+    assert backbone_names == {n for n in names if n.startswith("backbone.")}
+
+
+def test_other_class_count_changes_only_the_head(yolov5n):
+    other = create_yolov5("yolov5n", 3)
+    shapes80 = {p.name: p.shape for p in yolov5n.get_parameters()}
+    shapes3 = {p.name: p.shape for p in other.get_parameters()}
+    assert shapes80.keys() == shapes3.keys()
+    differing = {name for name in shapes80 if shapes80[name] != shapes3[name]}
+    assert differing == {f"head.detect_s{s}.{kind}" for s in (8, 16, 32) for kind in ("weight", "bias")}
+
+
+def test_focus_input_is_yolov5_space_to_depth():
+    images = keyed_rng(1, purpose="focus").integers(0, 256, (2, 6, 8, 3), dtype=np.uint8)
+    nchw = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    expected = np.concatenate([nchw[..., ::2, ::2], nchw[..., 1::2, ::2], nchw[..., ::2, 1::2],
+                               nchw[..., 1::2, 1::2]], axis=1)
+    result = images_to_focus_input(Tensor(images)).asnumpy()
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-7)
+
+
+def test_flattened_rows_are_anchor_major_then_row_then_column():
+    num_anchors, outputs, height, width = 3, 6, 2, 4
+    # value = a*1000 + channel*100 + gy*10 + gx at (0, a*outputs + channel, gy, gx)
+    a, c, y, x = np.meshgrid(np.arange(num_anchors), np.arange(outputs), np.arange(height), np.arange(width),
+                             indexing="ij")
+    conv_out = (a * 1000 + c * 100 + y * 10 + x).reshape(1, num_anchors * outputs, height, width)
+    flat = flatten_head_output(Tensor(conv_out.astype(np.float32)), num_anchors).asnumpy()
+    assert flat.shape == (1, num_anchors * height * width, outputs)
+    for anchor, gy, gx in [(0, 0, 0), (1, 1, 2), (2, 1, 3), (2, 0, 1)]:
+        row = anchor * height * width + gy * width + gx
+        np.testing.assert_array_equal(flat[0, row], anchor * 1000 + np.arange(outputs) * 100 + gy * 10 + gx)
+
+
+def test_decode_follows_yolov5_formula():
+    height, width, stride, num_classes = 2, 3, 16, 2
+    anchors = YOLOV5_ANCHORS[1]
+    raw = keyed_rng(2, purpose="decode").normal(0, 2, (1, 3 * height * width, 5 + num_classes)).astype(np.float32)
+    decoded = decode_head_output(Tensor(raw), Tensor(anchors), stride, height, width).asnumpy()
+    sig = 1.0 / (1.0 + np.exp(-raw.astype(np.float64)))
+    for anchor, gy, gx in [(0, 0, 0), (1, 1, 2), (2, 0, 1)]:
+        row = anchor * height * width + gy * width + gx
+        p = sig[0, row]
+        expected = [(2 * p[0] - 0.5 + gx) * stride, (2 * p[1] - 0.5 + gy) * stride,
+                    (2 * p[2]) ** 2 * anchors[anchor, 0], (2 * p[3]) ** 2 * anchors[anchor, 1], *p[4:]]
+        np.testing.assert_allclose(decoded[0, row], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_net_concatenates_decoded_strides(yolov5n):
+    images = random_images((1, 64, 96, 3), key=3)
+    raw = yolov5n(images)
+    predictions = InferenceNet(yolov5n)(images).asnumpy()
+    assert predictions.shape == (1, 3 * (8 * 12 + 4 * 6 + 2 * 3), 85)
+    assert predictions.dtype == np.float32
+    start = 0
+    for level, stride in enumerate((8, 16, 32)):
+        rows = raw[level].shape[1]
+        expected = decode_head_output(raw[level], Tensor(YOLOV5_ANCHORS[level]), stride, 64 // stride, 96 // stride)
+        np.testing.assert_allclose(predictions[:, start:start + rows], expected.asnumpy(), rtol=1e-6, atol=1e-5)
+        start += rows
+    assert np.all((predictions[..., 4:] >= 0) & (predictions[..., 4:] <= 1))
+
+
+def test_graph_mode_matches_pynative_for_several_input_sizes(yolov5n, graph_mode):
+    for shape in [(2, 64, 96, 3), (1, 128, 64, 3)]:
+        images = random_images(shape, key=shape[1])
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        expected = [o.asnumpy() for o in yolov5n(images)]
+        ms.set_context(mode=ms.GRAPH_MODE)
+        outputs = yolov5n(images)
+        for output, reference, stride in zip(outputs, expected, (8, 16, 32)):
+            assert output.shape == (shape[0], 3 * (shape[1] // stride) * (shape[2] // stride), 85)
+            np.testing.assert_allclose(output.asnumpy(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_net_under_ms_jit_matches_pynative(yolov5n):
+    inference = InferenceNet(yolov5n)
+    images = random_images((2, 64, 64, 3), key=4)
+    expected = inference(images).asnumpy()
+
+    @ms.jit
+    def predict(batch):
+        return inference(batch)
+
+    np.testing.assert_allclose(predict(images).asnumpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_onnx_export_matches_mindspore(yolov5n, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import mindspore.onnx
+
+    inference = InferenceNet(yolov5n)
+    images = random_images((1, 320, 320, 3), key=5)
+    expected = inference(images).asnumpy()
+    path = tmp_path / "yolov5n.onnx"
+    mindspore.onnx.export(inference, images, file_name=str(path), input_names=["images"],
+                          output_names=["predictions"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    result = session.run(["predictions"], {"images": images.asnumpy()})[0]
+    assert result.shape == expected.shape == (1, 3 * (40 * 40 + 20 * 20 + 10 * 10), 85)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-4)
+
+
+def test_initialisation_is_keyed_by_seed_and_follows_yolov5():
+    first = create_yolov5("yolov5n", 80, seed=7)
+    again = create_yolov5("yolov5n", 80, seed=7)
+    other = create_yolov5("yolov5n", 80, seed=8)
+    for p, q in zip(first.get_parameters(), again.get_parameters()):
+        np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=p.name)
+    weight = first.backbone.down3.conv.weight.asnumpy()
+    assert not np.array_equal(weight, other.backbone.down3.conv.weight.asnumpy())
+    bound = 1.0 / math.sqrt(np.prod(weight.shape[1:]))
+    assert np.abs(weight).max() <= bound and np.abs(weight).max() > 0.9 * bound
+
+    for stride in (8, 16, 32):
+        conv = getattr(first.head, f"detect_s{stride}")
+        bound = 1.0 / math.sqrt(conv.weight.shape[1])
+        prior = detection_bias_prior(80, stride)
+        offset = conv.bias.asnumpy() - prior
+        assert np.abs(offset).max() <= bound + 1e-6
+        per_anchor = prior.reshape(3, 85)
+        np.testing.assert_allclose(per_anchor[:, 4], math.log(8 / (640 / stride) ** 2), rtol=1e-6)
+        np.testing.assert_allclose(per_anchor[:, 5:], math.log(0.6 / (80 - 0.99)), rtol=1e-6)
+        np.testing.assert_array_equal(per_anchor[:, :4], 0)
+
+
+def test_batchnorm_uses_yolov5_eps_and_momentum(yolov5n):
+    norms = [cell for _, cell in yolov5n.cells_and_names() if isinstance(cell, nn.BatchNorm2d)]
+    assert norms and all(abs(bn.eps - 1e-3) < 1e-12 for bn in norms)
+    # behaviour, not the attribute (MindSpore stores 1 - momentum): after one training step on a
+    # batch of constant 10, the moving mean is 0.03 * 10 as in PyTorch with momentum=0.03
+    stem = create_yolov5("yolov5n", 1).backbone.stem.conv.bn
+    stem.set_train(True)
+    stem(Tensor(np.full((2, 16, 4, 4), 10.0, np.float32)))
+    np.testing.assert_allclose(stem.moving_mean.asnumpy(), 0.3, rtol=1e-5)

@@ -1,0 +1,118 @@
+"""The YOLOv5 (v5.0) building blocks: Conv-BN-SiLU, Focus, Bottleneck, C3, SPP and a 2x nearest upsample.
+
+Each block mirrors the module of the same name in YOLOv5's ``models/common.py`` (v5.0), so the
+parameter shapes, and therefore the parameter count, are the reference's. Convolution weights are left
+at a cheap placeholder here: ``network.YOLOv5`` initialises every parameter from the keyed RNG by its
+name, so the initial weights do not depend on MindSpore's global seed.
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import nn, ops
+
+# YOLOv5's initialize_weights(): BatchNorm2d eps=1e-3, momentum=0.03 in PyTorch's convention
+# (new = (1 - m) * old + m * batch); MindSpore weights the old statistic instead: 1 - 0.03.
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.97
+
+
+class ConvBNSiLU(nn.Cell):
+    """YOLOv5's ``Conv``: a bias-free k x k convolution with 'same' padding (k // 2), BatchNorm, SiLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                              padding=kernel_size // 2, has_bias=False, weight_init="zeros")
+        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.act = nn.SiLU()
+
+    def construct(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+def images_to_focus_input(images):
+    """uint8 (B, H, W, C) images -> float32 (B, 4C, H/2, W/2) in [0, 1]: YOLOv5's Focus space-to-depth.
+
+    Channel block k holds the pixels (dy, dx) = (0, 0), (1, 0), (0, 1), (1, 1) for k = 0..3, YOLOv5's
+    order (x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]). The scaling to
+    [0, 1] and the NHWC -> NCHW transpose happen in the same reshapes, so the pipeline can hand over its
+    uint8 batch untouched.
+    """
+    batch, height, width, channels = images.shape
+    x = images.astype(ms.float32) / 255.0
+    # (B, H, W, C) -> (B, H/2, dy, W/2, dx, C)
+    x = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+    # -> (B, dx, dy, C, H/2, W/2) -> (B, 4C, H/2, W/2): channel = (dx * 2 + dy) * C + c
+    x = x.transpose(0, 4, 2, 5, 1, 3)
+    return x.reshape(batch, 4 * channels, height // 2, width // 2)
+
+
+class Focus(nn.Cell):
+    """YOLOv5's ``Focus`` stem on the raw uint8 (B, H, W, 3) batch: images_to_focus_input, then k x k Conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = ConvBNSiLU(4 * in_channels, out_channels, kernel_size)
+
+    def construct(self, images):
+        return self.conv(images_to_focus_input(images))
+
+
+class Bottleneck(nn.Cell):
+    """YOLOv5's ``Bottleneck`` with expansion 1.0 as C3 uses it: 1x1 then 3x3, residual if asked."""
+
+    def __init__(self, channels: int, shortcut: bool):
+        super().__init__()
+        self.cv1 = ConvBNSiLU(channels, channels, 1)
+        self.cv2 = ConvBNSiLU(channels, channels, 3)
+        self.shortcut = shortcut
+
+    def construct(self, x):
+        y = self.cv2(self.cv1(x))
+        if self.shortcut:
+            return x + y
+        return y
+
+
+class C3(nn.Cell):
+    """YOLOv5's ``C3``: two 1x1 branches of out/2 channels, n Bottlenecks on one, concat, 1x1 to out."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_bottlenecks: int, shortcut: bool = True):
+        super().__init__()
+        hidden = out_channels // 2
+        self.cv1 = ConvBNSiLU(in_channels, hidden, 1)
+        self.cv2 = ConvBNSiLU(in_channels, hidden, 1)
+        self.cv3 = ConvBNSiLU(2 * hidden, out_channels, 1)
+        self.m = nn.SequentialCell([Bottleneck(hidden, shortcut) for _ in range(num_bottlenecks)])
+
+    def construct(self, x):
+        return self.cv3(ops.concat((self.m(self.cv1(x)), self.cv2(x)), axis=1))
+
+
+class SPP(nn.Cell):
+    """YOLOv5's ``SPP``: 1x1 to in/2 channels, max-pools (stride 1, same size) 5/9/13 concatenated, 1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int, pool_sizes=(5, 9, 13)):
+        super().__init__()
+        hidden = in_channels // 2
+        self.cv1 = ConvBNSiLU(in_channels, hidden, 1)
+        self.cv2 = ConvBNSiLU(hidden * (len(pool_sizes) + 1), out_channels, 1)
+        # stride 1 with 'same' padding pads by k // 2 on each side for odd k, as YOLOv5's padding=k//2
+        self.pools = nn.CellList([nn.MaxPool2d(kernel_size=k, stride=1, pad_mode="same") for k in pool_sizes])
+
+    def construct(self, x):
+        x = self.cv1(x)
+        pooled = (x,)
+        for pool in self.pools:
+            pooled = pooled + (pool(x),)
+        return self.cv2(ops.concat(pooled, axis=1))
+
+
+def upsample_nearest_2x(x):
+    """Nearest-neighbour 2x upsampling of NCHW ``x`` (YOLOv5's nn.Upsample(None, 2, 'nearest')).
+
+    The target size comes from the runtime shape: ``nn.Upsample(scale_factor=2)`` raises for 4-D
+    input in MindSpore 2.8, and a size works in graph mode and exports to ONNX as Resize.
+    """
+    height, width = x.shape[2], x.shape[3]
+    return ops.ResizeNearestNeighbor((2 * height, 2 * width))(x)
