@@ -103,10 +103,9 @@ def checkpoints(tmp_path_factory) -> dict:
     net = create_yolov5("yolov5n", 5)
     paths = {name: folder / f"{name}.ckpt" for name in ("meta", "ema", "classes3", "unrelated")}
     ms.save_checkpoint(net, str(paths["meta"]),
-                       append_dict={"meta.yolov5_version": "yolov5n", "meta.num_classes": 5})
+                       append_dict={"yolov5_version": "yolov5n", "num_classes": 5})
     raw = [{"name": p.name, "data": p} for p in net.get_parameters()]
-    ema = [{"name": "ema." + p.name, "data": ms.Tensor(p.asnumpy() + 0.25)} for p in net.get_parameters()
-           if "moving" not in p.name]  # BatchNorm statistics: raw only, to exercise the fallback
+    ema = [{"name": "ema." + p.name, "data": ms.Tensor(p.asnumpy() + 0.25)} for p in net.get_parameters()]
     ms.save_checkpoint(raw + ema, str(paths["ema"]))
     ms.save_checkpoint(create_yolov5("yolov5n", 3), str(paths["classes3"]))
     ms.save_checkpoint(nn.Dense(3, 2), str(paths["unrelated"]))
@@ -119,7 +118,7 @@ def model_args(**overrides):
     return argparse.Namespace(**values)
 
 
-def test_ema_weights_are_preferred_with_raw_fallback(checkpoints):
+def test_ema_weights_are_preferred(checkpoints):
     import mindspore as ms
 
     inference_net, description = eval_tool.load_network(checkpoints["ema"], model_args(yolov5_version="yolov5n"), 5)
@@ -129,19 +128,19 @@ def test_ema_weights_are_preferred_with_raw_fallback(checkpoints):
     weight = "backbone.stem.conv.conv.weight"
     np.testing.assert_array_equal(loaded[weight], stored["ema." + weight].asnumpy())
     moving = next(name for name in loaded if "moving_mean" in name)
-    np.testing.assert_array_equal(loaded[moving], stored[moving].asnumpy())
+    np.testing.assert_array_equal(loaded[moving], stored["ema." + moving].asnumpy())
 
     _, description = eval_tool.load_network(checkpoints["meta"], model_args(), 5)
-    assert description.startswith("yolov5n, 5 classes, raw weights")  # version from the metadata
+    assert description.startswith("yolov5n, 5 classes, weights (no EMA")  # version from the metadata
 
 
 @pytest.mark.parametrize("name, args, classes, words", [
-    ("classes3", dict(yolov5_version="yolov5n"), 5, "another class count"),
-    ("classes3", dict(), 3, "another model size"),           # default yolov5s, no metadata
+    ("classes3", dict(yolov5_version="yolov5n"), 5, "detection heads for 3 classes, not 5"),
+    ("classes3", dict(), 3, "pass --yolov5_version"),        # a plain weights file names no size
     ("meta", dict(yolov5_version="yolov5s"), 5, "holds a yolov5n"),
     ("meta", dict(num_classes=4), 4, "trained for 5 classes"),
     ("meta", dict(), 80, "the dataset has 80 categories"),
-    ("unrelated", dict(), 5, "none of the YOLOv5 network's parameters"),
+    ("unrelated", dict(yolov5_version="yolov5n"), 5, "not a YOLOv5 checkpoint of this project"),
 ])
 def test_checkpoint_mismatch_is_explained(checkpoints, name, args, classes, words):
     with pytest.raises(eval_tool.EvalUserError, match=words):
@@ -152,9 +151,9 @@ def test_unreadable_checkpoint_is_explained(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(eval_tool.EvalUserError, match="cannot read checkpoint"):
-        eval_tool.read_checkpoint(junk)
+        eval_tool.load_network(junk, model_args(), 5)
     with pytest.raises(eval_tool.EvalUserError, match="does not exist"):
-        eval_tool.read_checkpoint(tmp_path / "missing.ckpt")
+        eval_tool.load_network(tmp_path / "missing.ckpt", model_args(), 5)
 
 
 def test_cli_wrong_class_count_exits_2_without_traceback(val_dir, checkpoints):

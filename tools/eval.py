@@ -12,8 +12,8 @@ testing_shape (no upscaling), run through the network (the EMA weights when the 
 ``ema.*`` parameters), decoded, reduced by class-aware NMS, mapped back to original image pixels and
 written as a COCO results json (original image and category ids) to --results_file (default
 outputs/eval/results.json); that file is then scored with pycocotools against VAL_DIR/annotations.json
-(or --ann_file). The model size and class count come from the flags, else from the checkpoint's
-``meta.yolov5_version`` / ``meta.num_classes``, else yolov5s and the dataset's category count.
+(or --ann_file). The model size and class count are those the checkpoint records (tools/train.py writes them); for a
+plain weights file --yolov5_version names the size, and the class count defaults to the dataset's.
 
 Score an existing results file (no model):
 
@@ -50,9 +50,6 @@ import numpy as np
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USER_ERROR = 0, 1, 2
 RESULT_HEADER = "=============coco eval result========="
 DEFAULT_RESULTS_FILE = Path("outputs") / "eval" / "results.json"
-DEFAULT_VERSION = "yolov5s"
-META_PREFIX = "meta."
-EMA_PREFIX = "ema."
 
 
 class EvalUserError(ValueError):
@@ -80,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--is_distributed", type=int, default=0, choices=(0, 1),
                         help="1: split the images over the ranks of an msrun launch")
     parser.add_argument("--yolov5_version", default=None,
-                        help="yolov5n/s/m/l/x (default: the checkpoint's meta.yolov5_version, else yolov5s)")
+                        help="yolov5n/s/m/l/x (default: the one the checkpoint records; needed for a plain weights file)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="classes of the checkpoint (default: the dataset's category count)")
     parser.add_argument("--num_parallel_workers", type=int, default=None,
@@ -92,107 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
 # Checkpoint
 # ---------------------------------------------------------------------------------------------
 
-def read_checkpoint(path: Path) -> dict:
-    """name -> Parameter (or str for string metadata) of a MindSpore checkpoint file."""
-    import mindspore as ms
-
-    path = Path(path)
-    if not path.is_file():
-        raise EvalUserError(f"checkpoint {path} does not exist" if not path.exists()
-                            else f"checkpoint {path} is not a file")
-    try:
-        return ms.load_checkpoint(str(path))
-    except (ValueError, RuntimeError, OSError) as error:
-        raise EvalUserError(f"cannot read checkpoint {path}: {error}") from error
-
-
-def checkpoint_metadata(entries: dict) -> dict:
-    """The ``meta.*`` entries of a checkpoint as plain Python values, without the prefix."""
-    metadata = {}
-    for name, value in entries.items():
-        if name.startswith(META_PREFIX):
-            if hasattr(value, "asnumpy"):
-                value = value.asnumpy()
-                value = value.item() if value.size == 1 else value.tolist()
-            metadata[name[len(META_PREFIX):]] = value
-    return metadata
-
-
-def select_weights(entries: dict, network_shapes: dict, source: str) -> tuple[dict, int]:
-    """(name -> Parameter for every network parameter, number taken from ``ema.*``).
-
-    For each parameter of the network, ``ema.<name>`` is preferred over ``<name>`` when present.
-    Raises EvalUserError naming missing parameters or shapes that do not match.
-    """
-    chosen, from_ema, missing, mismatched = {}, 0, [], []
-    for name, shape in network_shapes.items():
-        if EMA_PREFIX + name in entries:
-            value, from_ema = entries[EMA_PREFIX + name], from_ema + 1
-        elif name in entries:
-            value = entries[name]
-        else:
-            missing.append(name)
-            continue
-        if not hasattr(value, "shape") or tuple(value.shape) != tuple(shape):
-            mismatched.append((name, tuple(getattr(value, "shape", ())), tuple(shape)))
-            continue
-        chosen[name] = value
-    if missing and len(missing) == len(network_shapes):
-        raise EvalUserError(f"checkpoint {source} holds none of the YOLOv5 network's parameters "
-                            f"(e.g. {missing[0]}): is it a checkpoint of tools/train.py?")
-    if mismatched:
-        head = [m for m in mismatched if m[0].startswith("head.")]
-        name, got, expected = mismatched[0]
-        if len(head) == len(mismatched):
-            raise EvalUserError(f"checkpoint {source} was trained for another class count: {name} has shape "
-                                f"{got}, this network expects {expected}; pass the checkpoint's --num_classes "
-                                f"(it must equal the dataset's category count)")
-        raise EvalUserError(f"checkpoint {source} holds another model size: {name} has shape {got}, the "
-                            f"network expects {expected}; pass the checkpoint's --yolov5_version")
-    if missing:
-        raise EvalUserError(f"checkpoint {source} lacks {len(missing)} of the network's parameters "
-                            f"(first: {missing[:3]}); pass the checkpoint's --yolov5_version")
-    return chosen, from_ema
-
-
-def resolve_model(args, metadata: dict, dataset_classes: int, source: str) -> tuple[str, int]:
-    """(version, num_classes) from the flags, the checkpoint metadata and the dataset, checked to agree."""
-    meta_version = metadata.get("yolov5_version")
-    meta_classes = metadata.get("num_classes")
-    version = args.yolov5_version or meta_version or DEFAULT_VERSION
-    if args.yolov5_version and meta_version and args.yolov5_version != meta_version:
-        raise EvalUserError(f"--yolov5_version {args.yolov5_version} but checkpoint {source} holds a "
-                            f"{meta_version}; drop the flag or pass the right checkpoint")
-    num_classes = args.num_classes if args.num_classes is not None else (
-        int(meta_classes) if meta_classes is not None else dataset_classes)
-    if meta_classes is not None and int(meta_classes) != num_classes:
-        raise EvalUserError(f"checkpoint {source} was trained for {int(meta_classes)} classes but "
-                            f"{num_classes} were asked for; drop --num_classes or pass the right checkpoint")
-    if num_classes != dataset_classes:
-        raise EvalUserError(f"the network has {num_classes} classes but the dataset has {dataset_classes} "
-                            f"categories: evaluate a checkpoint trained on this dataset's categories")
-    return version, num_classes
-
-
 def load_network(checkpoint: Path, args, dataset_classes: int):
-    """(InferenceNet with the checkpoint's weights, description string)."""
-    from mindspore import load_param_into_net
+    """(InferenceNet with the checkpoint's weights, EMA when present; description string).
 
-    from yolomodel.network import InferenceNet, create_yolov5
+    The network is the one the checkpoint records (``tools/train.py`` writes ``yolov5_version`` and
+    ``num_classes``); the flags name it for a plain weights file and must agree with a recorded one. The
+    class count defaults to the dataset's and must equal it.
+    """
+    from yolomodel.export import ModelLoadError, load_inference_net
 
-    entries = read_checkpoint(checkpoint)
-    version, num_classes = resolve_model(args, checkpoint_metadata(entries), dataset_classes, str(checkpoint))
     try:
-        net = create_yolov5(version, num_classes)
-    except ValueError as error:
+        loaded = load_inference_net(checkpoint, version=args.yolov5_version, num_classes=args.num_classes,
+                                    default_num_classes=dataset_classes)
+    except ModelLoadError as error:
         raise EvalUserError(str(error)) from error
-    shapes = {name: tuple(param.shape) for name, param in net.parameters_and_names()}
-    weights, from_ema = select_weights(entries, shapes, str(checkpoint))
-    not_loaded, _ = load_param_into_net(net, weights, strict_load=True)
-    if not_loaded:
-        raise EvalUserError(f"checkpoint {checkpoint}: parameters {not_loaded[:3]} could not be loaded")
-    kind = f"EMA weights ({from_ema} of {len(shapes)} parameters)" if from_ema else "raw weights (no ema.*)"
-    return InferenceNet(net), f"{version}, {num_classes} classes, {kind} from {checkpoint}"
+    if loaded.num_classes != dataset_classes:
+        raise EvalUserError(f"the network has {loaded.num_classes} classes but the dataset has {dataset_classes} "
+                            f"categories: evaluate a checkpoint trained on this dataset's categories")
+    return loaded.network, loaded.describe()
 
 
 # ---------------------------------------------------------------------------------------------

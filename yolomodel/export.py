@@ -115,11 +115,12 @@ def describe_weights(weights: dict) -> str:
 
 
 def resolve_model_spec(metadata: dict, weights: dict, *, version=None, num_classes=None,
-                       source: str = "the checkpoint") -> tuple[str, int]:
+                       source: str = "the checkpoint", default_num_classes=None) -> tuple[str, int]:
     """(version, num_classes) of the network to build, from the caller's values and the checkpoint's.
 
-    A value given by the caller must equal the recorded one; a value neither gives is an error naming
-    the flag to pass (with what the weights look like). ``source`` names the checkpoint in messages.
+    A value given by the caller must equal the recorded one; a value neither gives (nor
+    ``default_num_classes``, for the class count) is an error naming the flag to pass (with what the
+    weights look like). ``source`` names the checkpoint in messages.
     """
     recorded_version = metadata.get("yolov5_version")
     recorded_classes = metadata.get("num_classes")
@@ -132,6 +133,8 @@ def resolve_model_spec(metadata: dict, weights: dict, *, version=None, num_class
                              f"classes; drop the flag or pass a checkpoint with {num_classes} classes")
     chosen_version = version if version is not None else recorded_version
     chosen_classes = num_classes if num_classes is not None else recorded_classes
+    if chosen_classes is None:
+        chosen_classes = default_num_classes
     missing = [flag for flag, value in (("--yolov5_version", chosen_version), ("--num_classes", chosen_classes))
                if value is None]
     if missing:
@@ -173,7 +176,8 @@ def fitting_weights(weights: dict, network_shapes: dict, *, version: str, num_cl
                          f"looks like {looks_like}; pass the checkpoint's --yolov5_version")
 
 
-def load_inference_net(checkpoint, *, version=None, num_classes=None, use_ema: bool = True) -> LoadedModel:
+def load_inference_net(checkpoint, *, version=None, num_classes=None, use_ema: bool = True,
+                       default_num_classes=None) -> LoadedModel:
     """``InferenceNet`` of the network ``checkpoint`` holds, with its weights (EMA when present).
 
     ``version`` / ``num_classes`` name the network when the checkpoint does not record it; when it
@@ -193,7 +197,7 @@ def load_inference_net(checkpoint, *, version=None, num_classes=None, use_ema: b
     weights, is_ema = model_weights(params, use_ema)
     source = f"checkpoint {path}"
     version, num_classes = resolve_model_spec(metadata, weights, version=version, num_classes=num_classes,
-                                              source=source)
+                                              source=source, default_num_classes=default_num_classes)
     net = create_yolov5(version, num_classes)
     shapes = {param.name: tuple(param.shape) for param in net.get_parameters()}
     chosen = fitting_weights(weights, shapes, version=version, num_classes=num_classes, source=source)
