@@ -1,0 +1,56 @@
+"""Assembles network, loss, optimizer, loss scale, EMA and the compiled step from plain settings."""
+from __future__ import annotations
+
+import dataclasses
+
+from mindspore import nn
+
+from . import step as step_lib
+from .ema import ModelEMA
+
+
+@dataclasses.dataclass
+class TrainParts:
+    network: nn.Cell
+    loss_fn: nn.Cell
+    optimizer: nn.Optimizer
+    loss_scale: step_lib.LossScale
+    ema: ModelEMA
+    train_step: step_lib.TrainStep
+
+
+def build_network(yolov5_version: str, num_classes: int, *, seed: int = 0, amp_level: str = "O0") -> nn.Cell:
+    """The YOLOv5 network (initial weights fixed by ``seed``), with mixed precision if asked."""
+    from yolomodel.network import create_yolov5
+
+    network = create_yolov5(yolov5_version, num_classes, seed=seed)
+    return step_lib.apply_mixed_precision(network, amp_level)
+
+
+def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentum: float, weight_decay: float,
+             loss_scale: float, loss_scale_type: str, label_smooth_factor: float, iou_type: str,
+             group_size: int = 1) -> TrainParts:
+    """Loss, optimizer, loss scale, EMA (a copy of the network's current weights) and the step.
+
+    Load pretrained weights into ``network`` before calling this, so the EMA starts from them.
+    """
+    from yolomodel.loss import YoloLoss
+
+    loss_fn = YoloLoss(num_classes, label_smooth_factor=label_smooth_factor, iou_type=iou_type,
+                       training_shape=training_shape)
+    optimizer = step_lib.build_optimizer(network, momentum=momentum, weight_decay=weight_decay)
+    scale = step_lib.LossScale(loss_scale_type, loss_scale)
+    ema = ModelEMA(network)
+    train_step = step_lib.TrainStep(network, loss_fn, optimizer, scale, ema, group_size=group_size)
+    train_step.set_train(True)
+    return TrainParts(network, loss_fn, optimizer, scale, ema, train_step)
+
+
+def build_train_step(*, yolov5_version: str, num_classes: int, training_shape: int, momentum: float,
+                     weight_decay: float, loss_scale: float, loss_scale_type: str, label_smooth_factor: float,
+                     iou_type: str, amp_level: str = "O0", seed: int = 0, group_size: int = 1) -> TrainParts:
+    """``build_network`` + ``assemble`` for callers that load no weights (benchmarks, tests)."""
+    network = build_network(yolov5_version, num_classes, seed=seed, amp_level=amp_level)
+    return assemble(network, num_classes=num_classes, training_shape=training_shape, momentum=momentum,
+                    weight_decay=weight_decay, loss_scale=loss_scale, loss_scale_type=loss_scale_type,
+                    label_smooth_factor=label_smooth_factor, iou_type=iou_type, group_size=group_size)

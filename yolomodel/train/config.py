@@ -1,0 +1,245 @@
+"""Training configuration: the reference train.py's flags, a YAML file, and the merged result.
+
+Precedence: built-in defaults < ``--config FILE.yaml`` < the command line. The YAML file holds flag
+names as keys (like the reference's default_config.yaml) and may add an ``augment`` mapping with the
+pipeline's augmentation options (``yolodata.pipeline.AugmentConfig``: mosaic, degrees, translate, scale,
+shear, perspective, hsv_h, hsv_s, hsv_v, fliplr, flipud, extras). Keys this program does not know (the
+reference's yaml has many, e.g. ``enable_modelarts``) are reported and ignored.
+
+Defaults are the reference README's, except ``--device_target`` (CPU here) and ``--is_distributed``
+(0 here: the reference's 1 fails without a launcher; ``scripts/run_distribute_train.sh`` passes 1).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
+LR_SCHEDULERS = ("exponential", "cosine_annealing")
+DEFAULT_TRAINING_SHAPE = 640   # used when --training_shape is empty (multi-scale up to it)
+CONFIG_FILE_NAME = "config.yaml"
+YAML_ONLY_KEYS = ("augment", "max_boxes")
+
+
+def _int_flag(text) -> int:
+    """0/1 flags given as '0', '1', 'true', 'false' (the reference passes them as ints)."""
+    if isinstance(text, bool):
+        return int(text)
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return 1
+    if lowered in ("0", "false", "no"):
+        return 0
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
+
+
+def _optional_int(text):
+    """'' or None -> None, else an int (the reference's ``--ckpt_interval`` default is None)."""
+    if text is None or str(text).strip() in ("", "None", "none"):
+        return None
+    return int(text)
+
+
+def _shape(text) -> str:
+    """--training_shape: '' (multi-scale up to 640) or a multiple of 32, kept as given."""
+    if text is None:
+        return ""
+    value = str(text).strip()
+    if value and (not value.isdigit() or int(value) < 32 or int(value) % 32):
+        raise argparse.ArgumentTypeError(f"--training_shape must be empty or a multiple of 32 (e.g. 640), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train YOLOv5 on MindRecord shards (or a COCO folder, converted first).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--config", default="", help="YAML file with any of these options; the command line overrides it")
+    add("--device_target", choices=DEVICE_TARGETS, default="CPU", help="device (the reference defaulted to Ascend)")
+    # data
+    add("--data_dir", default="", help="COCO folder (train2017/ and annotations/instances_train2017.json); "
+        "converted to MindRecord first when --mindrecord holds no shards yet")
+    add("--mindrecord", default="", help="training shards: a folder written by tools/coco2mindrecord.py")
+    add("--val_mindrecord", default="", help="validation shards (recorded in the saved config for eval)")
+    add("--per_batch_size", type=int, default=8, help="batch size per device")
+    add("--num_parallel_workers", type=int, default=None, help="input pipeline threads (clamped to the CPU count)")
+    add("--training_shape", type=_shape, default="", help="fixed training shape; empty: multi-scale up to 640")
+    add("--resize_rate", type=int, default=10, help="steps between multi-scale shape changes (empty --training_shape)")
+    add("--seed", type=int, default=0, help="seed of the sample order, augmentation and initial weights")
+    # model
+    add("--yolov5_version", default="yolov5s", choices=("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"))
+    add("--pretrained_backbone", default="", help="checkpoint whose backbone.* weights to load")
+    add("--resume_yolov5", default="", help="YOLOv5 checkpoint to fine-tune from (weights only; heads are "
+        "skipped when the class count differs)")
+    add("--resume", default="", help="training checkpoint to continue exactly (weights, EMA, optimizer, position)")
+    # optimisation
+    add("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine_annealing")
+    add("--lr", type=float, default=0.02, help="learning rate after warmup")
+    add("--lr_epochs", default="220,250", help="epochs where the exponential schedule multiplies lr by lr_gamma")
+    add("--lr_gamma", type=float, default=0.1, help="factor of the exponential (step) schedule")
+    add("--eta_min", type=float, default=0.0, help="lowest lr of cosine annealing")
+    add("--t_max", type=float, default=320, help="cosine annealing period in epochs")
+    add("--max_epoch", type=int, default=320)
+    add("--warmup_epochs", type=float, default=20, help="linear warmup from 0 over this many epochs")
+    add("--weight_decay", type=float, default=0.0005, help="on conv and linear weights only")
+    add("--momentum", type=float, default=0.9, help="Nesterov momentum")
+    add("--loss_scale", type=float, default=64, help="loss scale (the initial one with --loss_scale_type dynamic)")
+    add("--loss_scale_type", choices=("static", "dynamic"), default="static",
+        help="static: a fixed scale; dynamic: MindSpore's DynamicLossScaleUpdateCell (skips overflow steps)")
+    add("--amp_level", choices=("auto", "O0", "O1", "O2", "O3"), default="auto",
+        help="mixed precision; auto = O2 on Ascend, O0 (float32) elsewhere")
+    add("--label_smooth", type=_int_flag, default=0, help="1: smooth the class targets")
+    add("--label_smooth_factor", type=float, default=0.1)
+    add("--iou_type", choices=("ciou", "giou"), default="ciou", help="box loss (the reference used GIoU)")
+    # logging and checkpoints
+    add("--log_interval", type=int, default=100, help="log every this many iterations")
+    add("--ckpt_path", default="outputs/", help="folder for checkpoints (ckpt_<rank>/), logs and config.yaml")
+    add("--ckpt_interval", type=_optional_int, default=None,
+        help="save every this many iterations (and at every epoch end); default: epoch ends only")
+    add("--keep_checkpoint_max", type=int, default=None,
+        help="keep the newest N checkpoints of this run (default: max_epoch, as the reference)")
+    add("--is_save_on_master", type=_int_flag, default=1, help="1: only rank 0 saves; 0: every rank")
+    # devices
+    add("--is_distributed", type=_int_flag, default=0, help="1: data parallel over the ranks msrun started")
+    add("--rank", type=int, default=0, help="rank (set from the communication group when distributed)")
+    add("--group_size", type=int, default=1, help="number of ranks (from the communication group when distributed)")
+    add("--need_profiler", type=_int_flag, default=0, help="1: profile the first steps, then stop")
+    add("--profiler_steps", type=int, default=5, help="steps to profile with --need_profiler 1")
+    return parser
+
+
+def _explicit_arguments(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The option names given on the command line (so the YAML file does not override them)."""
+    shadow = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public way to list actions
+        if not action.option_strings or action.dest == "help":
+            continue
+        shadow.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
+                            default=argparse.SUPPRESS)
+    known, _ = shadow.parse_known_args(argv)
+    return set(vars(known))
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"--config {path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path} must hold a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def _coerce(action: argparse.Action, value, source: str):
+    """A YAML value through the flag's own type/choices check."""
+    if value is None or action.type is None:
+        result = value
+    else:
+        try:
+            result = action.type(value if isinstance(value, (str, bool)) else str(value)) \
+                if action.type in (_int_flag, _optional_int, _shape) else action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            raise ValueError(f"{source}: option {action.dest}: {error}") from None
+    if action.choices is not None and result not in action.choices:
+        raise ValueError(f"{source}: option {action.dest} must be one of {list(action.choices)}, got {result!r}")
+    return result
+
+
+def parse_config(argv=None, *, log=logger.warning) -> argparse.Namespace:
+    """Defaults < YAML (--config) < command line; validated. ``augment`` and ``max_boxes`` come from YAML only."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.augment = {}
+    args.max_boxes = 256
+    if args.config:
+        data = load_yaml(args.config)
+        explicit = _explicit_arguments(parser, argv)
+        actions = {a.dest: a for a in parser._actions if a.option_strings}  # noqa: SLF001
+        unknown = sorted(k for k in data if k not in actions and k not in YAML_ONLY_KEYS)
+        if unknown:
+            log(f"--config {args.config}: ignoring keys this trainer does not use: {', '.join(unknown)}")
+        for key, value in data.items():
+            if key in YAML_ONLY_KEYS:
+                setattr(args, key, value)
+            elif key in actions and key not in explicit and key != "config":
+                setattr(args, key, _coerce(actions[key], value, f"--config {args.config}"))
+    validate(args)
+    return args
+
+
+def validate(args: argparse.Namespace) -> None:
+    """ValueError naming the option and what to pass, for values argparse cannot check alone."""
+    positive = ("per_batch_size", "max_epoch", "log_interval")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.ckpt_interval is not None and args.ckpt_interval < 1:
+        raise ValueError(f"--ckpt_interval must be at least 1 (or empty for epoch ends only), got {args.ckpt_interval}")
+    if args.keep_checkpoint_max is not None and args.keep_checkpoint_max < 1:
+        raise ValueError(f"--keep_checkpoint_max must be at least 1, got {args.keep_checkpoint_max}")
+    if args.resize_rate < 0:
+        raise ValueError(f"--resize_rate must not be negative, got {args.resize_rate}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.warmup_epochs < 0:
+        raise ValueError(f"--warmup_epochs must not be negative, got {args.warmup_epochs}")
+    if not 0 <= args.label_smooth_factor < 1:
+        raise ValueError(f"--label_smooth_factor must be in [0, 1), got {args.label_smooth_factor}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must not be negative, got {args.seed}")
+    if args.profiler_steps < 1:
+        raise ValueError(f"--profiler_steps must be at least 1, got {args.profiler_steps}")
+    if args.resume and args.resume_yolov5:
+        raise ValueError("--resume continues a run exactly and --resume_yolov5 starts a new one from weights; "
+                         "pass only one of them")
+    if not args.mindrecord and not args.data_dir:
+        raise ValueError("pass --mindrecord DIR (shards from tools/coco2mindrecord.py) or --data_dir COCO_DIR "
+                         "(converted to MindRecord first)")
+    if not isinstance(args.augment, dict):
+        raise ValueError(f"--config: 'augment' must be a mapping of augmentation options, got {args.augment!r}")
+    if not isinstance(args.max_boxes, int) or args.max_boxes < 1:
+        raise ValueError(f"--config: 'max_boxes' must be a positive integer, got {args.max_boxes!r}")
+
+
+def training_shape_of(args) -> tuple[int, int]:
+    """(training shape, resize_rate for the pipeline): empty --training_shape -> 640 multi-scale."""
+    if args.training_shape:
+        return int(args.training_shape), 0
+    return DEFAULT_TRAINING_SHAPE, int(args.resize_rate)
+
+
+def to_yaml_dict(args: argparse.Namespace) -> dict:
+    """The merged configuration as plain YAML-able values (what --config accepts back)."""
+    return {key: (str(value) if isinstance(value, os.PathLike) else value) for key, value in vars(args).items()
+            if key != "config"}
+
+
+def save_config(args: argparse.Namespace, folder, extra: dict | None = None) -> Path:
+    """Write ``folder/config.yaml`` atomically; it can be passed back with --config."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / CONFIG_FILE_NAME
+    temporary = folder / f".{CONFIG_FILE_NAME}.tmp{os.getpid()}"
+    document = to_yaml_dict(args)
+    text = yaml.safe_dump(document, sort_keys=True)
+    if extra:
+        text += "# resolved at start (informational, ignored by --config):\n"
+        text += "".join(f"# {key}: {value}\n" for key, value in extra.items())
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, final)
+    except BaseException:
+        if temporary.exists():
+            temporary.unlink()
+        raise
+    return final
