@@ -7,13 +7,23 @@ Without --mindrecord, the 2048-image set is built first in a temporary folder by
 ../shared/data/coco128 under new file names and ids (the JPEG bytes stay real) and converting it.
 
 The decode-only reference decodes one stored image per sample (cv2.imdecode) with the same number of
-threads, reading the same rows through MindDataset: it is the floor any pipeline pays.
+threads, on image bytes read through MindDataset beforehand: it is the floor any pipeline pays.
+
+The machine may be shared, so the three figures are measured in ``--rounds`` rounds, each in a fresh
+process timing the train pipeline, then the decode-only reference, then the eval pipeline, back to
+back (each pipeline stopped after its batches, so that nothing runs in the background of the next
+measurement). The figures reported are the medians over the rounds, and each ratio is the median of
+the per-round ratios: a ratio compares measurements seconds apart, under the same load. Peak RSS is
+the largest of the rounds, sampled while the pipelines run. CPU time per image (all threads of the
+process) is printed too: it moves much less with the machine's load than the wall-clock figures.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,42 +69,110 @@ class PeakRss:
         self.peak_mb = max(self.peak_mb, self._current_mb())
 
 
-def time_batches(dataset, warmup_batches: int, max_batches: int, per_batch_size: int) -> float:
-    """Images per second over the batches after ``warmup_batches`` (the first ones fill the queues)."""
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by every thread of this process."""
+    times = os.times()
+    return times.user + times.system
+
+
+def time_batches(dataset, warmup_batches: int, max_batches: int, per_batch_size: int) -> tuple[float, float]:
+    """(images per second, process CPU ms per image) over the batches after ``warmup_batches`` (the
+    first ones fill the queues). The pipeline is stopped afterwards, so that it does not keep working
+    in the background of the next measurement."""
     iterator = dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
-    count, start = 0, None
-    for index, _ in enumerate(iterator):
-        if index == warmup_batches:
-            start = time.perf_counter()
-        elif index > warmup_batches:
-            count += per_batch_size
-        if index + 1 >= warmup_batches + 1 + max_batches:
-            break
+    count, start, start_cpu = 0, None, None
+    try:
+        for index, _ in enumerate(iterator):
+            if index == warmup_batches:
+                start, start_cpu = time.perf_counter(), cpu_seconds()
+            elif index > warmup_batches:
+                count += per_batch_size
+            if index + 1 >= warmup_batches + 1 + max_batches:
+                break
+        elapsed = time.perf_counter() - start if start is not None else 0.0
+        cpu = cpu_seconds() - start_cpu if start_cpu is not None else 0.0
+    finally:
+        iterator.stop()
     if start is None or count == 0:
         raise SystemExit("not enough batches to time: lower --warmup_batches or use a larger dataset")
-    return count / (time.perf_counter() - start)
+    return count / elapsed, 1e3 * cpu / count
 
 
-def decode_only(mindrecord: str, num_images: int, workers: int) -> float:
-    """cv2.imdecode of one stored image per sample on ``workers`` threads (bytes read beforehand)."""
-    import cv2
+def read_image_bytes(mindrecord: str, num_images: int) -> tuple[bytearray, list]:
+    """The stored bytes of the first ``num_images`` rows, read through MindDataset: (one block
+    holding them all, a zero-copy uint8 view of each). One block, so that freeing it gives the memory
+    straight back and the eval pipeline's RSS measured afterwards does not include it."""
     import mindspore.dataset as ds
 
     from yolodata.pipeline import resolve_mindrecord
 
     files, _, _ = resolve_mindrecord(mindrecord)
     reader = ds.MindDataset(files[0], columns_list=["image"], shuffle=False, num_samples=num_images)
-    buffers = [np.frombuffer(row[0].tobytes(), np.uint8)
-               for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1)]
+    block, spans = bytearray(), []
+    for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        data = row[0].tobytes()
+        spans.append((len(block), len(data)))
+        block += data
+    flat = np.frombuffer(block, np.uint8)
+    return block, [flat[start:start + size] for start, size in spans]
+
+
+def decode_only(buffers: list, workers: int) -> tuple[float, float]:
+    """cv2.imdecode of one stored image per sample on ``workers`` threads: (images per second,
+    process CPU ms per image)."""
+    import cv2
 
     def decode(buf):
         return cv2.imdecode(buf, cv2.IMREAD_COLOR).shape
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(decode, buffers[: min(32, len(buffers))]))  # warm-up
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         list(pool.map(decode, buffers))
-        return len(buffers) / (time.perf_counter() - start)
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+    return len(buffers) / elapsed, 1e3 * cpu / len(buffers)
+
+
+def measure_round(args, mindrecord: str, workers: int, testing_shape: int, round_index: int) -> dict:
+    """One round in this process: train pipeline, decode-only reference, eval pipeline, back to back.
+
+    Peak RSS is sampled while the pipelines run (the reference's image bytes are not counted).
+    """
+    with PeakRss() as train_rss:
+        train = create_train_dataset(mindrecord, per_batch_size=args.per_batch_size,
+                                     training_shape=args.training_shape, resize_rate=args.resize_rate,
+                                     num_parallel_workers=workers, seed=0, start_epoch=round_index)
+        batches = min(args.max_batches, train.num_steps - args.warmup_batches - 1)
+        train_ips, train_cpu = time_batches(train, args.warmup_batches, batches, args.per_batch_size)
+        num_images = min(int(train.manifest["num_images"]), args.max_batches * args.per_batch_size)
+        del train
+    block, buffers = read_image_bytes(mindrecord, num_images)
+    decode_ips, decode_cpu = decode_only(buffers, workers)
+    del block, buffers
+    gc.collect()
+    with PeakRss() as eval_rss:
+        evaluation = create_eval_dataset(mindrecord, per_batch_size=args.per_batch_size,
+                                         testing_shape=testing_shape, num_parallel_workers=workers)
+        batches = min(args.max_batches, evaluation.num_steps - args.warmup_batches - 1)
+        eval_ips, eval_cpu = time_batches(evaluation, args.warmup_batches, batches, args.per_batch_size)
+    return {"train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
+            "decode_images_per_s": round(decode_ips, 1),
+            "train_over_decode": round(train_ips / decode_ips, 3),
+            "eval_over_decode": round(eval_ips / decode_ips, 3),
+            "train_cpu_ms_per_image": round(train_cpu, 2), "eval_cpu_ms_per_image": round(eval_cpu, 2),
+            "decode_cpu_ms_per_image": round(decode_cpu, 2),
+            "peak_rss_mb": round(max(train_rss.peak_mb, eval_rss.peak_mb), 1)}
+
+
+def run_round_in_child(argv_without_rounds: list, mindrecord: str, round_index: int) -> dict:
+    """``measure_round`` in a fresh Python process, so that no round inherits another's threads,
+    memory or caches; its figures come back through a json file."""
+    with tempfile.TemporaryDirectory(prefix="input_throughput_round_") as tmp:
+        out = Path(tmp) / "round.json"
+        command = [sys.executable, str(Path(__file__).resolve()), *argv_without_rounds, "--mindrecord", mindrecord,
+                   "--rounds", "1", "--round_index", str(round_index), "--json", str(out), "--quiet"]
+        subprocess.run(command, check=True)
+        return json.loads(out.read_text())["rounds"][0]
 
 
 def build_repeated_coco128(num_images: int, workdir: Path) -> Path:
@@ -111,6 +189,18 @@ def build_repeated_coco128(num_images: int, workdir: Path) -> Path:
     return out
 
 
+def child_argv(args) -> list:
+    """The options a round's child process needs (everything but the mindrecord, rounds and json)."""
+    argv = ["--training_shape", str(args.training_shape), "--per_batch_size", str(args.per_batch_size),
+            "--max_batches", str(args.max_batches), "--warmup_batches", str(args.warmup_batches),
+            "--resize_rate", str(args.resize_rate)]
+    if args.testing_shape:
+        argv += ["--testing_shape", str(args.testing_shape)]
+    if args.num_parallel_workers is not None:
+        argv += ["--num_parallel_workers", str(args.num_parallel_workers)]
+    return argv
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindrecord", help="folder written by tools/coco2mindrecord.py")
@@ -123,8 +213,15 @@ def main(argv=None):
     parser.add_argument("--max_batches", type=int, default=100, help="batches timed per pipeline")
     parser.add_argument("--warmup_batches", type=int, default=4)
     parser.add_argument("--resize_rate", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of train, decode-only, eval measurements, each in a fresh process; "
+                             "medians are reported (1: measure in this process)")
+    parser.add_argument("--round_index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     workers = default_num_workers(args.num_parallel_workers)
     testing_shape = args.testing_shape or args.training_shape
@@ -133,41 +230,58 @@ def main(argv=None):
         if mindrecord is None:
             print(f"building {args.num_images} images from ../shared/data/coco128 repeated under new ids ...")
             mindrecord = str(build_repeated_coco128(args.num_images, Path(tmp)))
-        with PeakRss() as rss:
-            train = create_train_dataset(mindrecord, per_batch_size=args.per_batch_size,
-                                         training_shape=args.training_shape, resize_rate=args.resize_rate,
-                                         num_parallel_workers=workers, seed=0)
-            batches = min(args.max_batches, train.num_steps - args.warmup_batches - 1)
-            train_ips = time_batches(train, args.warmup_batches, batches, args.per_batch_size)
-            evaluation = create_eval_dataset(mindrecord, per_batch_size=args.per_batch_size,
-                                             testing_shape=testing_shape, num_parallel_workers=workers)
-            batches = min(args.max_batches, evaluation.num_steps - args.warmup_batches - 1)
-            eval_ips = time_batches(evaluation, args.warmup_batches, batches, args.per_batch_size)
-        decode_ips = decode_only(mindrecord, min(train.manifest["num_images"],
-                                                 args.max_batches * args.per_batch_size), workers)
+        rounds = []
+        for round_index in range(args.rounds):
+            if args.rounds == 1:
+                rounds.append(measure_round(args, mindrecord, workers, testing_shape, args.round_index))
+            else:
+                rounds.append(run_round_in_child(child_argv(args), mindrecord, round_index))
+                r = rounds[-1]
+                print(f"round {round_index + 1}: train {r['train_images_per_s']:.1f}, eval "
+                      f"{r['eval_images_per_s']:.1f}, decode-only {r['decode_images_per_s']:.1f} images/s; "
+                      f"train/decode {r['train_over_decode']:.3f}, eval/decode {r['eval_over_decode']:.3f}; "
+                      f"CPU ms/image train {r['train_cpu_ms_per_image']:.2f}, eval {r['eval_cpu_ms_per_image']:.2f}, "
+                      f"decode {r['decode_cpu_ms_per_image']:.2f}; peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 
+    def median(key):
+        return float(np.median([r[key] for r in rounds]))
+
+    train_ips, eval_ips, decode_ips = (median("train_images_per_s"), median("eval_images_per_s"),
+                                       median("decode_images_per_s"))
+    train_ratio, eval_ratio = median("train_over_decode"), median("eval_over_decode")
+    cpu_ms = {name: median(f"{name}_cpu_ms_per_image") for name in ("train", "eval", "decode")}
+    peak_rss = max(r["peak_rss_mb"] for r in rounds)
     figures = {
         "train_images_per_s": round(train_ips, 1),
         "eval_images_per_s": round(eval_ips, 1),
         "decode_images_per_s": round(decode_ips, 1),
-        "train_over_decode": round(train_ips / decode_ips, 3),
-        "eval_over_decode": round(eval_ips / decode_ips, 3),
-        "peak_rss_mb": round(rss.peak_mb, 1),
+        "train_over_decode": round(train_ratio, 3),
+        "eval_over_decode": round(eval_ratio, 3),
+        "peak_rss_mb": round(peak_rss, 1),
+        "cpu_ms_per_image": {name: round(value, 2) for name, value in cpu_ms.items()},
+        "rounds": rounds,
         "num_parallel_workers": workers,
         "per_batch_size": args.per_batch_size,
         "training_shape": args.training_shape,
         "testing_shape": testing_shape,
         "cpu_count": os.cpu_count(),
     }
-    print(f"{'pipeline':<12}{'images/s':>10}{'vs decode':>11}")
-    print(f"{'train':<12}{train_ips:>10.1f}{train_ips / decode_ips:>11.3f}")
-    print(f"{'eval':<12}{eval_ips:>10.1f}{eval_ips / decode_ips:>11.3f}")
-    print(f"{'decode-only':<12}{decode_ips:>10.1f}{1.0:>11.3f}")
-    print(f"peak RSS {rss.peak_mb:.0f} MB; {workers} workers, batch {args.per_batch_size}, "
-          f"train {args.training_shape}, eval {testing_shape}")
+    if not args.quiet:
+        label = f"median of {args.rounds} rounds" if args.rounds > 1 else "one round"
+        print(f"{'pipeline':<12}{'images/s':>10}{'vs decode':>11}   ({label})")
+        print(f"{'train':<12}{train_ips:>10.1f}{train_ratio:>11.3f}")
+        print(f"{'eval':<12}{eval_ips:>10.1f}{eval_ratio:>11.3f}")
+        print(f"{'decode-only':<12}{decode_ips:>10.1f}{1.0:>11.3f}")
+        print(f"peak RSS {peak_rss:.0f} MB (largest of the rounds); {workers} workers, batch {args.per_batch_size}, "
+              f"train {args.training_shape}, eval {testing_shape}")
+        # On a shared machine the wall-clock ratios move with the other processes' load; CPU time per
+        # image (all threads of this process) moves much less and shows where a change helped.
+        print(f"CPU ms per image (median): train {cpu_ms['train']:.2f}, eval {cpu_ms['eval']:.2f}, "
+              f"decode-only {cpu_ms['decode']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        if not args.quiet:
+            print(f"wrote {args.json}")
     return figures
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from yolodata import convert as convert_lib
 from yolodata import manifest as manifest_lib
+from yolodata import mindrecord_shards
 from yolodata.convert import ConversionError, convert_coco
 from yolodata.image_io import decode_stored
-from yolodata.schema import FIELDS
+from yolodata.schema import FIELDS, MINDRECORD_SCHEMA
 from yolodata.verify import verify_output
 
 COCO128_JSON = Path("annotations") / "instances_val2017.json"
@@ -292,7 +293,8 @@ def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
     manifest = manifest_lib.load_manifest(out)
     files = manifest_lib.shard_files(out)
     assert [p.name for p in files] == ["data.mindrecord0", "data.mindrecord1", "data.mindrecord2"]
-    assert sum(s["num_rows"] for s in manifest["shards"]) == 128 == summary.num_images
+    # the plan's 128 images split into runs 0..41, 42..84, 85..127 (no randomness)
+    assert [s["num_rows"] for s in manifest["shards"]] == [42, 43, 43] == [s["num_rows"] for s in summary.shards]
     rows = read_rows(out)
     assert [int(r["row_index"]) for r in rows] == list(range(128))
     assert [int(r["image_id"]) for r in rows] == sorted(int(r["image_id"]) for r in rows)
@@ -302,36 +304,143 @@ def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
                                                              shuffle=False).create_dict_iterator(output_numpy=True)]
         assert block == list(range(block[0], block[0] + len(block)))
         assert {manifest_lib.shard_of_row(manifest, i) for i in block} == {path.name}
+        # every file's header names the whole set, so any one of them opens all rows
+        header, _ = mindrecord_shards.read_header(path)
+        assert header["shard_addresses"] == [p.name for p in files]
+    for path in files[1:]:
+        assert ds.MindDataset(str(path), columns_list=["row_index"]).get_dataset_size() == 128
     # SubsetSampler indexes the global row order
     picked = ds.MindDataset(str(files[0]), columns_list=["row_index"], sampler=ds.SubsetSampler([127, 0, 64, 64]))
     assert [int(r["row_index"]) for r in picked.create_dict_iterator(output_numpy=True)] == [127, 0, 64, 64]
     assert verify_output(out, decode=False).ok
 
 
+def test_shards_do_not_depend_on_the_number_of_workers(coco128_dir, tmp_path):
+    document = coco128_subset(coco128_dir, 23)
+    ann_file = tmp_path / "subset.json"
+    ann_file.write_text(json.dumps(document))
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        convert_coco(coco128_dir / "val2017", ann_file, out, shard_num=4, num_workers=workers)
+        outputs.append(out)
+    names = sorted(p.name for p in outputs[0].iterdir())
+    assert names == sorted(p.name for p in outputs[1].iterdir())
+    for name in names:
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
+    assert [s["num_rows"] for s in manifest_lib.load_manifest(outputs[0])["shards"]] == [5, 6, 6, 6]
+
+
 def test_shard_file_names_follow_filewriter():
-    names = [p.name for p in convert_lib.shard_paths(Path("x"), 12)]
+    names = [p.name for p in mindrecord_shards.shard_paths(Path("x"), 12)]
     assert names[0] == "data.mindrecord00" and names[-1] == "data.mindrecord11"
-    assert [p.name for p in convert_lib.shard_paths(Path("x"), 1)] == ["data.mindrecord0"]
+    assert [p.name for p in mindrecord_shards.shard_paths(Path("x"), 1)] == ["data.mindrecord0"]
+
+
+def test_shard_runs_split_the_plan_evenly_and_in_order():
+    assert convert_lib.shard_starts(10, 3) == [0, 3, 6]
+    assert [convert_lib.shard_of_position([0, 3, 6], p) for p in range(10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    # fewer images than shards: some shards stay empty, the order is kept
+    starts = convert_lib.shard_starts(2, 4)
+    assert [convert_lib.shard_of_position(starts, p) for p in range(2)] == [1, 3]
 
 
 @pytest.mark.parametrize("shard_num", [1, 3])
-def test_public_and_native_writer_paths_store_identical_rows(coco128_dir, tmp_path, monkeypatch, shard_num):
+def test_public_and_native_writer_paths_store_identical_files(coco128_dir, tmp_path, monkeypatch, shard_num):
     document = coco128_subset(coco128_dir, 20)
     ann_file = tmp_path / "subset.json"
     ann_file.write_text(json.dumps(document))
     native, public = tmp_path / "native", tmp_path / "public"
+    native_calls = []
+    original_native = mindrecord_shards._NativeRowWriter.write
+
+    def counted_native(self, encoded):
+        native_calls.append(len(encoded))
+        return original_native(self, encoded)
+
+    monkeypatch.setattr(mindrecord_shards._NativeRowWriter, "write", counted_native)
     convert_coco(coco128_dir / "val2017", ann_file, native, shard_num=shard_num)
-    original = convert_lib.RowWriter.__init__
+    # rows reach MindRecord a few at a time whatever shard_num: memory does not grow with the dataset
+    assert sum(native_calls) == 20 and max(native_calls) <= mindrecord_shards.ROWS_PER_WRITE
+    # as on a MindSpore without the FileWriter internals: every row goes through write_raw_data
+    monkeypatch.setattr(mindrecord_shards._NativeRowWriter, "open", classmethod(lambda cls, writer: None))
+    calls = []
+    from mindspore.mindrecord import FileWriter
 
-    def public_only(self, folder, shard_num, *, native=True):
-        original(self, folder, shard_num, native=False)
-        assert self._native is None
+    original = FileWriter.write_raw_data
 
-    monkeypatch.setattr(convert_lib.RowWriter, "__init__", public_only)
+    def counted(self, rows, *args, **kwargs):
+        calls.append(len(rows))
+        return original(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(FileWriter, "write_raw_data", counted)
     convert_coco(coco128_dir / "val2017", ann_file, public, shard_num=shard_num)
-    for left, right in zip(read_rows(native), read_rows(public), strict=True):
-        for name in FIELDS:
-            assert np.array_equal(left[name], right[name]), name
+    assert sum(calls) == 20 and max(calls) <= mindrecord_shards.ROWS_PER_WRITE
+    names = sorted(p.name for p in native.iterdir())
+    assert names == sorted(p.name for p in public.iterdir())
+    for name in names:
+        assert (native / name).read_bytes() == (public / name).read_bytes(), name
+
+
+def synthetic_rows(count: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(count):
+        num_boxes = int(rng.integers(1, 4))
+        rows.append({"image": rng.integers(0, 256, int(rng.integers(10, 3000)), dtype=np.uint8).tobytes(),
+                     "image_id": 1000 + index, "file_name": f"f{index}.jpg", "height": 10, "width": 12,
+                     "num_boxes": num_boxes, "boxes": rng.random((num_boxes, 4), dtype=np.float32),
+                     "classes": np.arange(num_boxes, dtype=np.int32), "iscrowd": np.zeros(num_boxes, np.int32),
+                     "row_index": index})
+    return rows
+
+
+@pytest.mark.parametrize("num_rows, shard_num", [(7, 3), (50, 4), (2, 4), (23, 12), (9, 1)])
+def test_shard_set_writer_matches_one_filewriter_call(tmp_path, num_rows, shard_num):
+    """Shard by shard in small calls, then linked: the files of FileWriter(shard_num=N) with every row."""
+    from mindspore.mindrecord import FileWriter
+
+    rows = synthetic_rows(num_rows)
+    reference, ours = tmp_path / "reference", tmp_path / "ours"
+    reference.mkdir()
+    paths = mindrecord_shards.shard_paths(reference, shard_num)
+    writer = FileWriter(str(paths[0]) if shard_num == 1 else str(reference / "data.mindrecord"), shard_num=shard_num)
+    writer.add_schema(dict(MINDRECORD_SCHEMA), mindrecord_shards.SCHEMA_DESCRIPTION)
+    writer.add_index(list(mindrecord_shards.INDEX_FIELDS))
+    writer.write_raw_data(rows)
+    writer.commit()
+    sizes = [mindrecord_shards.rows_in_header(mindrecord_shards.read_header(p)[0]) for p in paths]
+    assert sum(sizes) == num_rows
+    ours.mkdir()
+    shard_writer = mindrecord_shards.ShardSetWriter(ours, shard_num)
+    for row, shard in zip(rows, [k for k, size in enumerate(sizes) for _ in range(size)]):
+        shard_writer.add(row, shard)
+    shards = shard_writer.close()
+    assert shards == [{"file": p.name, "num_rows": size} for p, size in zip(paths, sizes)]
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in paths:
+        mine = ours / path.name
+        theirs_header, area = mindrecord_shards.read_header(path)
+        mine_header, _ = mindrecord_shards.read_header(mine)
+        # compression_size is the reader's size estimate: FileWriter's own total is not the sum of its rows'
+        assert {**mine_header, "compression_size": 0} == {**theirs_header, "compression_size": 0}
+        assert list(mine_header) == list(theirs_header)  # key order as MindSpore writes it
+        assert mine.read_bytes()[area:] == path.read_bytes()[area:]  # the pages
+        assert Path(f"{mine}.db").read_bytes() == Path(f"{path}.db").read_bytes()
+        assert mine.stat().st_mode == path.stat().st_mode
+    import mindspore.dataset as ds
+
+    read = ds.MindDataset(str(ours / paths[0].name), columns_list=["row_index"], shuffle=False)
+    assert [int(r["row_index"]) for r in read.create_dict_iterator(output_numpy=True)] == list(range(num_rows))
+
+
+def test_shard_set_writer_needs_rows_in_shard_order(tmp_path):
+    writer = mindrecord_shards.ShardSetWriter(tmp_path, 2)
+    row = synthetic_rows(1)[0]
+    writer.add(row, 1)
+    with pytest.raises(ValueError, match="shard order"):
+        writer.add(row, 0)
+    writer.discard()
 
 
 def test_load_manifest_names_what_is_missing(coco128_output, tmp_path):
@@ -416,3 +525,143 @@ def test_tool_converts_shows_progress_and_verifies(labelme_dir, tmp_path):
     result = subprocess.run([sys.executable, str(tool), "--verify", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pieces of the converter: incremental json reading, labels of many images at once, decoding ahead
+# ----------------------------------------------------------------------------------------------------
+
+JSON_CASES = ['{}', ' {\n} ', '{"a":1}', '{"a":[1,2,{"x":[]}],"b":"s"}', '{"a" : [ 1 , 2 ] , "b" : [ ] }\n',
+              '{"a":[1,2,]}', '{"a":1,}', '{"a":1', '{"a" 1}', '{a:1}', '[1,2]', '"x"', '{"a":1} x',
+              '{"a":[1 2]}', '{"a":NaN,"b":-Infinity,"c":1e400}', '', '   ', '{"a":[', '{"a":[1,',
+              '{"a":"\\u00e9\\ud83d\\ude00"}', '{"a":1,"a":2}', '{"a":[{"b":[1.5,2]}],"c":{"d":null}}']
+
+
+@pytest.mark.parametrize("text", JSON_CASES)
+def test_json_members_give_what_json_loads_gives(text):
+    from yolodata.json_members import NotAnObject, iter_object_members
+
+    try:
+        expected = ("value", json.loads(text))
+    except json.JSONDecodeError as error:
+        expected = ("error", error.msg, error.pos)
+    try:
+        got = ("value", dict(iter_object_members(text, elementwise={"a", "b"})))
+    except NotAnObject as error:
+        got = ("value", error.value)
+    except json.JSONDecodeError as error:
+        got = ("error", error.msg, error.pos)
+    assert repr(got) == repr(expected)
+
+
+def test_json_members_read_a_real_coco_file_like_json_loads(coco128_dir):
+    from yolodata.json_members import decode_json_bytes, iter_object_members
+
+    data = (coco128_dir / COCO128_JSON).read_bytes()
+    members = list(iter_object_members(decode_json_bytes(b"\xef\xbb\xbf" + data), {"images", "annotations"}))
+    assert dict(members) == json.loads(data)
+    assert [key for key, _ in members] == list(json.loads(data))
+
+
+def test_decoding_starts_when_the_images_list_is_parsed(coco128_dir, tmp_path):
+    """The images list reaches the converter before the rest of the file is even checked for syntax."""
+    document = coco128_subset(coco128_dir, 3)
+    text = json.dumps({"images": document["images"], "categories": document["categories"]})
+    seen = []
+    with pytest.raises(ConversionError, match="is not valid JSON"):
+        convert_lib.read_coco_document((text[:-1] + ', "annotations": [{"id": 1,]}').encode(), "x.json",
+                                       on_images=lambda images: seen.append(len(images)))
+    assert seen == [3]
+    with pytest.raises(ConversionError, match="key 'images' appears twice"):
+        convert_lib.read_coco_document(b'{"images": [], "images": []}', "x.json")
+
+
+def test_labels_of_many_images_equal_the_per_image_labels(coco128_dir):
+    document = json.loads((coco128_dir / COCO128_JSON).read_text())
+    categories = convert_lib.parse_categories(document["categories"])
+    class_of_category = {c.id: c.index for c in categories}
+    images = sorted(document["images"], key=lambda r: r["id"])
+    by_image = {}
+    for ann in document["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    lists = [by_image.get(r["id"], []) for r in images]
+    # boxes outside, across and on the border of the first image, empty and negative ones, a crowd box
+    width, height = images[0]["width"], images[0]["height"]
+    template = lists[0][0]
+    lists[0] = lists[0] + [{**template, "bbox": bbox, "iscrowd": crowd} for bbox, crowd in [
+        ([-10.0, -5.0, 50.0, 40.0], 0), ([width - 20.5, 10.25, 100.0, 30.0], 1), ([width + 5.0, 1.0, 2.0, 2.0], 0),
+        ([15, 15, 0, 10], 0), ([30.0, 30.0, -5.0, 10.0], 0), ([0.1, 0.2, width - 0.1, height - 0.2], 0),
+        ([1e-7, 1e-7, 1e-7, 1e-7], 0)]]
+    widths, heights = [r["width"] for r in images], [r["height"] for r in images]
+    together = convert_lib.labels_for_images(lists, class_of_category, widths, heights)
+    assert len(together) == len(images)
+    for annotations, width, height, (labels, clipped, dropped) in zip(lists, widths, heights, together):
+        alone, alone_clipped, alone_dropped = convert_lib.labels_from_annotations(annotations, class_of_category,
+                                                                                  width, height)
+        assert labels.dtype == alone.dtype == np.float32 and labels.shape == alone.shape
+        assert labels.tobytes() == alone.tobytes()
+        assert (clipped, dropped) == (alone_clipped, alone_dropped)
+    assert together[0][1] == 3 and together[0][2] == 3
+    assert convert_lib.labels_for_images([[], []], class_of_category, [5, 5], [5, 5])[1][0].shape == (0, 6)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_ordered_prefetch_keeps_order_bounds_memory_and_skips_dropped_items(num_workers):
+    import threading
+
+    from yolodata.ordered_prefetch import OrderedPrefetch
+
+    lock = threading.Lock()
+    started, consumed, ahead = [], [], []
+
+    def work(item):
+        with lock:
+            started.append(item)
+            ahead.append(len(started) - len(consumed))
+        return item * item
+
+    items = list(range(40))
+    with OrderedPrefetch(items, work, num_workers=num_workers, max_weight=6, weight=lambda item: 2,
+                         items_per_task=2) as prefetch:
+        results = []
+        for item, result in prefetch:
+            with lock:
+                consumed.append(item)
+            results.append((item, result))
+            if item == 9:
+                prefetch.drop({12, 13, 30}, key=lambda value: value)
+    assert results == [(i, i * i) for i in items if i not in (12, 13, 30)]
+    # at most max_weight (3 items) plus one task of 2 items, and one task per thread, are ever ahead
+    assert max(ahead) <= max(3 + 2, 2 * num_workers) + 2
+    assert 30 not in started  # dropped before any thread reached it
+
+
+def test_an_early_exit_stops_the_threads():
+    from yolodata.ordered_prefetch import OrderedPrefetch
+
+    import time
+
+    done = []
+
+    def slow(item):
+        time.sleep(0.001)
+        done.append(item)
+
+    with pytest.raises(RuntimeError):
+        with OrderedPrefetch(range(1000), slow, num_workers=2, max_weight=10 ** 9, items_per_task=4) as prefetch:
+            for item, _ in prefetch:
+                if item == 3:
+                    raise RuntimeError("stop")
+    assert len(done) < 1000
+
+
+def test_the_gil_switch_interval_is_restored(coco128_dir, tmp_path):
+    import sys
+
+    before = sys.getswitchinterval()
+    convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, tmp_path / "out", num_workers=2)
+    assert sys.getswitchinterval() == before
+    (tmp_path / "bad.json").write_text('{"images": [], "annotations": 1, "categories": []}')
+    with pytest.raises(ConversionError):
+        convert_coco(coco128_dir / "val2017", tmp_path / "bad.json", tmp_path / "out2")
+    assert sys.getswitchinterval() == before

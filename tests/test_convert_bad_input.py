@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from yolodata import convert as convert_lib
 from yolodata import manifest as manifest_lib
+from yolodata import mindrecord_shards
 from yolodata.convert import ConversionError, convert_coco
 from yolodata.verify import verify_output
 
@@ -246,7 +246,7 @@ def test_full_disk_leaves_the_existing_output_and_no_temporary_files(coco128_dir
     def disk_full(self):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(convert_lib.RowWriter, "close", disk_full)
+    monkeypatch.setattr(mindrecord_shards.ShardSetWriter, "close", disk_full)
     with pytest.raises(ConversionError, match="No space left on device") as caught:
         convert_coco(image_dir, ann_file, out)
     assert "was left as it was" in str(caught.value)
@@ -258,10 +258,10 @@ def test_interrupt_while_writing_leaves_the_existing_output(coco128_dir, tmp_pat
     image_dir, ann_file, out = small_output(coco128_dir, tmp_path)
     before = snapshot(out)
 
-    def interrupted(self, fields):
+    def interrupted(self, fields, shard=0):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_lib.RowWriter, "add", interrupted)
+    monkeypatch.setattr(mindrecord_shards.ShardSetWriter, "add", interrupted)
     with pytest.raises(KeyboardInterrupt):
         convert_coco(image_dir, ann_file, out)
     assert snapshot(out) == before

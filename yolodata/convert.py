@@ -2,40 +2,38 @@
 
 Stages
 ------
-1. Plan (no image is read): parse and check the json, map category ids to contiguous indices in id
-   order, check every image and annotation record, the file names and that the files exist. Problems
-   are collected per image; a json that is not COCO at all stops here, and with ``strict`` so does any
-   problem, before a thread starts.
-2. Images: threads build each image's label array (boxes clipped to the image, empty ones dropped and
-   counted) and read and fully decode the image (``image_io.prepare_source_image``: complete,
+1. Plan: parse and check the json, map category ids to contiguous indices in id order, check every
+   image and annotation record, the file names and that the files exist, and build every image's
+   label array (boxes clipped to the image, empty ones dropped and counted; one numpy pass for all
+   images). Problems are collected per image; a json that is not COCO at all stops here, and with
+   ``strict`` so does any problem, before anything is written.
+2. Images: threads read and fully decode every image (``image_io.prepare_source_image``: complete,
    decodable, the json's size in the frame the json describes) while the calling thread writes the
-   finished rows, in image-id order, to MindRecord. Results are consumed in plan order, so rows,
-   manifest and even the shard bytes are the same for any number of threads.
+   finished rows, in image-id order, to MindRecord (``mindrecord_shards``: shard by shard, a few rows
+   per call, so memory stays bounded for any ``shard_num``). Results are consumed in plan order, so
+   rows, manifest and shard files are the same for any number of threads.
 3. Finish: ``manifest.json`` and ``annotations.json`` (the COCO json of exactly the converted images)
    are written, then the temporary folder beside the output replaces the output by rename. A failure,
    Ctrl-C or a full disk removes the temporary folder and leaves an existing output untouched.
 
-How rows reach MindRecord (measured on mindspore 2.8.0)
--------------------------------------------------------
-``FileWriter(shard_num=N).write_raw_data(rows)`` splits *each call's* rows into N contiguous blocks,
-one per shard, and gives the ``len(rows) % N`` leftover rows to randomly chosen shards. So with N = 1
-rows are streamed in small calls (bounded memory, writing overlapped with decoding); with N > 1 the
-only way to keep the design's layout (rows in write order across the whole set, so that ``row_index``
-is ``MindDataset``'s global index) for any row count is one call with every row, made at the end with
-the rows kept in memory. The shard sizes are read back from the files; when the row count is not a
-multiple of N, MindSpore decides at random which shards get one row more (rows and order are fixed).
+Stages 1 and 2 overlap: the json is read member by member (``json_members``), and the decode threads
+start on the images as soon as the ``images`` list is parsed and checked, while the calling thread
+still parses the (usually much larger) ``annotations`` list and runs the annotation checks. Images
+that the plan leaves out are skipped by the threads from then on and never written; nothing is written
+before the plan is complete. During the plan the interpreter's GIL switch interval is shortened so
+that the decode threads get the GIL back promptly between json elements (restored afterwards).
 
-``FileWriter.write_raw_data`` spends about half its time in Python while holding the GIL, which stalls
-the decode threads; ``_NativeRowWriter`` hands the rows to the same C++ writer directly (about 0.15 ms
-per 170 KB row instead of 0.4 ms). It relies on FileWriter internals of the pinned mindspore 2.8.0 and
-falls back to the public call when they are missing.
+Shards: with ``shard_num`` N, the plan's images are split into N contiguous runs of nearly equal
+length (run k: plan positions k*E//N .. (k+1)*E//N - 1 of E images) and each run's converted rows
+form shard k, so the layout does not depend on which images fail to decode or on timing.
 """
 from __future__ import annotations
 
+import bisect
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -43,28 +41,34 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import boxes as boxes_lib
 from . import image_io
+from .json_members import NotAnObject, decode_json_bytes, iter_object_members
 from .manifest import compute_dataset_id
-from .schema import (ANNOTATIONS_NAME, MANIFEST_NAME, MINDRECORD_SCHEMA, NUM_LABEL_COLUMNS, SCHEMA_VERSION,
-                     SHARD_PREFIX, placeholder_arrays)
+from .mindrecord_shards import ShardSetWriter
+from .ordered_prefetch import OrderedPrefetch
+from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, NUM_LABEL_COLUMNS, SCHEMA_VERSION, placeholder_arrays
 
-CONVERTER_VERSION = "1.0.0"
+CONVERTER_VERSION = "1.1.0"
 
 # Problems that are not errors: requested by the user, never stop a --strict run.
 NON_ERROR_REASONS = frozenset({"empty_dropped"})
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-ROWS_PER_WRITE = 8          # rows per FileWriter call when streaming (small calls measured fastest)
-IMAGES_PER_TASK = 8         # images a decode thread takes at once
-TASKS_IN_FLIGHT_PER_WORKER = 2
+IMAGES_PER_TASK = 8                  # images a decode thread takes at once
+IN_FLIGHT_BYTES = 64 * 2 ** 20       # image file bytes decoded ahead of the writer, at most (plus one task)
+GIL_SWITCH_INTERVAL = 1e-4           # seconds, while the plan runs next to the decode threads
+LABEL_CHUNK_IMAGES = 2 ** 20         # images per numpy pass in labels_for_images (owner index exact in float32)
 MAX_PROBLEMS_IN_MESSAGE = 20
+COCO_KEYS = ("images", "annotations", "categories")
 
 
 class ConversionError(Exception):
@@ -109,8 +113,21 @@ class Category:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageCandidate:
+    """An image record of the json that passed the image checks and whose file exists."""
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    record: dict                  # the json's image record, copied unchanged into annotations.json
+    path: str                     # --image_dir joined with file_name
+    size: int                     # file size in bytes (bounds the memory of decoding ahead)
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageEntry:
-    """One image of the json that passed the json checks (its labels are built in a decode thread)."""
+    """One image of the plan: its record and its checked annotations."""
 
     image_id: int
     file_name: str
@@ -121,12 +138,25 @@ class ImageEntry:
 
 
 @dataclasses.dataclass
+class ImageChecks:
+    """What the ``images`` list alone decides (before the annotations are read)."""
+
+    candidates: list              # ImageCandidate in image-id order: the images worth decoding
+    problems: list                # Problems of bad records and duplicate ids
+    missing: dict                 # image id -> Problem, for a valid record whose file does not exist
+    records_by_id: dict           # image id -> [records] (more than one for a duplicate id)
+    bad_ids: set                  # ids none of whose records is converted
+    known_ids: set                # ids an annotation may name without being an unknown_image
+
+
+@dataclasses.dataclass
 class Plan:
-    """Everything decided from the json before any image is read."""
+    """Everything decided from the json before any row is written."""
 
     categories: list
     class_of_category: dict       # COCO category id -> contiguous index
-    entries: list                 # ImageEntry in image-id order: the candidates to convert
+    entries: list                 # ImageEntry in image-id order: the images to convert
+    labels: list                  # (label array float32 (N, 6), boxes clipped, boxes dropped) per entry
     problems: list                # image-level Problems (skipped images)
     annotation_problems: list     # Problems of annotations that belong to no image of the json
     document: dict                # the parsed json (for annotations.json)
@@ -151,7 +181,7 @@ class ConversionSummary:
     bytes_written: int            # apparent size of the output files
     disk_bytes: int               # space they use (MindRecord reserves header and page space sparsely)
     seconds: float                # the whole call
-    convert_seconds: float        # reading, decoding and writing the images (no json, no MindSpore import)
+    convert_seconds: float        # images: first image read (during the json parse) to last row written
     num_workers: int
     dataset_id: str
 
@@ -195,29 +225,45 @@ def _is_int(value) -> bool:
     return type(value) is int  # JSON integers only: bool and float are rejected
 
 
-def load_annotation_file(ann_file: str | os.PathLike) -> tuple[dict, bytes, str]:
-    """(parsed json, file bytes, sha256 hex); ConversionError when it is not a COCO instances json."""
+def read_annotation_file(ann_file: str | os.PathLike) -> tuple[bytes, str]:
+    """(file bytes, sha256 hex) of the annotation file; ConversionError when it cannot be read."""
     path = Path(ann_file)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ConversionError(f"cannot read the annotation file {path}: {error.strerror or error}") from error
-    sha256 = hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def read_coco_document(data: bytes, source: str, on_images: Callable[[list], None] | None = None) -> dict:
+    """The parsed COCO json; ConversionError when it is not a COCO instances json.
+
+    ``on_images(images)`` is called as soon as a top-level ``images`` list has been parsed, before the
+    rest of the document (the converter starts decoding there). The ``images`` and ``annotations``
+    lists are parsed element by element, so other threads get the GIL in between.
+    """
     try:
-        document = json.loads(data)
+        text = decode_json_bytes(data)
+        document = {}
+        for key, value in iter_object_members(text, elementwise=frozenset(COCO_KEYS)):
+            if key in COCO_KEYS and key in document:
+                raise ConversionError(f"{source} is not a COCO instances json: key '{key}' appears twice")
+            document[key] = value
+            if key == "images" and isinstance(value, list) and on_images is not None:
+                on_images(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConversionError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(document, dict):
-        raise ConversionError(f"{path} is not a COCO instances json: the top level is a "
-                              f"{type(document).__name__}, expected an object")
-    for key in ("images", "annotations", "categories"):
+        raise ConversionError(f"{source} is not valid JSON: {error}") from error
+    except NotAnObject as error:
+        raise ConversionError(f"{source} is not a COCO instances json: the top level is a "
+                              f"{type(error.value).__name__}, expected an object") from error
+    for key in COCO_KEYS:
         if key not in document:
-            raise ConversionError(f"{path} is not a COCO instances json: key '{key}' is missing "
+            raise ConversionError(f"{source} is not a COCO instances json: key '{key}' is missing "
                                   f"(found {sorted(document)})")
         if not isinstance(document[key], list):
-            raise ConversionError(f"{path} is not a COCO instances json: '{key}' must be a list, "
+            raise ConversionError(f"{source} is not a COCO instances json: '{key}' must be a list, "
                                   f"got {type(document[key]).__name__}")
-    return document, data, sha256
+    return document
 
 
 def parse_categories(categories: list, source: str = "the json") -> list[Category]:
@@ -249,9 +295,9 @@ def file_name_problem(file_name) -> str | None:
         return f"file_name {file_name!r} must be a non-empty string"
     if "\x00" in file_name:
         return "file_name contains a NUL character"
-    if PurePosixPath(file_name).is_absolute() or _WINDOWS_ABSOLUTE.match(file_name):
+    if _WINDOWS_ABSOLUTE.match(file_name):  # also every POSIX absolute path
         return f"file_name {file_name!r} is absolute; it must be relative to --image_dir"
-    if ".." in re.split(r"[\\/]", file_name):
+    if ".." in file_name and ".." in re.split(r"[\\/]", file_name):
         return f"file_name {file_name!r} contains '..' and would escape --image_dir"
     return None
 
@@ -274,16 +320,25 @@ def _image_record_problem(record) -> tuple[str, str] | None:
     return None
 
 
+_NUMBER_TYPES = frozenset({int, float})  # JSON numbers (bool is excluded: its type is bool)
+
+
+def _is_four_numbers(value) -> bool:
+    """Whether ``value`` is a JSON list of exactly 4 numbers (written out: it runs once per annotation)."""
+    return (type(value) is list and len(value) == 4 and type(value[0]) in _NUMBER_TYPES
+            and type(value[1]) in _NUMBER_TYPES and type(value[2]) in _NUMBER_TYPES and type(value[3]) in _NUMBER_TYPES)
+
+
 def _annotation_problem(record: dict, class_of_category: dict) -> tuple[str, str] | None:
     """(reason, message) when an annotation record (whose image_id is known) cannot be used, else None."""
     ann_id, category_id, bbox = record.get("id"), record.get("category_id"), record.get("bbox")
-    if not _is_int(ann_id):
+    if type(ann_id) is not int:  # _is_int, written out: this runs once per annotation
         return "bad_annotation", f"id {ann_id!r} must be an integer"
-    if not _is_int(category_id):
+    if type(category_id) is not int:
         return "bad_annotation", f"category_id {category_id!r} must be an integer"
     if category_id not in class_of_category:
         return "unknown_category", f"category_id {category_id} is not in 'categories'"
-    if type(bbox) is not list or len(bbox) != 4 or any(type(v) is not float and type(v) is not int for v in bbox):
+    if not _is_four_numbers(bbox):
         return "bad_annotation", f"bbox {bbox!r} must be a list of 4 numbers [x, y, width, height]"
     try:
         finite = math.isfinite(sum(bbox))
@@ -316,22 +371,66 @@ def labels_from_annotations(annotations: list, class_of_category: dict, width: i
     return kept, num_clipped, len(clipped) - len(kept)
 
 
+def _labels_for_chunk(annotation_lists: list, class_of_category: dict, widths: list, heights: list) -> list:
+    counts = np.array([len(annotations) for annotations in annotation_lists], np.int64)
+    flat = [ann for annotations in annotation_lists for ann in annotations]
+    if not flat:
+        return [labels_from_annotations([], class_of_category, 0, 0) for _ in annotation_lists]
+    owner = np.repeat(np.arange(len(annotation_lists)), counts)
+    # one label row per annotation plus its image's position in the chunk: float32 (A, 7)
+    labels = np.empty((len(flat), NUM_LABEL_COLUMNS + 1), np.float32)
+    labels[:, :4] = boxes_lib.xywh_to_xyxy(np.array([a["bbox"] for a in flat], np.float64))
+    labels[:, 4] = [class_of_category[a["category_id"]] for a in flat]
+    labels[:, 5] = [int(a.get("iscrowd", 0)) for a in flat]
+    labels[:, 6] = owner
+    # each row's image size as float64 (A, 1), broadcast against the box columns
+    width_of_row = np.asarray(widths, np.float64)[owner][:, None]
+    height_of_row = np.asarray(heights, np.float64)[owner][:, None]
+    clipped = boxes_lib.clip_boxes(labels, width_of_row, height_of_row)
+    changed = np.any(clipped[:, :4] != labels[:, :4], axis=1)
+    kept = boxes_lib.sanitize_boxes(clipped, min_size=0.0, max_aspect_ratio=np.inf)
+    kept_owner = kept[:, 6].astype(np.int64)
+    kept_counts = np.bincount(kept_owner, minlength=len(annotation_lists))
+    clipped_counts = np.bincount(owner, weights=changed, minlength=len(annotation_lists)).astype(np.int64)
+    pieces = np.split(np.ascontiguousarray(kept[:, :NUM_LABEL_COLUMNS]), np.cumsum(kept_counts)[:-1])
+    return [(piece, int(num_clipped), int(count - num_kept))
+            for piece, num_clipped, count, num_kept in zip(pieces, clipped_counts, counts, kept_counts)]
+
+
+def labels_for_images(annotation_lists: list, class_of_category: dict, widths: list, heights: list) -> list:
+    """``labels_from_annotations`` for many images in a few numpy passes: the same arrays, bit for bit.
+
+    Returns [(label array float32 (N_i, 6), boxes clipped, boxes dropped)], one per image. Every row is
+    computed by the same operations as in the per-image function (clipping and ``sanitize_boxes`` act
+    row by row), only on all images' annotations at once.
+    """
+    out = []
+    for start in range(0, len(annotation_lists), LABEL_CHUNK_IMAGES):
+        stop = start + LABEL_CHUNK_IMAGES
+        out += _labels_for_chunk(annotation_lists[start:stop], class_of_category, widths[start:stop],
+                                 heights[start:stop])
+    return out
+
+
 def _problem_order(problem: Problem):
     return (problem.image_id is None, problem.image_id if problem.image_id is not None else 0,
             problem.file_name or "", problem.annotation_id if problem.annotation_id is not None else 0)
 
 
-def build_plan(ann_file, image_dir) -> Plan:
-    """Stage 1: read and check the json and decide the candidate images (no image is read)."""
-    document, data, sha256 = load_annotation_file(ann_file)
-    source = str(ann_file)
-    categories = parse_categories(document["categories"], source)
-    class_of_category = {c.id: c.index for c in categories}
-    image_dir = Path(image_dir)
+def _regular_file_size(path: str) -> int | None:
+    """The size of ``path`` when it is (a link to) a regular file, else None."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
+
+def check_images(images: list, image_dir: Path) -> ImageChecks:
+    """Check the ``images`` list alone: records, duplicate ids, and that the files exist."""
     problems: list[Problem] = []
     records_by_id: dict[int, list] = collections.defaultdict(list)
-    for position, record in enumerate(document["images"]):
+    for position, record in enumerate(images):
         found = _image_record_problem(record)
         if found is not None:
             reason, message = found
@@ -352,7 +451,27 @@ def build_plan(ann_file, image_dir) -> Plan:
             bad_ids.add(image_id)
     # an image record that failed its checks but has an id: its annotations are not "unknown image"
     known_ids = set(records_by_id) | {p.image_id for p in problems if p.image_id is not None}
+    candidates, missing = [], {}
+    root = str(image_dir)
+    for image_id in sorted(records_by_id):
+        if image_id in bad_ids:
+            continue
+        record = records_by_id[image_id][0]
+        path = os.path.join(root, record["file_name"])  # os.path: pathlib costs ~10 us per image here
+        size = _regular_file_size(path)
+        if size is None:
+            missing[image_id] = Problem("missing_file", f"file not found: {path}", image_id, record["file_name"])
+            continue
+        candidates.append(ImageCandidate(image_id, record["file_name"], record["height"], record["width"],
+                                         record, path, size))
+    return ImageChecks(candidates, problems, missing, dict(records_by_id), bad_ids, known_ids)
 
+
+def plan_conversion(document: dict, checks: ImageChecks, categories: list, *, drop_empty: bool,
+                    annotation_bytes: bytes, annotation_sha256: str) -> Plan:
+    """Stage 1 after the images: check the annotations, decide the images to convert and their labels."""
+    class_of_category = {c.id: c.index for c in categories}
+    records_by_id, bad_ids = checks.records_by_id, checks.bad_ids
     annotations_by_image: dict[int, list] = collections.defaultdict(list)
     annotation_problems: list[Problem] = []
     image_failure: dict[int, Problem] = {}
@@ -363,7 +482,7 @@ def build_plan(ann_file, image_dir) -> Plan:
                                                about="annotation"))
             continue
         image_id, ann_id = record.get("image_id"), record.get("id")
-        if not _is_int(image_id) or image_id not in known_ids:
+        if type(image_id) is not int or image_id not in checks.known_ids:
             annotation_problems.append(Problem(
                 "unknown_image", f"annotations[{position}] names image_id {image_id!r}, which is not in "
                                  f"'images'", image_id if _is_int(image_id) else None,
@@ -378,38 +497,33 @@ def build_plan(ann_file, image_dir) -> Plan:
                                               image_id, records_by_id[image_id][0]["file_name"],
                                               annotation_id=ann_id if _is_int(ann_id) else None)
         annotations_by_image[image_id].append(record)
-    problems.extend(image_failure.values())
-    bad_ids.update(image_failure)
-
-    entries: list[ImageEntry] = []
+    problems = list(checks.problems) + list(image_failure.values())
+    entries = []
     for image_id in sorted(records_by_id):
-        if image_id in bad_ids:
+        if image_id in bad_ids or image_id in image_failure:
+            continue
+        if image_id in checks.missing:
+            problems.append(checks.missing[image_id])
             continue
         record = records_by_id[image_id][0]
-        if not (image_dir / record["file_name"]).is_file():
-            problems.append(Problem("missing_file", f"file not found: {image_dir / record['file_name']}",
-                                    image_id, record["file_name"]))
-            continue
         entries.append(ImageEntry(image_id, record["file_name"], record["height"], record["width"], record,
                                   annotations_by_image.get(image_id, [])))
+    labels = labels_for_images([e.annotations for e in entries], class_of_category, [e.width for e in entries],
+                               [e.height for e in entries])
+    if drop_empty:
+        empty = {e.image_id for e, (kept, _, _) in zip(entries, labels) if len(kept) == 0}
+        problems += [Problem("empty_dropped", "no boxes (dropped with --drop_empty)", e.image_id, e.file_name)
+                     for e in entries if e.image_id in empty]
+        labels = [item for e, item in zip(entries, labels) if e.image_id not in empty]
+        entries = [e for e in entries if e.image_id not in empty]
     problems.sort(key=_problem_order)
-    return Plan(categories, class_of_category, entries, problems, annotation_problems, document, data, sha256)
+    return Plan(categories, class_of_category, entries, labels, problems, annotation_problems, document,
+                annotation_bytes, annotation_sha256)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 2: images -> rows
 # ----------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class PreparedRow:
-    """A validated image ready to be written (``row_index`` is assigned by the writer, in plan order)."""
-
-    fields: dict
-    labels: np.ndarray            # float32 (N, 6) as stored
-    boxes_clipped: int
-    boxes_dropped: int
-    note: str | None = None
-
 
 def row_arrays(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """(num_boxes, boxes float32 (M, 4), classes int32 (M,), iscrowd int32 (M,)), M = max(num_boxes, 1).
@@ -422,197 +536,34 @@ def row_arrays(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndar
             labels[:, 4].astype(np.int32), labels[:, 5].astype(np.int32))
 
 
-@dataclasses.dataclass(frozen=True)
-class RowSettings:
-    """What a decode thread needs besides the image entry."""
+def read_and_validate(candidate: ImageCandidate, exif_frame: str):
+    """Read one image and validate it fully (runs in a decode thread).
 
-    image_dir: Path
-    class_of_category: dict
-    exif_frame: str
-    drop_empty: bool
-
-
-def prepare_row(entry: ImageEntry, settings: RowSettings) -> PreparedRow | Problem:
-    """Labels, then read and fully validate one image (runs in a decode thread); a Problem if unusable."""
-    labels, clipped, dropped = labels_from_annotations(entry.annotations, settings.class_of_category,
-                                                       entry.width, entry.height)
-    if settings.drop_empty and len(labels) == 0:
-        return Problem("empty_dropped", "no boxes (dropped with --drop_empty)", entry.image_id, entry.file_name)
-    path = settings.image_dir / entry.file_name
+    Returns (bytes to store, image_io.PreparedImage), or a Problem when the image cannot be converted.
+    """
     try:
-        data = path.read_bytes()
+        with open(candidate.path, "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
-        return Problem("missing_file", f"file not found: {path}", entry.image_id, entry.file_name)
+        return Problem("missing_file", f"file not found: {candidate.path}", candidate.image_id, candidate.file_name)
     except OSError as error:
-        return Problem("unreadable_file", f"cannot read {path}: {error.strerror or error}", entry.image_id,
-                       entry.file_name)
+        return Problem("unreadable_file", f"cannot read {candidate.path}: {error.strerror or error}",
+                       candidate.image_id, candidate.file_name)
     try:
-        prepared = image_io.prepare_source_image(data, (entry.height, entry.width), settings.exif_frame)
+        prepared = image_io.prepare_source_image(data, (candidate.height, candidate.width), exif_frame)
     except image_io.ImageProblem as problem:
-        return Problem(problem.reason, str(problem), entry.image_id, entry.file_name)
-    num_boxes, boxes, classes, iscrowd = row_arrays(labels)
-    fields = {"image": data if prepared.encoded is None else prepared.encoded, "image_id": entry.image_id,
-              "file_name": entry.file_name, "height": prepared.height, "width": prepared.width,
-              "num_boxes": num_boxes, "boxes": boxes, "classes": classes, "iscrowd": iscrowd}
-    return PreparedRow(fields, labels, clipped, dropped, prepared.note)
+        return Problem(problem.reason, str(problem), candidate.image_id, candidate.file_name)
+    return (data if prepared.encoded is None else prepared.encoded), prepared
 
 
-def _prepare_rows(entries: list, settings: RowSettings) -> list:
-    return [prepare_row(entry, settings) for entry in entries]
+def shard_starts(num_entries: int, shard_num: int) -> list[int]:
+    """Plan position of the first image of each shard: shard k takes positions k*E//N .. (k+1)*E//N - 1."""
+    return [k * num_entries // shard_num for k in range(shard_num)]
 
 
-def iterate_prepared(entries: list, settings: RowSettings, num_workers: int):
-    """Yield (entry, PreparedRow | Problem) in plan order while ``num_workers`` threads decode ahead.
-
-    Threads take IMAGES_PER_TASK images at a time (fewer hand-offs between threads) and at most
-    TASKS_IN_FLIGHT_PER_WORKER tasks per thread are in flight, so memory stays bounded. The order of
-    the results never depends on the number of threads.
-    """
-    window = TASKS_IN_FLIGHT_PER_WORKER * num_workers
-    with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers,
-                                               thread_name_prefix="yolodata-decode") as pool:
-        pending: collections.deque = collections.deque()
-        position = 0
-        try:
-            while position < len(entries) or pending:
-                while position < len(entries) and len(pending) < window:
-                    chunk = entries[position:position + IMAGES_PER_TASK]
-                    pending.append((chunk, pool.submit(_prepare_rows, chunk, settings)))
-                    position += len(chunk)
-                chunk, future = pending.popleft()
-                yield from zip(chunk, future.result())
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-class _NativeRowWriter:
-    """Direct path to the C++ MindRecord writer behind ``FileWriter`` (mindspore 2.8.0).
-
-    ``FileWriter.write_raw_data`` spends about half of its time in Python (per-row schema lookups, blob
-    concatenation by repeated ``bytes +=``, a schema check) while holding the GIL, which stalls the
-    decode threads. This class does what it does once per row instead: split the row into its raw
-    fields and one merged blob in the layout of ``mindspore.mindrecord``'s ``ShardWriter._merge_blob``
-    (per blob field in header order: 8-byte big-endian length, then the bytes), and hand them to the
-    same C++ call. ``open`` prepares the files as ``FileWriter.write_raw_data`` does on its first call;
-    it returns None when FileWriter lacks the internals used here, and the caller then uses the public
-    API. The row count read back at the end and the verify step check the result either way.
-    """
-
-    def __init__(self, native, blob_fields: list, schema: dict):
-        self._native = native
-        self._blob_fields = blob_fields
-        self._blob_dtypes = {f: schema[f]["type"] for f in blob_fields}
-        self._raw_fields = [f for f in schema if f not in blob_fields]
-        self._raw_types = {f: (str if schema[f]["type"] == "string" else int) for f in self._raw_fields}
-
-    @classmethod
-    def open(cls, file_writer) -> "_NativeRowWriter | None":
-        try:
-            shard_writer = file_writer._writer
-            header = file_writer._header
-            native = shard_writer._writer
-            blob_fields, schema = list(header.blob_fields), dict(header.schema)
-            paths, overwrite = list(file_writer._paths), bool(file_writer._overwrite)
-        except AttributeError:
-            return None
-        supported = all(schema[f]["type"] in ("string", "int32", "int64") for f in schema if f not in blob_fields)
-        if not callable(getattr(native, "write_raw_data", None)) or len(blob_fields) < 2 or not supported:
-            return None
-        if not shard_writer.is_open:
-            shard_writer.open(paths, overwrite)
-        if not shard_writer.get_shard_header():
-            shard_writer.set_shard_header(header)
-        return cls(native, blob_fields, schema)
-
-    def encode(self, fields: dict) -> tuple[dict, bytes]:
-        """(raw fields with exactly the schema's Python types, merged blob) of one row."""
-        parts = []
-        for name in self._blob_fields:
-            value = fields[name]
-            if isinstance(value, np.ndarray):
-                value = np.ascontiguousarray(value, self._blob_dtypes[name]).tobytes()
-            parts.append(len(value).to_bytes(8, "big"))
-            parts.append(value)
-        raw = {name: self._raw_types[name](fields[name]) for name in self._raw_fields}
-        return raw, b"".join(parts)
-
-    def write(self, encoded: list) -> None:
-        raw_rows = [raw for raw, _ in encoded]
-        blobs = [blob for _, blob in encoded]
-        # validate=False: encode() gives the raw fields exactly the schema's types
-        status = self._native.write_raw_data({0: raw_rows}, blobs, False, False)
-        if status is not None and int(status) != 0:
-            raise RuntimeError(f"MindRecord failed to write {len(encoded)} rows (status {status})")
-
-
-class RowWriter:
-    """Thin wrapper of ``mindspore.mindrecord.FileWriter`` that keeps the design's row layout.
-
-    ``shard_num == 1``: rows are streamed in calls of ROWS_PER_WRITE rows. ``shard_num > 1``: rows are
-    kept (encoded) and written in one call at ``close()`` (see the module docstring for why). Rows go
-    through ``_NativeRowWriter`` when available (``native=True``), else through the public
-    ``write_raw_data``.
-    """
-
-    def __init__(self, folder: Path, shard_num: int, *, native: bool = True):
-        from mindspore.mindrecord import FileWriter  # imported here: MindSpore takes a second to import
-
-        self.folder = folder
-        self.shard_num = shard_num
-        self.paths = shard_paths(folder, shard_num)
-        base = self.paths[0] if shard_num == 1 else folder / SHARD_PREFIX
-        self._writer = FileWriter(str(base), shard_num=shard_num, overwrite=False)
-        self._writer.add_schema(dict(MINDRECORD_SCHEMA), "yolodata rows, see yolodata/schema.py")
-        self._writer.add_index(["image_id"])
-        self._native = _NativeRowWriter.open(self._writer) if native else None
-        self._pending: list = []
-        self.num_rows = 0
-
-    def add(self, fields: dict) -> None:
-        self._pending.append(self._native.encode(fields) if self._native is not None else fields)
-        self.num_rows += 1
-        if self.shard_num == 1 and len(self._pending) >= ROWS_PER_WRITE:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        if self._native is not None:
-            self._native.write(self._pending)
-        else:
-            count = len(self._pending)
-            self._writer.write_raw_data(self._pending)
-            if len(self._pending) != count:  # FileWriter drops rows that fail its schema check, with a warning
-                raise RuntimeError("MindRecord rejected a row (see the warning above); this is a converter bug")
-        self._pending = []
-
-    def discard(self) -> None:
-        """Drop the FileWriter without committing (its files are removed with the temporary folder)."""
-        self._pending = []
-        self._native = None
-        self._writer = None
-
-    def close(self) -> list[dict]:
-        """Write what is left, commit, and return [{file, num_rows}] in row order (read back)."""
-        self._flush()
-        self._writer.commit()
-        import mindspore.dataset as ds
-
-        shards = [{"file": p.name, "num_rows": int(ds.MindDataset([str(p)]).get_dataset_size())}
-                  for p in self.paths]
-        if sum(s["num_rows"] for s in shards) != self.num_rows:
-            raise RuntimeError(f"the shards hold {sum(s['num_rows'] for s in shards)} rows but "
-                               f"{self.num_rows} were written; MindRecord dropped some (see its log)")
-        return shards
-
-
-def shard_paths(folder: Path, shard_num: int) -> list[Path]:
-    """Shard file paths as FileWriter names them: data.mindrecord0..N-1 (zero-padded when N > 10)."""
-    if shard_num == 1:
-        return [folder / f"{SHARD_PREFIX}0"]
-    digits = len(str(shard_num - 1))
-    return [folder / f"{SHARD_PREFIX}{str(k).rjust(digits, '0')}" for k in range(shard_num)]
+def shard_of_position(starts: list[int], position: int) -> int:
+    """The shard of plan position ``position`` (the last shard starting at or before it)."""
+    return bisect.bisect_right(starts, position) - 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -843,32 +794,60 @@ class WrittenRows:
     reencoded: list               # {"image_id", "file_name", "note"}
 
 
-def write_rows(plan: Plan, settings: RowSettings, writer: RowWriter, workers: int, *, strict: bool,
-               progress: bool, output_dir: Path) -> WrittenRows:
-    """Stage 2: decode in threads, write rows in plan order; ConversionError on a --strict problem."""
+def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, progress: bool,
+               output_dir: Path) -> WrittenRows:
+    """Stage 2: write the rows of the validated images, in plan order, each run of the plan into its shard.
+
+    ``validated`` yields (ImageCandidate, read_and_validate result) for exactly the plan's entries, in
+    plan order. Raises ConversionError on a --strict problem or when no image could be converted.
+    """
     written = WrittenRows([], [], [])
-    results = iterate_prepared(plan.entries, settings, workers)
-    with contextlib.closing(results), _progress_bar(progress, len(plan.entries)) as bar:
-        for entry, result in results:
+    position_of = {entry.image_id: position for position, entry in enumerate(plan.entries)}
+    starts = shard_starts(len(plan.entries), writer.shard_num)
+    with _progress_bar(progress, len(plan.entries)) as bar:
+        for candidate, result in validated:
+            position = position_of[candidate.image_id]
+            entry = plan.entries[position]
             if isinstance(result, Problem):
                 if strict and result.is_error:
                     raise _strict_stop([result], "while reading images")
                 written.skipped.append(result)
                 bar.set_postfix(skipped=len(written.skipped), refresh=False)
             else:
-                result.fields["row_index"] = len(written.converted)
+                stored, prepared = result
+                labels, boxes_clipped, boxes_dropped = plan.labels[position]
+                num_boxes, boxes, classes, iscrowd = row_arrays(labels)
+                fields = {"image": stored, "image_id": entry.image_id, "file_name": entry.file_name,
+                          "height": prepared.height, "width": prepared.width, "num_boxes": num_boxes,
+                          "boxes": boxes, "classes": classes, "iscrowd": iscrowd,
+                          "row_index": len(written.converted)}
                 with _writing(output_dir):
-                    writer.add(result.fields)
-                written.converted.append(ConvertedImage(entry, result.labels, result.boxes_clipped,
-                                                        result.boxes_dropped))
-                if result.note:
+                    writer.add(fields, shard_of_position(starts, position))
+                written.converted.append(ConvertedImage(entry, labels, boxes_clipped, boxes_dropped))
+                if prepared.note:
                     written.reencoded.append({"image_id": entry.image_id, "file_name": entry.file_name,
-                                              "note": result.note})
+                                              "note": prepared.note})
             bar.update(1)
     if not written.converted:
         raise ConversionError(f"none of the {len(plan.entries)} images could be converted; nothing was written:"
                               + "".join(f"\n  {p.describe()}" for p in written.skipped[:MAX_PROBLEMS_IN_MESSAGE]))
     return written
+
+
+@contextlib.contextmanager
+def _prompt_gil_handoff(interval: float = GIL_SWITCH_INTERVAL):
+    """Shorten the interpreter's GIL switch interval for the duration (process-wide; restored after).
+
+    While the calling thread runs long Python loops (json elements, annotation checks), a decode
+    thread returning from OpenCV waits for the GIL until the running thread is asked to drop it, by
+    default after 5 ms; each image needs the GIL a few times, so the decode threads would mostly wait.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, interval))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_workers: int | None = None,
@@ -891,43 +870,61 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
     workers = resolve_num_workers(num_workers)
     if not image_dir.is_dir():
         raise ConversionError(f"--image_dir {image_dir} is not a folder")
-
     log = log or (lambda message: None)
-    plan = build_plan(ann_file, image_dir)
-    log(f"{ann_file}: {len(plan.entries)} images to read, {len(plan.problems)} skipped by the json checks, "
-        f"{len(plan.categories)} categories")
-    errors = [p for p in plan.problems + plan.annotation_problems if p.is_error]
-    if strict and errors:
-        raise _strict_stop(errors, "in the annotation file or image paths")
-    if not plan.entries:
-        raise ConversionError(f"no image of {ann_file} can be converted ({len(plan.problems)} skipped, "
-                              f"e.g. {plan.problems[0].describe() if plan.problems else 'none listed'}); "
-                              f"nothing was written")
+    annotation_bytes, annotation_sha256 = read_annotation_file(ann_file)
 
-    settings = RowSettings(image_dir, plan.class_of_category, exif_frame, drop_empty)
-    atomic = AtomicOutput(output_dir)
-    with atomic as temp:
-        writer = RowWriter(temp, shard_num)
-        images_started = time.perf_counter()
-        try:
-            written = write_rows(plan, settings, writer, workers, strict=strict, progress=progress,
-                                 output_dir=output_dir)
-            with _writing(output_dir):
-                shards = writer.close()
-            convert_seconds = time.perf_counter() - images_started
-            skipped = sorted(plan.problems + written.skipped, key=_problem_order)
-            options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num}
-            manifest = build_manifest(plan, written.converted, skipped, written.reencoded, shards, options,
-                                      ann_file)
-            with _writing(output_dir):
-                write_annotations(temp / ANNOTATIONS_NAME, plan, [image.entry for image in written.converted])
-                _write_file(temp / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
-                stats = [p.stat() for p in temp.iterdir() if p.is_file()]
-                atomic.commit()
-            log(f"wrote {output_dir}")
-        except BaseException:
-            writer.discard()
-            raise
+    with contextlib.ExitStack() as stack:
+        decoding: dict = {}
+
+        def start_decoding(images: list) -> None:
+            """Check the images list and start validating its images in threads (stage 2 begins)."""
+            checks = check_images(images, image_dir)
+            validate = functools.partial(read_and_validate, exif_frame=exif_frame)
+            prefetch = OrderedPrefetch(checks.candidates, validate, num_workers=workers,
+                                       max_weight=IN_FLIGHT_BYTES, weight=lambda candidate: candidate.size,
+                                       items_per_task=IMAGES_PER_TASK, thread_name="yolodata-decode")
+            decoding.update(checks=checks, prefetch=stack.enter_context(prefetch), started=time.perf_counter())
+
+        with _prompt_gil_handoff():
+            document = read_coco_document(annotation_bytes, str(ann_file), on_images=start_decoding)
+            categories = parse_categories(document["categories"], str(ann_file))
+            plan = plan_conversion(document, decoding["checks"], categories, drop_empty=drop_empty,
+                                   annotation_bytes=annotation_bytes, annotation_sha256=annotation_sha256)
+        planned = {entry.image_id for entry in plan.entries}
+        prefetch = decoding["prefetch"]
+        prefetch.drop({c.image_id for c in decoding["checks"].candidates} - planned, key=lambda c: c.image_id)
+        log(f"{ann_file}: {len(plan.entries)} images to convert, {len(plan.problems)} skipped by the json checks, "
+            f"{len(plan.categories)} categories")
+        errors = [p for p in plan.problems + plan.annotation_problems if p.is_error]
+        if strict and errors:
+            raise _strict_stop(errors, "in the annotation file or image paths")
+        if not plan.entries:
+            raise ConversionError(f"no image of {ann_file} can be converted ({len(plan.problems)} skipped, "
+                                  f"e.g. {plan.problems[0].describe() if plan.problems else 'none listed'}); "
+                                  f"nothing was written")
+
+        atomic = AtomicOutput(output_dir)
+        with atomic as temp:
+            writer = ShardSetWriter(temp, shard_num)
+            try:
+                written = write_rows(plan, prefetch, writer, strict=strict, progress=progress,
+                                     output_dir=output_dir)
+                with _writing(output_dir):
+                    shards = writer.close()
+                convert_seconds = time.perf_counter() - decoding["started"]
+                skipped = sorted(plan.problems + written.skipped, key=_problem_order)
+                options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num}
+                manifest = build_manifest(plan, written.converted, skipped, written.reencoded, shards, options,
+                                          ann_file)
+                with _writing(output_dir):
+                    write_annotations(temp / ANNOTATIONS_NAME, plan, [image.entry for image in written.converted])
+                    _write_file(temp / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
+                    stats = [p.stat() for p in temp.iterdir() if p.is_file()]
+                    atomic.commit()
+                log(f"wrote {output_dir}")
+            except BaseException:
+                writer.discard()
+                raise
     return ConversionSummary(
         output_dir=str(output_dir), num_images=manifest["num_images"], num_boxes=manifest["num_boxes"],
         num_background=manifest["num_background_images"], boxes_clipped=manifest["boxes_clipped"],

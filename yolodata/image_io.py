@@ -12,6 +12,10 @@ Facts about OpenCV 4.11 this module relies on (checked on ../shared/data/image_q
   ``IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION`` gives the stored (raw) frame.
 - A truncated JPEG may decode with only a libjpeg warning in other builds, so completeness is checked
   here from the file structure (the end-of-image marker), not left to the decoder.
+- ``IMREAD_COLOR_RGB`` (new in 4.11; combinable with the ``IMREAD_REDUCED_COLOR_*`` flags) decodes to
+  exactly the ``IMREAD_COLOR`` pixels in RGB order (checked on every coco128 picture and every quirk
+  picture, full and reduced size): libjpeg-turbo writes RGB directly, so the eval pipeline, which
+  ends in RGB, saves a separate BGR -> RGB pass.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ import numpy as np
 
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                   8: cv2.IMREAD_REDUCED_COLOR_8}
+# Decode straight to RGB (OpenCV 4.11+; 0 where the flag does not exist).
+_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", 0)
 
 # How the frame of an EXIF-rotated picture is chosen (see prepare_source_image).
 EXIF_FRAMES = ("auto", "displayed", "stored")
@@ -48,21 +54,25 @@ def as_byte_array(buf) -> np.ndarray:
                      f"{type(buf).__name__}{' of ' + str(buf.dtype) if isinstance(buf, np.ndarray) else ''}")
 
 
-def decode_stored(buf, reduce: int = 1) -> np.ndarray:
+def decode_stored(buf, reduce: int = 1, *, rgb: bool = False) -> np.ndarray:
     """Decode stored image bytes to BGR uint8 (H, W, 3), as the converter guarantees they decode.
 
     ``buf``: bytes, a uint8 array, or the bytes array MindDataset gives for the ``image`` field.
     ``reduce`` 2, 4 or 8 decodes at 1/2, 1/4, 1/8 size (libjpeg DCT scaling for JPEGs; other formats
-    are resized by OpenCV). Raises ValueError when the bytes do not decode.
+    are resized by OpenCV). ``rgb=True`` gives the same pixels in RGB order, decoded that way (no
+    extra pass). Raises ValueError when the bytes do not decode.
     """
     if reduce not in _REDUCED_FLAGS:
         raise ValueError(f"reduce must be one of {sorted(_REDUCED_FLAGS)}, got {reduce!r}")
     array = as_byte_array(buf)
     if array.size == 0:
         raise ValueError("cannot decode an empty image buffer")
-    image = cv2.imdecode(array, _REDUCED_FLAGS[reduce])
+    rgb_flag = _RGB_FLAG if rgb else 0
+    image = cv2.imdecode(array, _REDUCED_FLAGS[reduce] | rgb_flag)
     if image is None:
         raise ValueError(f"OpenCV cannot decode these {array.size} bytes as an image")
+    if rgb and not rgb_flag:  # an OpenCV older than 4.11: decode BGR, then swap
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
 
 

@@ -62,26 +62,62 @@ def _check_gains(gains) -> np.ndarray:
     return gains
 
 
-def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
-    """New contiguous uint8 RGB image from a BGR one (the pipeline's last pixel step without HSV)."""
-    return cv2.cvtColor(_check_image(image), cv2.COLOR_BGR2RGB)
+def _check_out(out, image: np.ndarray) -> np.ndarray:
+    """``out`` must be a uint8 array of ``image``'s shape that does not overlap it."""
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == image.shape):
+        raise ValueError(f"out must be a uint8 array of the image's shape {image.shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    if np.shares_memory(out, image):
+        raise ValueError("out must not overlap the input image; the input is never modified")
+    return out
 
 
-def apply_hsv(image_bgr: np.ndarray, gains, *, to_rgb: bool = False) -> np.ndarray:
+def _written(result: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` holding ``result`` (OpenCV writes into a given ``dst`` unless it cannot use it)."""
+    if result is not out and not np.shares_memory(result, out):
+        out[:] = result
+    return out
+
+
+def bgr_to_rgb(image: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """New contiguous uint8 RGB image from a BGR one (the pipeline's last pixel step without HSV).
+
+    With ``out`` (a uint8 array of the image's shape, e.g. one slot of a batch array), the result is
+    written there and ``out`` is returned; no new array is made.
+    """
+    image = _check_image(image)
+    if out is None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _written(cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=_check_out(out, image)), out)
+
+
+def apply_hsv(image_bgr: np.ndarray, gains, *, to_rgb: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """New uint8 image with the HSV ``gains`` applied; BGR out, or RGB when ``to_rgb`` is true.
 
     Gains of exactly (1, 1, 1) return the input pixels unchanged (no 8-bit HSV round trip, which is
     lossy: YOLOv5 likewise skips the step when all its gain limits are zero). The input is never
-    modified.
+    modified. With ``out`` (a uint8 array of the image's shape that does not overlap it, e.g. one
+    slot of a batch array), the result is written there and ``out`` is returned: the pipeline renders
+    each sample's colours straight into its batch, with no new image and no copy into a stack.
     """
     image_bgr = _check_image(image_bgr)
     gains = _check_gains(gains)
+    if out is not None:
+        _check_out(out, image_bgr)
     if np.all(gains == 1.0):
-        return bgr_to_rgb(image_bgr) if to_rgb else image_bgr.copy()
-    out = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
+        if to_rgb:
+            return bgr_to_rgb(image_bgr, out=out)
+        if out is None:
+            return image_bgr.copy()
+        out[:] = image_bgr
+        return out
     # One buffer for the three steps: the LUT and the back conversion are per pixel, so they run in
     # place (fresh 1.2 MB buffers cost about 1 ms of page faults at 640x640). cv2.LUT with a
     # 3-channel table maps each channel through its own column: no split/merge.
+    if out is None:
+        out = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
+    else:
+        _written(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV, dst=out), out)
     cv2.LUT(out, hsv_lookup_table(gains), dst=out)
     cv2.cvtColor(out, cv2.COLOR_HSV2RGB if to_rgb else cv2.COLOR_HSV2BGR, dst=out)
     return out

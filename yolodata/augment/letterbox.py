@@ -7,8 +7,9 @@ The mapping is ``letterboxed = original * scale + pad`` on both axes (edge coord
 affine.py), with integer pads so the image starts on a pixel boundary; ``unletterbox_boxes`` is its
 exact inverse: ``original = (letterboxed - pad) / scale``.
 
-``letterbox`` renders it with ``cv2.resize(fx=scale, fy=scale)`` written straight into a view of the
-114 canvas (faster than a warp): given ``fx``/``fy``, OpenCV samples with exactly that scale (its
+``letterbox`` (and ``letterbox_into``, which writes into the caller's buffer, e.g. a batch slot)
+renders it with ``cv2.resize(fx=scale, fy=scale)`` written straight into a view of the 114 canvas
+(faster than a warp): given ``fx``/``fy``, OpenCV samples with exactly that scale (its
 source point for pixel ``d`` is ``(d + 0.5) / scale - 0.5``, the edge convention), and makes the image
 ``round(w * scale)`` pixels wide, so its pixels match the matrix to within the sub-pixel rounding of
 that size.
@@ -18,8 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .affine import (BORDER_VALUE, check_hw, check_image, check_labels, filled_image, filter_boxes,
-                     transform_clip_boxes)
+from .affine import BORDER_VALUE, check_hw, check_image, check_labels, filter_boxes, transform_clip_boxes
 
 
 def letterbox_scale(src_hw, dst_hw, *, scaleup: bool = True) -> float:
@@ -70,31 +70,66 @@ def unletterbox_boxes(xyxy, scale: float, pad) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def letterbox(image: np.ndarray, labels: np.ndarray, dst_hw, *, scaleup: bool = True):
-    """(new image, new labels, scale, (pad_x, pad_y)): ``image`` letterboxed into ``dst_hw``.
+def _fill(region: np.ndarray, colour) -> None:
+    """Fill ``region`` (a view, in place) with one BGR colour; a gray fill is a plain byte fill."""
+    colour = np.asarray(colour, np.uint8).reshape(3)
+    if colour[0] == colour[1] == colour[2]:
+        region.fill(colour[0])
+    else:
+        region[:] = colour
 
-    Pixels: ``cv2.resize`` (bilinear) into the centre of a 114 canvas, equivalent to warping with
-    ``letterbox_matrix``. Boxes: through the same matrix, then ``affine.filter_boxes`` like every
-    geometric step (boxes inside the image stay inside; boxes of 2 px or less after resizing are
-    dropped).
+
+def letterbox_into(image: np.ndarray, out: np.ndarray, *, scaleup: bool = True,
+                   border_value=BORDER_VALUE) -> tuple[float, tuple[int, int]]:
+    """(scale, (pad_x, pad_y)): the pixels of ``letterbox`` written into the caller's ``out``.
+
+    ``out`` is a uint8 (H, W, 3) array (for example one slot of a batch array), overwritten entirely:
+    the border is filled with ``border_value`` and the picture resized straight into its place, so no
+    canvas is allocated and no pixel is written twice. ``image`` is not modified. The channel order
+    is whatever ``image`` has (resizing treats channels alike).
     """
     image = check_image(image)
-    labels = check_labels(labels)
-    dst_h, dst_w = check_hw("dst_hw", dst_hw)
-    matrix, scale, (pad_x, pad_y) = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3):
+        raise ValueError(f"out must be a uint8 (H, W, 3) array to write into, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    if np.shares_memory(image, out):
+        raise ValueError("out must not overlap the image being letterboxed")
+    dst_h, dst_w = check_hw("out.shape[:2]", out.shape[:2])
+    _, scale, (pad_x, pad_y) = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
     new_h, new_w = resized_hw(image.shape[:2], scale)
-    out = filled_image((dst_h, dst_w), BORDER_VALUE)
+    # the border: full-width bands above and below, then the strips left and right of the picture
+    _fill(out[:pad_y], border_value)
+    _fill(out[pad_y + new_h:], border_value)
+    _fill(out[pad_y:pad_y + new_h, :pad_x], border_value)
+    _fill(out[pad_y:pad_y + new_h, pad_x + new_w:], border_value)
     view = out[pad_y:pad_y + new_h, pad_x:pad_x + new_w]
     if (new_h, new_w) == image.shape[:2]:
         view[:] = image
     elif (new_h, new_w) == (round(image.shape[0] * scale), round(image.shape[1] * scale)):
         # fx/fy given and no dsize: OpenCV samples with exactly ``scale`` (see the module docstring)
-        # and writes into the canvas view in place (it has the size OpenCV computes).
+        # and writes into the view in place (it has the size OpenCV computes).
         resized = cv2.resize(image, None, dst=view, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         if not np.shares_memory(resized, out):  # OpenCV allocated elsewhere after all: copy it in
             view[:] = resized
     else:
         # An extreme aspect ratio rounded a side to 0 pixels; it is widened to 1 (sub-pixel mismatch).
         view[:] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return scale, (pad_x, pad_y)
+
+
+def letterbox(image: np.ndarray, labels: np.ndarray, dst_hw, *, scaleup: bool = True):
+    """(new image, new labels, scale, (pad_x, pad_y)): ``image`` letterboxed into ``dst_hw``.
+
+    Pixels: ``cv2.resize`` (bilinear) into the centre of a 114 canvas, equivalent to warping with
+    ``letterbox_matrix`` (``letterbox_into`` renders them). Boxes: through the same matrix, then
+    ``affine.filter_boxes`` like every geometric step (boxes inside the image stay inside; boxes of
+    2 px or less after resizing are dropped).
+    """
+    image = check_image(image)
+    labels = check_labels(labels)
+    dst_h, dst_w = check_hw("dst_hw", dst_hw)
+    out = np.empty((dst_h, dst_w, 3), np.uint8)
+    scale, (pad_x, pad_y) = letterbox_into(image, out, scaleup=scaleup)
+    matrix, _, _ = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
     new_labels = filter_boxes(*transform_clip_boxes(labels, matrix, (dst_h, dst_w)))
     return out, new_labels, scale, (pad_x, pad_y)
