@@ -5,12 +5,16 @@ How the guarantees are kept although ``MindDataset`` accepts no Python sampler
 The whole sample order is computed up front in Python (``yolodata.sampler.rank_schedule``): for the
 requested epochs it lists, in order, the MindRecord rows this rank reads, and for each the key
 (epoch, global position, step, expected row). The rows go to ``MindDataset`` through the built-in
-``ds.SubsetSampler`` (which yields exactly the given indices in the given order, repeats allowed), and
-the keys go through a ``NumpySlicesDataset`` zipped beside it, so each row arrives with its key no
-matter how many workers read or decode. Every random decision of a sample is then drawn from
-``keyed_rng(seed, epoch, position, purpose=...)``, never from worker or thread state, so a batch is
-bitwise identical for any ``num_parallel_workers``, and starting at (start_epoch, start_step) yields
-exactly the batches an uninterrupted run would have produced there.
+``ds.SubsetSampler`` (which yields exactly the given indices in the given order, repeats allowed).
+The batch function holds the keys and finds its batch's block of them by the batch number that
+MindSpore's ``BatchInfo`` carries (the batch's position in the epoch's stream, whichever worker runs
+it), and checks that the rows it was handed are the block's expected rows (``row_index``), so each
+row meets its key no matter how many workers read or decode. (The keys used to travel in a
+``NumpySlicesDataset`` zipped beside the rows: a Python-fed source and a zip, CPU for every row.)
+Every random decision of a sample is then drawn from ``keyed_rng(seed, epoch, position,
+purpose=...)``, never from worker or thread state, so a batch is bitwise identical for any
+``num_parallel_workers``, and starting at (start_epoch, start_step) yields exactly the batches an
+uninterrupted run would have produced there.
 
 All work of a batch happens in one ``per_batch_map`` call run in a thread (cv2 releases the GIL, and
 threads avoid copying every row through shared memory): each image of the batch is decoded once, and
@@ -40,9 +44,10 @@ from .schema import row_labels
 logger = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = ["image", "height", "width", "image_id", "num_boxes", "boxes", "classes", "iscrowd", "row_index"]
-KEY_COLUMN = "sample_key"
-# sample_key columns: epoch, global position in the epoch order, step, expected MindRecord row
+# columns of a training sample's key: epoch, global position in the epoch order, step, expected row
 KEY_EPOCH, KEY_POSITION, KEY_STEP, KEY_ROW = range(4)
+# columns of an eval sample's key: MindRecord row, 1 for a real image or 0 for padding
+EVAL_KEY_ROW, EVAL_KEY_VALID = range(2)
 
 TRAIN_COLUMNS = ["image", "image_id", "boxes"] + [
     f"target_{kind}_s{stride}" for stride in STRIDES for kind in ("indices", "values")]
@@ -100,9 +105,10 @@ def limit_opencv_threads(opencv_threads: int | None) -> None:
 
     The pipeline already runs ``num_parallel_workers`` threads, one batch each, which keep the cores
     busy; OpenCV's own thread pool on top of that (cvtColor, LUT and resize split each image across
-    the cores) only adds hand-over and spinning. Measured on the 2-core machine: about 0.5 to 0.9 ms
-    less CPU per training image with 1 thread, the batches bitwise the same. YOLOv5 likewise turns
-    OpenCV's threading off in its loaders. The setting is OpenCV's global one, hence the opt-out.
+    the cores) only adds hand-over and spinning. Measured on the shared 2-core machine: 0.1 to 0.9 ms
+    less CPU per training image with 1 thread (the more the cores are contended, the more), the
+    batches bitwise the same. YOLOv5 likewise turns OpenCV's threading off in its loaders. The setting
+    is OpenCV's global one, hence the opt-out.
     """
     if opencv_threads is None:
         return
@@ -133,6 +139,24 @@ def resolve_mindrecord(mindrecord) -> tuple[list[str], dict, Path]:
             raise ValueError(f"the shard list must name every shard of {folder} ({len(files)} files); "
                              f"the sample order is defined over the whole set")
     return files, manifest, folder
+
+
+def batch_keys(keys: np.ndarray, batch_info, per_batch_size: int) -> np.ndarray:
+    """The keys of the batch ``batch_info`` describes: rows [b * B, (b + 1) * B) of ``keys``."""
+    batch = int(batch_info.get_batch_num())
+    block = keys[batch * per_batch_size:(batch + 1) * per_batch_size]
+    if len(block) != per_batch_size:
+        raise RuntimeError(f"batch {batch} lies beyond the {len(keys) // per_batch_size} batches this dataset "
+                           f"was made for; iterate it once (one epoch of the iterator)")
+    return block
+
+
+def check_rows(row_index, expected_rows: np.ndarray) -> None:
+    """Raise unless the rows MindDataset handed over are the expected ones, in order."""
+    rows = np.asarray([int(np.asarray(r).reshape(())) for r in row_index])
+    if not np.array_equal(rows, expected_rows):
+        raise RuntimeError(f"MindDataset returned rows {rows.tolist()} where the schedule expected "
+                           f"{expected_rows.tolist()}: the shard files do not match the manifest")
 
 
 class BadRowCounter:
@@ -226,7 +250,9 @@ class TrainBatchBuilder:
     """The per-batch function of the training pipeline (run in a worker thread)."""
 
     def __init__(self, *, seed, training_shape, resize_rate, shapes, augment: AugmentConfig,
-                 anchors, anchor_t, max_boxes, decoder: _RowDecoder):
+                 anchors, anchor_t, max_boxes, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int):
+        self.keys = np.asarray(keys, np.int64)  # (S * B, 4): epoch, position, step, row of every sample
+        self.per_batch_size = int(per_batch_size)
         self.seed = int(seed)
         self.training_shape = int(training_shape)
         self.resize_rate = int(resize_rate)
@@ -284,12 +310,12 @@ class TrainBatchBuilder:
             color.bgr_to_rgb(image, out=out)
         return lab
 
-    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, sample_key, batch_info):
-        keys = np.stack([np.asarray(k).reshape(-1) for k in sample_key])  # (B, 4)
-        rows = np.asarray([int(np.asarray(r).reshape(())) for r in row_index])
-        if not np.array_equal(rows, keys[:, KEY_ROW]):
-            raise RuntimeError(f"MindDataset returned rows {rows.tolist()} where the schedule expected "
-                               f"{keys[:, KEY_ROW].tolist()}: the shard files do not match the manifest")
+    def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
+        return self
+
+    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, batch_info):
+        keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
+        check_rows(row_index, keys[:, KEY_ROW])
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
@@ -310,8 +336,8 @@ class TrainBatchBuilder:
         return tuple(outputs)
 
 
-def _source(files, rows, keys, num_rows, num_parallel_workers):
-    """Rows in exactly the given order, each zipped with its key.
+def _source(files, rows, num_rows, num_parallel_workers):
+    """Rows in exactly the given order.
 
     MindRecord's SubsetSampler refuses more indices than the file set has rows, so a longer list
     (several epochs, or an epoch padded to whole global batches) is cut into pieces of at most
@@ -326,8 +352,7 @@ def _source(files, rows, keys, num_rows, num_parallel_workers):
     records = pieces[0]
     for piece in pieces[1:]:
         records = records + piece
-    key_source = ds.NumpySlicesDataset({KEY_COLUMN: np.asarray(keys, np.int64)}, shuffle=False)
-    return ds.zip((records, key_source))
+    return records
 
 
 def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int = 640, resize_rate: int = 0,
@@ -387,10 +412,10 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     builder = TrainBatchBuilder(
         seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=config,
         anchors=anchors, anchor_t=anchor_t, max_boxes=max_boxes,
-        decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows))
-    dataset = _source(files, rows, keys, num_samples, workers)
+        decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size)
+    dataset = _source(files, rows, num_samples, workers)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
-                            input_columns=SOURCE_COLUMNS + [KEY_COLUMN], output_columns=TRAIN_COLUMNS,
+                            input_columns=SOURCE_COLUMNS, output_columns=TRAIN_COLUMNS,
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.steps_per_epoch = sampler_lib.steps_per_epoch(num_samples, int(per_batch_size) * int(group_size))
     dataset.num_steps = len(rows) // int(per_batch_size)
@@ -409,15 +434,22 @@ class EvalBatchBuilder:
     hands the returned arrays on without copying them, so the buffer is new for every batch.
     """
 
-    def __init__(self, testing_shape: int, decoder: _RowDecoder):
+    def __init__(self, testing_shape: int, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int):
         self.testing_shape = int(testing_shape)
         self.decoder = decoder
+        self.keys = np.asarray(keys, np.int64)  # (S * B, 2): row, valid of every sample
+        self.per_batch_size = int(per_batch_size)
 
-    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, sample_key, batch_info):
+    def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
+        return self
+
+    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, batch_info):
+        keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 2)
+        check_rows(row_index, keys[:, EVAL_KEY_ROW])
         size = self.testing_shape
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
         images, _ = self.decoder.decode_batch(columns, rgb=True)
-        valid = np.asarray([int(np.asarray(k).reshape(-1)[1]) for k in sample_key]) == 1
+        valid = keys[:, EVAL_KEY_VALID] == 1
         batch_images = np.empty((len(images), size, size, 3), np.uint8)
         scales = np.empty(len(images), np.float32)
         pads = np.empty((len(images), 2), np.float32)
@@ -470,10 +502,11 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     rows, valid = eval_rows(num_samples, per_batch_size=int(per_batch_size), rank=int(rank),
                             group_size=int(group_size))
     keys = np.stack([rows, valid], axis=1)
-    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, BadRowCounter()))
-    dataset = _source(files, rows, keys, num_samples, workers)
+    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, BadRowCounter()),
+                               keys=keys, per_batch_size=per_batch_size)
+    dataset = _source(files, rows, num_samples, workers)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
-                            input_columns=SOURCE_COLUMNS + [KEY_COLUMN], output_columns=EVAL_COLUMNS,
+                            input_columns=SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
