@@ -536,19 +536,29 @@ def row_arrays(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndar
             labels[:, 4].astype(np.int32), labels[:, 5].astype(np.int32))
 
 
-def read_and_validate(candidate: ImageCandidate, exif_frame: str):
-    """Read one image and validate it fully (runs in a decode thread).
+def read_source(candidate: ImageCandidate) -> bytes | Problem:
+    """The bytes of one source image, or a Problem when the file cannot be read.
 
-    Returns (bytes to store, image_io.PreparedImage), or a Problem when the image cannot be converted.
+    Runs in the thread that hands work to the decode threads (see ordered_prefetch): a file read
+    releases and re-takes the GIL several times, which the decode threads should not have to do.
     """
     try:
         with open(candidate.path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except FileNotFoundError:
         return Problem("missing_file", f"file not found: {candidate.path}", candidate.image_id, candidate.file_name)
     except OSError as error:
         return Problem("unreadable_file", f"cannot read {candidate.path}: {error.strerror or error}",
                        candidate.image_id, candidate.file_name)
+
+
+def validate_source(candidate: ImageCandidate, data: bytes | Problem, exif_frame: str):
+    """Validate one image fully (runs in a decode thread): complete, decodes, has the json's size.
+
+    Returns (bytes to store, image_io.PreparedImage), or a Problem when the image cannot be converted.
+    """
+    if isinstance(data, Problem):
+        return data
     try:
         prepared = image_io.prepare_source_image(data, (candidate.height, candidate.width), exif_frame)
     except image_io.ImageProblem as problem:
@@ -798,7 +808,7 @@ def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, p
                output_dir: Path) -> WrittenRows:
     """Stage 2: write the rows of the validated images, in plan order, each run of the plan into its shard.
 
-    ``validated`` yields (ImageCandidate, read_and_validate result) for exactly the plan's entries, in
+    ``validated`` yields (ImageCandidate, validate_source result) for exactly the plan's entries, in
     plan order. Raises ConversionError on a --strict problem or when no image could be converted.
     """
     written = WrittenRows([], [], [])
@@ -835,7 +845,7 @@ def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, p
 
 
 @contextlib.contextmanager
-def _prompt_gil_handoff(interval: float = GIL_SWITCH_INTERVAL):
+def _prompt_gil_handoff(interval: float | None = None):
     """Shorten the interpreter's GIL switch interval for the duration (process-wide; restored after).
 
     While the calling thread runs long Python loops (json elements, annotation checks), a decode
@@ -843,7 +853,7 @@ def _prompt_gil_handoff(interval: float = GIL_SWITCH_INTERVAL):
     default after 5 ms; each image needs the GIL a few times, so the decode threads would mostly wait.
     """
     previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, interval))
+    sys.setswitchinterval(min(previous, GIL_SWITCH_INTERVAL if interval is None else interval))
     try:
         yield
     finally:
@@ -879,8 +889,8 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
         def start_decoding(images: list) -> None:
             """Check the images list and start validating its images in threads (stage 2 begins)."""
             checks = check_images(images, image_dir)
-            validate = functools.partial(read_and_validate, exif_frame=exif_frame)
-            prefetch = OrderedPrefetch(checks.candidates, validate, num_workers=workers,
+            validate = functools.partial(validate_source, exif_frame=exif_frame)
+            prefetch = OrderedPrefetch(checks.candidates, validate, num_workers=workers, load=read_source,
                                        max_weight=IN_FLIGHT_BYTES, weight=lambda candidate: candidate.size,
                                        items_per_task=IMAGES_PER_TASK, thread_name="yolodata-decode")
             decoding.update(checks=checks, prefetch=stack.enter_context(prefetch), started=time.perf_counter())
