@@ -73,7 +73,7 @@ def measure_device_fps(version, training_shape, per_batch_size, device_target, s
         if result.returncode != 0 or not out.exists():
             raise SystemExit(f"benchmarks/train_step.py failed (exit {result.returncode}); "
                              "pass --device_fps F to give the device's images/s instead")
-        return float(json.loads(out.read_text())["images_per_s"])
+        return float(json.loads(out.read_text())["images_per_second"])
 
 
 def summarise(input_by_workers: dict, device_fps: float) -> dict:
