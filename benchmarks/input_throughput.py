@@ -36,7 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from yolodata.pipeline import create_eval_dataset, create_train_dataset, default_num_workers  # noqa: E402
+from yolodata.checks import resolve_num_workers  # noqa: E402
+from yolodata.pipeline import create_eval_dataset, create_train_dataset  # noqa: E402
 
 
 class PeakRss:
@@ -144,7 +145,7 @@ def measure_round(args, mindrecord: str, workers: int, testing_shape: int, round
                                      num_parallel_workers=workers, seed=0, start_epoch=round_index)
         batches = min(args.max_batches, train.num_steps - args.warmup_batches - 1)
         train_ips, train_cpu = time_batches(train, args.warmup_batches, batches, args.per_batch_size)
-        num_images = min(int(train.manifest["num_images"]), args.max_batches * args.per_batch_size)
+        num_images = min(train.manifest.num_images, args.max_batches * args.per_batch_size)
         del train
     block, buffers = read_image_bytes(mindrecord, num_images)
     decode_ips, decode_cpu = decode_only(buffers, workers)
@@ -223,7 +224,7 @@ def main(argv=None):
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    workers = default_num_workers(args.num_parallel_workers)
+    workers = resolve_num_workers(args.num_parallel_workers)
     testing_shape = args.testing_shape or args.training_shape
     with tempfile.TemporaryDirectory(prefix="input_throughput_") as tmp:
         mindrecord = args.mindrecord

@@ -18,6 +18,7 @@ Without ``--mindrecord`` a synthetic dataset is generated and converted in a tem
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -29,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from yolodata.fileio import write_file_atomic  # noqa: E402
 
 
 def pipeline_images_per_s(mindrecord, *, workers, training_shape, per_batch_size, max_batches, warmup_batches,
@@ -58,7 +61,7 @@ def pipeline_images_per_s(mindrecord, *, workers, training_shape, per_batch_size
 def _num_images(mindrecord) -> int:
     from yolodata.pipeline import resolve_mindrecord
 
-    return int(resolve_mindrecord(mindrecord)[1]["num_images"])
+    return resolve_mindrecord(mindrecord)[1].num_images
 
 
 def measure_device_fps(version, training_shape, per_batch_size, device_target, steps) -> float:
@@ -119,16 +122,14 @@ def plot(summary: dict, title: str, path: Path) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_file_atomic(path, buffer.getvalue())
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file_atomic(path, text.encode("utf-8"))
 
 
 def build_synthetic(workdir: Path, num_images: int) -> Path:

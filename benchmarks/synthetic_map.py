@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from yolodata.checks import check_multiple_of  # noqa: E402
+
 TARGET_MAP50 = 0.8
 TARGET_SECONDS = 15 * 60
 SEED = 0
@@ -259,8 +261,7 @@ def check_recipe(recipe: Recipe) -> None:
         if getattr(recipe, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(recipe, name)}")
     for name in ("training_shape", "testing_shape"):
-        if getattr(recipe, name) % 32:
-            raise ValueError(f"--{name} must be a multiple of 32, got {getattr(recipe, name)}")
+        check_multiple_of(f"--{name}", getattr(recipe, name))
 
 
 def main(argv=None) -> int:

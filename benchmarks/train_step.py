@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from yolodata.checks import check_multiple_of  # noqa: E402
 from yolodata.labels import STRIDES, build_targets  # noqa: E402
 from yolodata.rng import keyed_rng  # noqa: E402
 
@@ -66,8 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--steps must be at least 1")
     if args.per_batch_size < 1:
         parser.error("--per_batch_size must be at least 1")
-    if args.training_shape < 32 or args.training_shape % 32:
-        parser.error(f"--training_shape must be a multiple of 32, got {args.training_shape}")
+    try:
+        check_multiple_of("--training_shape", args.training_shape)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

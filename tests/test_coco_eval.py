@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolodata.augment.letterbox import letterbox_matrix
+from yolodata.augment.letterbox import letterbox_matrix, to_original_pixels
 from yolodata.rng import keyed_rng
-from yolomodel.coco_eval import (CocoEvalError, batch_results, category_ids_from_manifest, entry_problem,
-                                 evaluate, format_summary, load_ground_truth, score_detections,
-                                 to_original_pixels, write_results_json)
+from yolomodel.coco_eval import (CocoEvalError, batch_results, entry_problem, evaluate, format_summary,
+                                 load_ground_truth, score_detections, write_results_json)
 
 GT_NAME = "instances_val2014_100.json"
 FAKE_RESULTS_NAME = "instances_val2014_fakebbox100_results.json"
@@ -185,15 +184,6 @@ def test_batch_results_maps_ids_and_skips_padding_rows():
                       category_ids)
     with pytest.raises(ValueError, match="one detection array per image"):
         batch_results(detections[:2], [1, 2, 3], [[1, 1]] * 3, [1] * 3, [[0, 0]] * 3, category_ids)
-
-
-def test_category_ids_from_manifest():
-    manifest = {"categories": [{"index": 1, "id": 90, "name": "b"}, {"index": 0, "id": 2, "name": "a"}]}
-    assert category_ids_from_manifest(manifest).tolist() == [2, 90]
-    with pytest.raises(ValueError, match="categories"):
-        category_ids_from_manifest({})
-    with pytest.raises(ValueError, match="indices"):
-        category_ids_from_manifest({"categories": [{"index": 1, "id": 3, "name": "x"}]})
 
 
 def test_results_json_written_atomically(tmp_path):

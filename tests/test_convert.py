@@ -12,6 +12,7 @@ import pytest
 
 from yolodata import convert as convert_lib
 from yolodata import manifest as manifest_lib
+from yolodata.checks import resolve_num_workers
 from yolodata import mindrecord_shards
 from yolodata.convert import ConversionError, convert_coco
 from yolodata.image_io import decode_stored
@@ -25,7 +26,7 @@ def read_rows(output_dir) -> list[dict]:
     """Every row of the whole file set, in MindDataset's order, through plain MindDataset."""
     import mindspore.dataset as ds
 
-    files = manifest_lib.shard_files(output_dir)
+    files = manifest_lib.load_manifest(output_dir).shard_paths
     dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False)
     return list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
 
@@ -53,13 +54,13 @@ def expected_labels(annotations: list, index_of_category: dict, width: int, heig
 def check_rows_against_json(output_dir, document: dict, image_dir: Path, *, check_pixels=True) -> list[dict]:
     """Assert every row equals the json (ids, names, sizes, boxes, classes, crowd) and the source pixels."""
     manifest = manifest_lib.load_manifest(output_dir)
-    index_of_category = {c["id"]: c["index"] for c in manifest["categories"]}
+    index_of_category = {c.id: c.index for c in manifest.categories}
     records = {r["id"]: r for r in document["images"]}
     annotations = {}
     for ann in document["annotations"]:
         annotations.setdefault(ann["image_id"], []).append(ann)
     rows = read_rows(output_dir)
-    assert len(rows) == manifest["num_images"]
+    assert len(rows) == manifest.num_images
     ids = [int(row["image_id"]) for row in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     for position, row in enumerate(rows):
@@ -109,24 +110,27 @@ def test_coco128_reads_back_with_plain_minddataset_equal_to_the_json(coco128_out
 
 def test_coco128_manifest(coco128_output):
     source, out, summary = coco128_output
-    manifest = manifest_lib.load_manifest(out)
+    written = json.loads((out / "manifest.json").read_text())
     for key in manifest_lib.REQUIRED_KEYS:
-        assert key in manifest
-    assert manifest["num_images"] == 128 and manifest["num_boxes"] == 939
-    categories = manifest["categories"]
-    assert [c["index"] for c in categories] == list(range(80))
-    ids = [c["id"] for c in categories]
+        assert key in written
+    manifest = manifest_lib.load_manifest(out)
+    assert manifest.to_dict() == written  # the typed manifest carries every key the file holds
+    assert manifest.num_images == 128 and manifest.num_boxes == 939
+    categories = manifest.categories
+    assert [c.index for c in categories] == list(range(80))
+    ids = [c.id for c in categories]
     assert ids == sorted(ids) and ids[0] == 1 and ids[-1] == 90  # 1..90 with gaps -> 0..79 in id order
-    assert next(c for c in categories if c["id"] == 13)["index"] == 11  # 12 is one of COCO's gaps
-    assert sum(manifest["boxes_per_category"].values()) == 939
-    assert manifest["boxes_per_category"]["person"] > 0
-    assert manifest["skipped"] == [] and manifest["num_crowd_boxes"] == 10
+    assert next(c for c in categories if c.id == 13).index == 11  # 12 is one of COCO's gaps
+    assert sum(manifest.boxes_per_category.values()) == 939
+    assert manifest.boxes_per_category["person"] > 0
+    assert manifest.skipped == () and manifest.num_crowd_boxes == 10
     import hashlib
 
-    assert manifest["annotation_sha256"] == hashlib.sha256((source / COCO128_JSON).read_bytes()).hexdigest()
-    assert manifest["shards"] == [{"file": "data.mindrecord0", "num_rows": 128}]
-    assert len(manifest["dataset_id"]) == 64 and manifest["dataset_id"] == summary.dataset_id
-    assert manifest["converter_version"] == convert_lib.CONVERTER_VERSION
+    assert manifest.annotation_sha256 == hashlib.sha256((source / COCO128_JSON).read_bytes()).hexdigest()
+    assert manifest.shards == (manifest_lib.ShardEntry("data.mindrecord0", 128),)
+    assert len(manifest.dataset_id) == 64 and manifest.dataset_id == summary.dataset_id
+    assert manifest.converter_version == convert_lib.CONVERTER_VERSION
+    assert manifest.source_format == "coco"
 
 
 def test_coco128_annotations_json_is_the_coco_json_of_the_converted_images(coco128_output):
@@ -179,8 +183,8 @@ def test_labelme_export_with_category_id_0_and_subfolder_file_names(labelme_dir,
     document = json.loads((labelme_dir / "annotations.json").read_text())
     assert summary.num_images == 3 and summary.skipped == []
     manifest = manifest_lib.load_manifest(out)
-    assert manifest["categories"][0] == {"index": 0, "id": 0, "name": "_background_"}
-    assert [c["index"] for c in manifest["categories"]] == [c["id"] for c in manifest["categories"]]
+    assert manifest.categories[0] == manifest_lib.Category(index=0, id=0, name="_background_")
+    assert [c.index for c in manifest.categories] == [c.id for c in manifest.categories]
     rows = check_rows_against_json(out, document, labelme_dir)
     assert all(row_file_name(r).startswith("JPEGImages/") for r in rows)
     assert sum(int(r["num_boxes"]) for r in rows) == len(document["annotations"]) == 12
@@ -233,7 +237,7 @@ def test_boxes_outside_the_image_are_clipped_and_empty_ones_dropped_and_counted(
     summary = convert_coco(coco128_dir / "val2017", ann_file, out, num_workers=2)
     assert summary.boxes_clipped == 3 and summary.boxes_dropped == 3
     manifest = manifest_lib.load_manifest(out)
-    assert manifest["boxes_clipped"] == 3 and manifest["boxes_dropped"] == {"empty_after_clipping": 3}
+    assert manifest.boxes_clipped == 3 and manifest.boxes_dropped == {"empty_after_clipping": 3}
     rows = check_rows_against_json(out, document, coco128_dir / "val2017", check_pixels=False)
     first = rows[0]
     stored = first["boxes"][: int(first["num_boxes"])]
@@ -254,7 +258,7 @@ def test_background_images_are_kept_or_dropped_with_drop_empty(coco128_dir, tmp_
     assert all(int(r["num_boxes"]) > 0 for r in rows)
     written = json.loads((out / "annotations.json").read_text())
     assert len(written["images"]) == 126 and len(written["annotations"]) == len(document["annotations"])
-    assert manifest_lib.load_manifest(out)["options"]["drop_empty"] is True
+    assert manifest_lib.load_manifest(out).options["drop_empty"] is True
 
 
 def test_quirky_images_become_three_channel_rows_in_the_json_frame(quirks_dir, tmp_path):
@@ -291,10 +295,10 @@ def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
     out = tmp_path / "out"
     summary = convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, out, shard_num=3)
     manifest = manifest_lib.load_manifest(out)
-    files = manifest_lib.shard_files(out)
+    files = manifest.shard_paths
     assert [p.name for p in files] == ["data.mindrecord0", "data.mindrecord1", "data.mindrecord2"]
     # the plan's 128 images split into runs 0..41, 42..84, 85..127 (no randomness)
-    assert [s["num_rows"] for s in manifest["shards"]] == [42, 43, 43] == [s["num_rows"] for s in summary.shards]
+    assert [s.num_rows for s in manifest.shards] == [42, 43, 43] == [s["num_rows"] for s in summary.shards]
     rows = read_rows(out)
     assert [int(r["row_index"]) for r in rows] == list(range(128))
     assert [int(r["image_id"]) for r in rows] == sorted(int(r["image_id"]) for r in rows)
@@ -303,7 +307,7 @@ def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
         block = [int(r["row_index"]) for r in ds.MindDataset([str(path)], columns_list=["row_index"],
                                                              shuffle=False).create_dict_iterator(output_numpy=True)]
         assert block == list(range(block[0], block[0] + len(block)))
-        assert {manifest_lib.shard_of_row(manifest, i) for i in block} == {path.name}
+        assert {manifest.shard_of_row(i) for i in block} == {path.name}
         # every file's header names the whole set, so any one of them opens all rows
         header, _ = mindrecord_shards.read_header(path)
         assert header["shard_addresses"] == [p.name for p in files]
@@ -328,7 +332,7 @@ def test_shards_do_not_depend_on_the_number_of_workers(coco128_dir, tmp_path):
     assert names == sorted(p.name for p in outputs[1].iterdir())
     for name in names:
         assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
-    assert [s["num_rows"] for s in manifest_lib.load_manifest(outputs[0])["shards"]] == [5, 6, 6, 6]
+    assert [s.num_rows for s in manifest_lib.load_manifest(outputs[0]).shards] == [5, 6, 6, 6]
 
 
 def test_shard_file_names_follow_filewriter():
@@ -464,11 +468,35 @@ def test_load_manifest_names_what_is_missing(coco128_output, tmp_path):
 
 
 def test_shard_of_row_uses_cumulative_counts():
-    manifest = {"num_images": 20, "shards": [{"file": "a", "num_rows": 10}, {"file": "b", "num_rows": 0},
-                                              {"file": "c", "num_rows": 10}]}
-    assert [manifest_lib.shard_of_row(manifest, i) for i in (0, 9, 10, 19)] == ["a", "a", "c", "c"]
+    shards = tuple(manifest_lib.ShardEntry(name, rows) for name, rows in (("a", 10), ("b", 0), ("c", 10)))
+    manifest = manifest_lib.Manifest(num_images=20, num_boxes=0, categories=(manifest_lib.Category(0, 1, "x"),),
+                                     shards=shards, dataset_id="", annotation_sha256="", converter_version="")
+    assert [manifest.shard_of_row(i) for i in (0, 9, 10, 19)] == ["a", "a", "c", "c"]
     with pytest.raises(ValueError, match="outside"):
-        manifest_lib.shard_of_row(manifest, 20)
+        manifest.shard_of_row(20)
+
+
+@pytest.mark.parametrize("categories, message", [
+    ([], "non-empty list"),
+    ([{"index": 0, "id": 1}], "bad category entry"),
+    ([{"index": 0, "id": 1, "name": "a"}, {"index": 0, "id": 2, "name": "b"}], "index 0 appears twice"),
+    ([{"index": 1, "id": 3, "name": "x"}], r"indices must be 0..0"),
+    ([{"index": 0, "id": 3, "name": "x"}, {"index": 1, "id": 3, "name": "y"}], "ids must be distinct"),
+    ([{"index": True, "id": 3, "name": "x"}], "bad category entry"),
+])
+def test_manifest_categories_are_checked_in_one_place(categories, message):
+    with pytest.raises(manifest_lib.ManifestError, match=message):
+        manifest_lib.parse_categories(categories, "manifest.json")
+
+
+def test_manifest_categories_give_names_and_ids_in_index_order():
+    categories = manifest_lib.parse_categories([{"index": 1, "id": 90, "name": "b"}, {"index": 0, "id": 2, "name": "a"}],
+                                               "manifest.json")
+    shards = (manifest_lib.ShardEntry("s", 0),)
+    manifest = manifest_lib.Manifest(num_images=0, num_boxes=0, categories=categories, shards=shards, dataset_id="",
+                                     annotation_sha256="", converter_version="")
+    assert manifest.class_names == ["a", "b"] and manifest.category_ids.tolist() == [2, 90]
+    assert manifest.num_classes == 2
 
 
 def test_dataset_id_depends_on_ids_boxes_and_annotation_file():
@@ -487,7 +515,7 @@ def test_rejects_bad_arguments(coco128_dir, tmp_path):
         convert_coco(coco128_dir / "val2017", coco128_dir / COCO128_JSON, tmp_path / "o", num_workers=0)
     with pytest.raises(ConversionError, match="is not a folder"):
         convert_coco(tmp_path / "no_images", coco128_dir / COCO128_JSON, tmp_path / "o")
-    assert convert_lib.resolve_num_workers(10 ** 6) == os.cpu_count()
+    assert resolve_num_workers(10 ** 6) == os.cpu_count()
     assert not (tmp_path / "o").exists()
 
 

@@ -156,10 +156,10 @@ def test_default_run_skips_each_bad_case_and_names_it(default_run):
 def test_default_run_lists_every_problem_in_the_manifest(default_run):
     _, out, _ = default_run
     manifest = manifest_lib.load_manifest(out)
-    listed = {(p["image_id"], p["file_name"], p["reason"]) for p in manifest["skipped"]}
+    listed = {(p["image_id"], p["file_name"], p["reason"]) for p in manifest.skipped}
     for case, (image_id, file_name, reason, words) in CASES.items():
         if case == "unknown_image":
-            entry = manifest["skipped_annotations"][0]
+            entry = manifest.skipped_annotations[0]
             assert (entry["image_id"], entry["annotation_id"], entry["reason"]) == (image_id, 77, reason)
             assert words in entry["message"]
         else:
@@ -170,7 +170,7 @@ def test_default_run_lists_every_problem_in_the_manifest(default_run):
 def test_default_run_loses_none_of_the_good_images(default_run):
     _, out, good_ids = default_run
     manifest = manifest_lib.load_manifest(out)
-    assert manifest["num_images"] == NUM_GOOD
+    assert manifest.num_images == NUM_GOOD
     written = json.loads((out / "annotations.json").read_text())
     assert sorted(r["id"] for r in written["images"]) == sorted(good_ids)
     assert {a["image_id"] for a in written["annotations"]} == set(good_ids)
@@ -314,7 +314,7 @@ def test_a_new_conversion_replaces_an_old_one_and_stale_leftovers_are_removed(co
     document["images"] = document["images"][:2]
     ann_file.write_text(json.dumps(document))
     summary = convert_coco(image_dir, ann_file, out)
-    assert summary.num_images == 2 and manifest_lib.load_manifest(out)["num_images"] == 2
+    assert summary.num_images == 2 and manifest_lib.load_manifest(out).num_images == 2
     assert leftovers(tmp_path) == []
 
 

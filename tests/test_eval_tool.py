@@ -18,7 +18,7 @@ import pytest
 from yolodata.convert import convert_coco
 from yolodata.pipeline import create_eval_dataset
 from yolodata.synthetic import make_synthetic_coco
-from yolomodel.coco_eval import category_ids_from_manifest, entry_problem, load_ground_truth, score_detections
+from yolomodel.coco_eval import entry_problem, load_ground_truth, score_detections
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVAL_SCRIPT = PROJECT_ROOT / "tools" / "eval.py"
@@ -198,7 +198,7 @@ NMS_OPTIONS = dict(conf_thresh=0.001, nms_thresh=0.65, max_det=300, multi_label=
 def test_perfect_predictions_score_one_and_cover_every_image_once(val_dir):
     from yolodata.manifest import load_manifest
 
-    category_ids = category_ids_from_manifest(load_manifest(val_dir))
+    category_ids = load_manifest(val_dir).category_ids
     ann_file = val_dir / "annotations.json"
     predict = perfect_predictor(ann_file, category_ids)
     dataset = create_eval_dataset(val_dir, per_batch_size=3, testing_shape=128)  # 8 images: a padded batch

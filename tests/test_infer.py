@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from yolodata.augment.letterbox import letterbox_matrix
+from yolodata.augment.letterbox import to_original_pixels
 from yolodata.boxes import transform_boxes
 from yolodata.rng import keyed_rng
 from yolomodel.infer import (DETECTIONS_NAME, Detector, InferenceError, check_class_count,
                              check_detection_settings, detections_document, find_images, letterbox_input,
-                             output_names, read_image, run_inference, to_original_pixels, write_detections_json)
+                             output_names, read_image, run_inference, write_detections_json)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RED_BGR = (0, 0, 255)

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from yolodata.convert import convert_coco
+from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
@@ -273,7 +274,9 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     def crash(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_lib.os, "replace", crash)
+    from yolodata import fileio
+
+    monkeypatch.setattr(fileio.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         ckpt_lib.save_checkpoint_atomic(tmp_path / "a.ckpt", [{"name": "w", "data": ms.Tensor(np.zeros(3))}])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]      # the old file, untouched
@@ -295,7 +298,7 @@ def test_data_dir_is_converted_once_and_reused(tmp_path):
     data_lib.resolve_training_data(args, log=messages.append)
     assert args.mindrecord == str(coco / "mindrecord" / "train2017")
     assert args.val_mindrecord == str(coco / "mindrecord" / "val2017")
-    assert data_lib.dataset_facts(args.mindrecord)["num_images"] == synthetic.num_train
+    assert load_manifest(args.mindrecord).num_images == synthetic.num_train
     assert any("MindRecord shard(s) in " + args.mindrecord in m for m in messages)
     again = config_lib.parse_config(["--data_dir", str(coco)])
     messages.clear()
@@ -378,7 +381,7 @@ def test_checkpoint_layout(interrupted_run, tiny_shards):
     run_dir, _, _ = interrupted_run
     params, metadata = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "0-2_1.ckpt")
     assert metadata["format"] == ckpt_lib.CHECKPOINT_FORMAT
-    assert metadata["dataset_id"] == data_lib.dataset_facts(tiny_shards[0])["dataset_id"]
+    assert metadata["dataset_id"] == load_manifest(tiny_shards[0]).dataset_id
     assert (metadata["yolov5_version"], metadata["num_classes"], metadata["training_shape"],
             metadata["global_batch_size"], metadata["seed"]) == ("yolov5n", 5, 64, 2, 0)
     weights = {n for n in params if n.split(".")[0] in ("backbone", "neck", "head")}

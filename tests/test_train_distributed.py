@@ -65,19 +65,19 @@ def reference_parameters(shards) -> dict:
     import mindspore as ms
     from mindspore import Tensor
 
+    from yolodata.manifest import load_manifest
     from yolodata.pipeline import create_train_dataset
     from yolodata.sampler import steps_per_epoch
     from yolomodel.train import builder
-    from yolomodel.train.data import dataset_facts
     from yolomodel.train.lr_schedule import build_lr_schedule
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    facts = dataset_facts(shards)
-    steps = steps_per_epoch(facts["num_images"], 2 * SETTINGS["per_batch_size"])
+    manifest = load_manifest(shards)
+    steps = steps_per_epoch(manifest.num_images, 2 * SETTINGS["per_batch_size"])
     lr = build_lr_schedule(lr_scheduler="cosine_annealing", lr=SETTINGS["lr"], steps_per_epoch=steps,
                            warmup_epochs=0, max_epoch=SETTINGS["max_epoch"], t_max=320)
     parts = builder.build_train_step(
-        yolov5_version=SETTINGS["yolov5_version"], num_classes=facts["num_classes"],
+        yolov5_version=SETTINGS["yolov5_version"], num_classes=manifest.num_classes,
         training_shape=SETTINGS["training_shape"], momentum=0.9, weight_decay=0.0005, loss_scale=64.0,
         loss_scale_type="static", label_smooth_factor=0.0, iou_type="ciou", seed=SETTINGS["seed"])
     forward_backward = parts.train_step.forward_backward

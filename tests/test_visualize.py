@@ -14,6 +14,8 @@ import pytest
 from conftest import PROJECT_ROOT, write_rectangle_coco
 from yolodata import visualize as vis
 from yolodata.convert import convert_coco
+from yolodata.fileio import write_file_atomic
+from yolodata.manifest import load_manifest
 from yolodata.pipeline import TRAIN_COLUMNS, create_train_dataset
 from yolodata.sampler import epoch_order
 
@@ -216,14 +218,14 @@ def test_raw_stage_shows_stored_images_and_boxes(rect_dataset):
     """Raw tiles: the rows epoch 0 visits first, each the stored picture with its stored boxes,
     captioned with id and file name; outlines on the letterboxed boxes."""
     shards, document, image_dir = rect_dataset
-    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest = load_manifest(shards)
     samples = vis.raw_samples(shards, num=16, seed=2)  # more than the 13 images: the order wraps
-    order = epoch_order(13, seed=2, epoch=0, dataset_key=manifest["dataset_id"])
+    order = epoch_order(13, seed=2, epoch=0, dataset_key=manifest.dataset_id)
     records = sorted(document["images"], key=lambda r: r["id"])
     annotations = {}
     for ann in document["annotations"]:
         annotations.setdefault(ann["image_id"], []).append(ann)
-    grid, geometry = vis.render_grid(samples, vis.class_names_of(manifest), tile_size=192)
+    grid, geometry = vis.render_grid(samples, manifest.class_names, tile_size=192)
     checked = 0
     for index, (sample, row) in enumerate(zip(samples, order[np.arange(16) % 13])):
         record = records[row]
@@ -244,25 +246,25 @@ def test_raw_stage_shows_stored_images_and_boxes(rect_dataset):
 def test_statistics_equal_the_manifest(rect_dataset, tmp_path):
     shards, document, _ = rect_dataset
     stats, manifest = vis.dataset_label_statistics(shards, num_workers=2)
-    assert stats.num_images == manifest["num_images"] == 13
-    assert stats.num_boxes == manifest["num_boxes"] == len(document["annotations"])
-    assert stats.num_crowd_boxes == manifest["num_crowd_boxes"] == 1
-    assert stats.num_background_images == manifest["num_background_images"] == 1
-    assert stats.counts_by_key(vis.category_keys(manifest)) == manifest["boxes_per_category"]
+    assert stats.num_images == manifest.num_images == 13
+    assert stats.num_boxes == manifest.num_boxes == len(document["annotations"])
+    assert stats.num_crowd_boxes == manifest.num_crowd_boxes == 1
+    assert stats.num_background_images == manifest.num_background_images == 1
+    assert stats.counts_by_key(manifest.category_keys) == manifest.boxes_per_category
     per_image = [sum(a["image_id"] == i for a in document["annotations"]) for i in range(1, 14)]
     assert stats.boxes_per_image.tolist() == per_image
     assert np.all((stats.relative_sizes > 0) & (stats.relative_sizes <= 1))
     assert np.all((stats.relative_centres > 0) & (stats.relative_centres < 1))
 
-    figure = vis.label_figure(stats, vis.class_names_of(manifest))
-    path = vis.write_atomically(tmp_path / "new" / "labels.jpg", vis.encode_figure(figure, ".jpg"))
+    figure = vis.label_figure(stats, manifest.class_names)
+    path = write_file_atomic(tmp_path / "new" / "labels.jpg", vis.encode_figure(figure, ".jpg"))
     picture = cv2.imread(str(path))
     assert picture is not None and picture.shape == (900, 1000, 3)
     assert sorted(p.name for p in path.parent.iterdir()) == ["labels.jpg"]  # no temporary file left
 
-    text = vis.format_statistics(stats, vis.category_keys(manifest))
+    text = vis.format_statistics(stats, manifest.category_keys)
     assert f"boxes: {stats.num_boxes} (1 crowd)" in text
-    for key, count in manifest["boxes_per_category"].items():
+    for key, count in manifest.boxes_per_category.items():
         assert f"{key}  {count}" in text.replace(" " * 3, " ")
 
 
@@ -273,13 +275,13 @@ def test_statistics_on_coco128_equal_its_manifest(coco128_dir, tmp_path):
                  output_dir=out, shard_num=2)
     stats, manifest = vis.dataset_label_statistics(out)
     assert (stats.num_images, stats.num_boxes, stats.num_crowd_boxes, stats.num_background_images) == (
-        manifest["num_images"], manifest["num_boxes"], manifest["num_crowd_boxes"],
-        manifest["num_background_images"])
-    assert stats.counts_by_key(vis.category_keys(manifest)) == manifest["boxes_per_category"]
+        manifest.num_images, manifest.num_boxes, manifest.num_crowd_boxes,
+        manifest.num_background_images)
+    assert stats.counts_by_key(manifest.category_keys) == manifest.boxes_per_category
     assert stats.num_crowd_boxes == 10 and stats.num_background_images == 2
 
     samples = vis.raw_samples(out, num=9, seed=0)
-    grid, geometry = vis.render_grid(samples, vis.class_names_of(manifest), tile_size=256)
+    grid, geometry = vis.render_grid(samples, manifest.class_names, tile_size=256)
     assert grid.shape[:2] == geometry.grid_hw and (geometry.rows, geometry.cols) == (3, 3)
     checked = 0
     for index, sample in enumerate(samples):

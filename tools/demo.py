@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from yolodata.checks import check_multiple_of  # noqa: E402
 from benchmarks.synthetic_map import (Recipe, coco_scores, convert_splits, eval_command,  # noqa: E402
                                       generate_dataset, last_checkpoint, load_average, run_streaming,
                                       train_command)
@@ -97,8 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--num_images must be at least 12 (both splits need images), got {args.num_images}")
     if args.epochs < 1 or args.per_batch_size < 1:
         parser.error("--epochs and --per_batch_size must be at least 1")
-    if args.training_shape < 32 or args.training_shape % 32:
-        parser.error(f"--training_shape must be a multiple of 32, got {args.training_shape}")
+    try:
+        check_multiple_of("--training_shape", args.training_shape)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

@@ -211,8 +211,12 @@ def run_results_file(args, started: float) -> int:
 def check_model_args(args) -> None:
     if args.pretrained is None:
         raise EvalUserError("--mindrecord needs --pretrained CKPT (the checkpoint to evaluate)")
-    if args.testing_shape < 32 or args.testing_shape % 32:
-        raise EvalUserError(f"--testing_shape must be a multiple of 32, got {args.testing_shape}")
+    from yolodata.checks import check_multiple_of
+
+    try:
+        check_multiple_of("--testing_shape", args.testing_shape)
+    except ValueError as error:
+        raise EvalUserError(str(error)) from None
     if args.per_batch_size < 1:
         raise EvalUserError(f"--per_batch_size must be at least 1, got {args.per_batch_size}")
     if args.num_classes is not None and args.num_classes < 1:
@@ -227,15 +231,13 @@ def run_model(args, started: float) -> int:
 
     from yolodata.manifest import load_manifest
     from yolodata.pipeline import create_eval_dataset
-    from yolodata.schema import ANNOTATIONS_NAME
-    from yolomodel.coco_eval import category_ids_from_manifest, load_ground_truth, score_detections, \
-        write_results_json
+    from yolomodel.coco_eval import load_ground_truth, score_detections, write_results_json
 
     check_model_args(args)
     manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
-    ann_file = args.ann_file or Path(args.mindrecord) / ANNOTATIONS_NAME
+    ann_file = args.ann_file or manifest.annotations_path
     ground_truth = load_ground_truth(ann_file)  # fail on a bad ground truth before the long run
-    category_ids = category_ids_from_manifest(manifest)
+    category_ids = manifest.category_ids
     results_file = args.results_file or DEFAULT_RESULTS_FILE
 
     ms.set_device(args.device_target)
@@ -249,7 +251,7 @@ def run_model(args, started: float) -> int:
 
     inference_net, description = load_network(args.pretrained, args, len(category_ids))
     if rank == 0:
-        print(f"evaluating {description} on {args.mindrecord} ({manifest['num_images']} images, "
+        print(f"evaluating {description} on {args.mindrecord} ({manifest.num_images} images, "
               f"{group_size} rank(s)) at {args.testing_shape}", flush=True)
     dataset = create_eval_dataset(args.mindrecord, per_batch_size=args.per_batch_size,
                                   testing_shape=args.testing_shape, num_parallel_workers=args.num_parallel_workers,

@@ -65,20 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def class_names_from_args(args):
     """(class names or None, category ids or None, description of their source or None)."""
-    from yolodata.manifest import ManifestError, read_manifest_file
-    from yolomodel.infer import categories_of_manifest, read_names_file
+    from yolodata.manifest import ManifestError, read_manifest
+    from yolomodel.infer import read_names_file
 
     if args.names is not None:
         return read_names_file(args.names), None, f"--names {args.names}"
     if args.mindrecord is not None:
         try:
-            manifest = read_manifest_file(args.mindrecord)
+            manifest = read_manifest(args.mindrecord)
         except ManifestError as error:
             from yolomodel.infer import InferenceError
 
             raise InferenceError(f"--mindrecord: {error}") from error
-        names, ids = categories_of_manifest(manifest, f"{args.mindrecord}/manifest.json")
-        return names, ids, f"--mindrecord {args.mindrecord}"
+        return manifest.class_names, manifest.category_ids.tolist(), f"--mindrecord {args.mindrecord}"
     return None, None, None
 
 

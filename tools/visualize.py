@@ -85,7 +85,8 @@ def _check_suffixes(args) -> None:
 
 def write_grid(args) -> str:
     from yolodata.manifest import load_manifest
-    from yolodata.visualize import class_names_of, encode_grid, read_samples, render_grid, write_atomically
+    from yolodata.fileio import write_file_atomic
+    from yolodata.visualize import encode_grid, read_samples, render_grid
 
     options = {}
     if args.stage != "raw":
@@ -93,21 +94,21 @@ def write_grid(args) -> str:
                        resize_rate=args.resize_rate, num_workers=args.num_workers,
                        augment={name: getattr(args, name) for name in AUGMENT_FLAGS})
     samples = read_samples(args.mindrecord, stage=args.stage, num=args.num, seed=args.seed, **options)
-    grid, geometry = render_grid(samples, class_names_of(load_manifest(args.mindrecord)),
+    grid, geometry = render_grid(samples, load_manifest(args.mindrecord).class_names,
                                  tile_size=args.tile_size)
-    write_atomically(args.output, encode_grid(grid, args.output.suffix))
+    write_file_atomic(args.output, encode_grid(grid, args.output.suffix))
     return (f"wrote {args.output}: {len(samples)} {args.stage} samples (seed {args.seed}) in a "
             f"{geometry.rows}x{geometry.cols} grid, {grid.shape[1]}x{grid.shape[0]} pixels")
 
 
 def write_labels(args) -> str:
-    from yolodata.visualize import (category_keys, class_names_of, dataset_label_statistics, encode_figure,
-                                    format_statistics, label_figure, write_atomically)
+    from yolodata.fileio import write_file_atomic
+    from yolodata.visualize import dataset_label_statistics, encode_figure, format_statistics, label_figure
 
     stats, manifest = dataset_label_statistics(args.mindrecord, num_workers=args.num_workers)
-    print(format_statistics(stats, category_keys(manifest)))
-    figure = label_figure(stats, class_names_of(manifest))
-    write_atomically(args.labels, encode_figure(figure, args.labels.suffix))
+    print(format_statistics(stats, manifest.category_keys))
+    figure = label_figure(stats, manifest.class_names)
+    write_file_atomic(args.labels, encode_figure(figure, args.labels.suffix))
     return f"wrote {args.labels}"
 
 

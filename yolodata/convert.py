@@ -39,8 +39,6 @@ import json
 import math
 import os
 import re
-import secrets
-import shutil
 import stat
 import sys
 import time
@@ -52,7 +50,9 @@ import numpy as np
 from . import boxes as boxes_lib
 from . import image_io
 from .json_members import NotAnObject, decode_json_bytes, iter_object_members
-from .manifest import compute_dataset_id
+from .checks import resolve_num_workers
+from .fileio import AtomicOutput, write_file_durable
+from .manifest import Category, Manifest, ShardEntry, category_count_keys, compute_dataset_id
 from .mindrecord_shards import ShardSetWriter
 from .ordered_prefetch import OrderedPrefetch
 from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, NUM_LABEL_COLUMNS, SCHEMA_VERSION, placeholder_arrays
@@ -103,13 +103,6 @@ class Problem:
         if self.annotation_id is not None:
             entry["annotation_id"] = self.annotation_id
         return entry
-
-
-@dataclasses.dataclass(frozen=True)
-class Category:
-    index: int   # contiguous training index, in category-id order
-    id: int      # original COCO category id
-    name: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -580,90 +573,13 @@ def shard_of_position(starts: list[int], position: int) -> int:
 # Stage 3: output files, atomically
 # ----------------------------------------------------------------------------------------------------
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class AtomicOutput:
-    """A temporary folder beside ``target`` that replaces it only at ``commit()``.
-
-    On any exception (including KeyboardInterrupt) the temporary folder is removed and ``target`` is left
-    as it was. Leftovers of killed runs (``.NAME.partial-PID-*`` of dead processes) are removed first.
-    """
-
-    def __init__(self, target: Path):
-        self.target = target
-        self.temp: Path | None = None
-        self._created_parents: list[Path] = []
-
-    def _check_target(self) -> None:
-        target = self.target
-        if target.exists() and not target.is_dir():
-            raise ConversionError(f"--output_dir {target} exists and is not a folder")
-        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-            raise ConversionError(f"--output_dir {target} is a non-empty folder that is not a converter output "
-                                  f"(no {MANIFEST_NAME}); choose a new or empty folder")
-
-    def _remove_stale(self) -> None:
-        """Remove leftovers of killed runs; an old output caught between its two renames is restored."""
-        pattern = re.compile(re.escape(f".{self.target.name}.") + r"(partial|old)-(\d+)-[0-9a-f]+$")
-        for candidate in sorted(self.target.parent.iterdir()):
-            match = pattern.match(candidate.name)
-            if not match or int(match.group(2)) == os.getpid() or _process_alive(int(match.group(2))):
-                continue
-            if match.group(1) == "old" and not self.target.exists():
-                os.rename(candidate, self.target)
-            else:
-                shutil.rmtree(candidate, ignore_errors=True)
-
-    def __enter__(self) -> Path:
-        self._check_target()
-        missing = []
-        parent = self.target.parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir()
-            self._created_parents.append(folder)
-        self._remove_stale()
-        self.temp = self.target.parent / f".{self.target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-        self.temp.mkdir()
-        return self.temp
-
-    def commit(self) -> None:
-        """Move the finished temporary folder into place (the old output, if any, is removed after)."""
-        self._check_target()
-        backup = None
-        try:
-            if self.target.exists():
-                backup = self.target.parent / f".{self.target.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-                os.rename(self.target, backup)
-            os.rename(self.temp, self.target)
-        except BaseException:
-            if backup is not None and backup.exists() and not self.target.exists():
-                os.rename(backup, self.target)
-            raise
-        self.temp = None
-        self._created_parents = []
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.temp is not None:
-            shutil.rmtree(self.temp, ignore_errors=True)
-            self.temp = None
-        for folder in reversed(self._created_parents):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+def check_output_target(target: Path) -> None:
+    """ConversionError unless ``target`` may be replaced by a conversion: absent, empty, or an earlier output."""
+    if target.exists() and not target.is_dir():
+        raise ConversionError(f"--output_dir {target} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+        raise ConversionError(f"--output_dir {target} is a non-empty folder that is not a converter output "
+                              f"(no {MANIFEST_NAME}); choose a new or empty folder")
 
 
 def annotations_document(document: dict, entries: list) -> dict:
@@ -674,30 +590,17 @@ def annotations_document(document: dict, entries: list) -> dict:
     return out
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def write_annotations(path: Path, plan: Plan, converted: list) -> None:
     """annotations.json: the input file itself when every image and annotation of it was converted,
     else the json re-written with exactly the converted images and their annotations."""
     everything = (len(converted) == len(plan.document["images"])
                   and sum(len(e.annotations) for e in converted) == len(plan.document["annotations"]))
     if everything:
-        _write_file(path, plan.annotation_bytes)
+        write_file_durable(path, plan.annotation_bytes)
     else:
         text = json.dumps(annotations_document(plan.document, converted), ensure_ascii=False,
                           separators=(",", ":"))
-        _write_file(path, text.encode("utf-8"))
-
-
-def category_count_keys(categories: list) -> list[str]:
-    """Keys of ``boxes_per_category`` in index order: the name, or "name (id N)" for a repeated name."""
-    names = collections.Counter(c.name for c in categories)
-    return [c.name if names[c.name] == 1 else f"{c.name} (id {c.id})" for c in categories]
+        write_file_durable(path, text.encode("utf-8"))
 
 
 def boxes_per_category(categories: list, label_arrays: list) -> dict:
@@ -707,16 +610,6 @@ def boxes_per_category(categories: list, label_arrays: list) -> dict:
         if len(labels):
             counts += np.bincount(labels[:, 4].astype(np.int64), minlength=len(categories))
     return {key: int(count) for key, count in zip(category_count_keys(categories), counts)}
-
-
-def resolve_num_workers(num_workers: int | None) -> int:
-    """Decode threads: default and ceiling os.cpu_count() (more threads than cores only add switching)."""
-    cpus = os.cpu_count() or 1
-    if num_workers is None:
-        return cpus
-    if not _is_int(num_workers) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
-    return min(num_workers, cpus)
 
 
 def _strict_stop(problems: list, stage: str) -> ConversionError:
@@ -771,30 +664,30 @@ class ConvertedImage:
 
 
 def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, shards: list,
-                   options: dict, ann_file) -> dict:
-    """The manifest.json content (see DESIGN.md for the keys readers rely on)."""
+                   options: dict, ann_file) -> Manifest:
+    """The manifest of the converted rows (``Manifest.to_json`` is what manifest.json holds)."""
     boxes_per_row = [len(image.labels) for image in converted]
-    return {
-        "converter_version": CONVERTER_VERSION,
-        "schema_version": SCHEMA_VERSION,
-        "num_images": len(converted),
-        "num_boxes": int(sum(boxes_per_row)),
-        "num_background_images": int(sum(1 for n in boxes_per_row if n == 0)),
-        "num_crowd_boxes": int(sum(int(image.labels[:, 5].sum()) for image in converted)),
-        "categories": [{"index": c.index, "id": c.id, "name": c.name} for c in plan.categories],
-        "boxes_per_category": boxes_per_category(plan.categories, [image.labels for image in converted]),
-        "boxes_clipped": int(sum(image.boxes_clipped for image in converted)),
-        "boxes_dropped": {"empty_after_clipping": int(sum(image.boxes_dropped for image in converted))},
-        "skipped": [p.manifest_entry() for p in skipped],
-        "skipped_annotations": [p.manifest_entry() for p in plan.annotation_problems],
-        "reencoded": reencoded,
-        "annotation_file": Path(ann_file).name,
-        "annotation_sha256": plan.annotation_sha256,
-        "options": options,
-        "shards": shards,
-        "dataset_id": compute_dataset_id(SCHEMA_VERSION, [image.entry.image_id for image in converted],
-                                         boxes_per_row, plan.annotation_sha256),
-    }
+    return Manifest(
+        converter_version=CONVERTER_VERSION,
+        schema_version=SCHEMA_VERSION,
+        num_images=len(converted),
+        num_boxes=int(sum(boxes_per_row)),
+        num_background_images=int(sum(1 for n in boxes_per_row if n == 0)),
+        num_crowd_boxes=int(sum(int(image.labels[:, 5].sum()) for image in converted)),
+        categories=tuple(plan.categories),
+        boxes_per_category=boxes_per_category(plan.categories, [image.labels for image in converted]),
+        boxes_clipped=int(sum(image.boxes_clipped for image in converted)),
+        boxes_dropped={"empty_after_clipping": int(sum(image.boxes_dropped for image in converted))},
+        skipped=tuple(p.manifest_entry() for p in skipped),
+        skipped_annotations=tuple(p.manifest_entry() for p in plan.annotation_problems),
+        reencoded=tuple(reencoded),
+        annotation_file=Path(ann_file).name,
+        annotation_sha256=plan.annotation_sha256,
+        options=dict(options),
+        shards=tuple(ShardEntry(s["file"], s["num_rows"]) for s in shards),
+        dataset_id=compute_dataset_id(SCHEMA_VERSION, [image.entry.image_id for image in converted],
+                                      boxes_per_row, plan.annotation_sha256),
+    )
 
 
 @dataclasses.dataclass
@@ -877,7 +770,7 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
         raise ValueError(f"shard_num must be an integer in 1..1000, got {shard_num!r}")
     if exif_frame not in image_io.EXIF_FRAMES:
         raise ValueError(f"exif_frame must be one of {image_io.EXIF_FRAMES}, got {exif_frame!r}")
-    workers = resolve_num_workers(num_workers)
+    workers = resolve_num_workers(num_workers, "num_workers")
     if not image_dir.is_dir():
         raise ConversionError(f"--image_dir {image_dir} is not a folder")
     log = log or (lambda message: None)
@@ -913,7 +806,7 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
                                   f"e.g. {plan.problems[0].describe() if plan.problems else 'none listed'}); "
                                   f"nothing was written")
 
-        atomic = AtomicOutput(output_dir)
+        atomic = AtomicOutput(output_dir, check_output_target)
         with atomic as temp:
             writer = ShardSetWriter(temp, shard_num)
             try:
@@ -928,7 +821,7 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
                                           ann_file)
                 with _writing(output_dir):
                     write_annotations(temp / ANNOTATIONS_NAME, plan, [image.entry for image in written.converted])
-                    _write_file(temp / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
+                    write_file_durable(temp / MANIFEST_NAME, manifest.to_json())
                     stats = [p.stat() for p in temp.iterdir() if p.is_file()]
                     atomic.commit()
                 log(f"wrote {output_dir}")
@@ -936,11 +829,11 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
                 writer.discard()
                 raise
     return ConversionSummary(
-        output_dir=str(output_dir), num_images=manifest["num_images"], num_boxes=manifest["num_boxes"],
-        num_background=manifest["num_background_images"], boxes_clipped=manifest["boxes_clipped"],
-        boxes_dropped=manifest["boxes_dropped"]["empty_after_clipping"], skipped=skipped,
+        output_dir=str(output_dir), num_images=manifest.num_images, num_boxes=manifest.num_boxes,
+        num_background=manifest.num_background_images, boxes_clipped=manifest.boxes_clipped,
+        boxes_dropped=manifest.boxes_dropped["empty_after_clipping"], skipped=skipped,
         skipped_annotations=plan.annotation_problems, reencoded=written.reencoded, shards=shards,
         bytes_written=sum(st.st_size for st in stats),
         disk_bytes=sum(getattr(st, "st_blocks", 0) * 512 or st.st_size for st in stats),
         seconds=time.perf_counter() - started, convert_seconds=convert_seconds, num_workers=workers,
-        dataset_id=manifest["dataset_id"])
+        dataset_id=manifest.dataset_id)

@@ -33,11 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
-from . import manifest as manifest_lib
 from . import sampler as sampler_lib
 from .augment import affine, color, extras, letterbox, mosaic
+from .checks import check_multiple_of, resolve_num_workers
 from .image_io import decode_stored
 from .labels import STRIDES, YOLOV5_ANCHORS, build_targets
+from .manifest import Manifest, load_manifest
 from .rng import keyed_rng
 from .schema import row_labels
 
@@ -90,16 +91,6 @@ class AugmentConfig:
         return config
 
 
-def default_num_workers(requested: int | None) -> int:
-    """``requested`` clamped to [1, cpu count]: MindSpore raises above the machine's CPU count."""
-    cpus = os.cpu_count() or 1
-    if requested is None:
-        return min(cpus, 8)
-    if int(requested) < 1:
-        raise ValueError(f"num_parallel_workers must be at least 1, got {requested}")
-    return min(int(requested), cpus)
-
-
 def limit_opencv_threads(opencv_threads: int | None) -> None:
     """Let each OpenCV call use at most ``opencv_threads`` threads (process-wide); None: leave it.
 
@@ -120,7 +111,7 @@ def limit_opencv_threads(opencv_threads: int | None) -> None:
     cv2.setNumThreads(int(opencv_threads))
 
 
-def resolve_mindrecord(mindrecord) -> tuple[list[str], dict, Path]:
+def resolve_mindrecord(mindrecord) -> tuple[list[str], Manifest, Path]:
     """(shard files in row order, manifest, folder) for a converter output folder or a list of shards."""
     if isinstance(mindrecord, (str, os.PathLike)) and Path(mindrecord).is_dir():
         folder = Path(mindrecord)
@@ -131,8 +122,8 @@ def resolve_mindrecord(mindrecord) -> tuple[list[str], dict, Path]:
     else:
         raise ValueError(f"mindrecord must be a folder written by tools/coco2mindrecord.py or a list of "
                          f"its shard files; got {mindrecord!r}")
-    manifest = manifest_lib.load_manifest(folder)
-    files = [str(p) for p in manifest_lib.shard_files(folder)]
+    manifest = load_manifest(folder)
+    files = [str(p) for p in manifest.shard_paths]
     if isinstance(mindrecord, (list, tuple)):
         given = sorted(str(Path(p).resolve()) for p in mindrecord)
         if given != sorted(str(Path(p).resolve()) for p in files):
@@ -180,14 +171,14 @@ class BadRowCounter:
 class _RowDecoder:
     """Decodes the rows of one batch once each, naming shard and image id when a row is bad."""
 
-    def __init__(self, manifest: dict, folder: Path, skip_bad_rows: bool, bad_rows: BadRowCounter):
+    def __init__(self, manifest: Manifest, folder: Path, skip_bad_rows: bool, bad_rows: BadRowCounter):
         self.manifest = manifest
         self.folder = folder
         self.skip_bad_rows = skip_bad_rows
         self.bad_rows = bad_rows
 
     def describe(self, row_index: int, image_id: int) -> str:
-        shard = manifest_lib.shard_of_row(self.manifest, int(row_index))
+        shard = self.manifest.shard_of_row(int(row_index))
         return f"shard {self.folder / shard}, image_id {int(image_id)} (row {int(row_index)})"
 
     def decode_one(self, buf, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id,
@@ -379,13 +370,13 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
         raise ValueError(f"max_boxes must be at least 1, got {max_boxes}")
     if int(resize_rate) < 0:
         raise ValueError(f"resize_rate must be 0 (fixed shape) or a positive number of batches, got {resize_rate}")
-    workers = default_num_workers(num_parallel_workers)
+    workers = resolve_num_workers(num_parallel_workers)
     files, manifest, folder = resolve_mindrecord(mindrecord)
     limit_opencv_threads(opencv_threads)
-    dataset_id = manifest["dataset_id"]
+    dataset_id = manifest.dataset_id
     if expected_dataset_id is not None:
         sampler_lib.check_resume(expected_dataset_id, dataset_id)
-    num_samples = int(manifest["num_images"])
+    num_samples = manifest.num_images
     if num_samples < 1:
         raise ValueError(f"{folder} holds no images")
     shapes = tuple(multiscale_shapes) if multiscale_shapes else sampler_lib.multiscale_shapes(training_shape)
@@ -493,12 +484,11 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     """
     if int(per_batch_size) < 1:
         raise ValueError(f"per_batch_size must be at least 1, got {per_batch_size}")
-    if int(testing_shape) < 32 or int(testing_shape) % 32:
-        raise ValueError(f"testing_shape must be a multiple of 32, got {testing_shape}")
-    workers = default_num_workers(num_parallel_workers)
+    check_multiple_of("testing_shape", testing_shape)
+    workers = resolve_num_workers(num_parallel_workers)
     files, manifest, folder = resolve_mindrecord(mindrecord)
     limit_opencv_threads(opencv_threads)
-    num_samples = int(manifest["num_images"])
+    num_samples = manifest.num_images
     rows, valid = eval_rows(num_samples, per_batch_size=int(per_batch_size), rank=int(rank),
                             group_size=int(group_size))
     keys = np.stack([rows, valid], axis=1)
@@ -510,5 +500,5 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
-    dataset.dataset_id = manifest["dataset_id"]
+    dataset.dataset_id = manifest.dataset_id
     return dataset

@@ -43,15 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import operator
 import re
 from typing import Sequence
 
 import numpy as np
 
+from .checks import INPUT_MULTIPLE, check_int, check_multiple_of
 from .rng import keyed_rng
 
-SHAPE_MULTIPLE = 32
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _WORD_MASK = (1 << 64) - 1
 
@@ -70,23 +69,6 @@ class RankSchedule:
     steps: np.ndarray
 
 
-# --- argument checks ------------------------------------------------------------------------------
-
-def _as_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as a Python int, or a ValueError saying what to pass instead."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got the boolean {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {number}")
-    if maximum is not None and number > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {number}")
-    return number
-
-
 def dataset_key_int(dataset_key) -> int:
     """A stable non-negative int for a dataset identity.
 
@@ -100,7 +82,7 @@ def dataset_key_int(dataset_key) -> int:
         if not dataset_key:
             raise ValueError("dataset_key must not be empty: pass the manifest's dataset_id")
         return int.from_bytes(hashlib.sha256(dataset_key.encode("utf-8")).digest(), "big")
-    return _as_int("dataset_key (the manifest's dataset_id, a str)", dataset_key, minimum=0)
+    return check_int("dataset_key (the manifest's dataset_id, a str)", dataset_key, minimum=0)
 
 
 def _dataset_key_words(dataset_key) -> list[int]:
@@ -111,8 +93,8 @@ def _dataset_key_words(dataset_key) -> list[int]:
 
 
 def _check_seed_epoch(seed, epoch) -> tuple[int, int]:
-    seed = _as_int("seed", seed, minimum=0, maximum=_WORD_MASK)
-    epoch = _as_int("epoch", epoch, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=_WORD_MASK)
+    epoch = check_int("epoch", epoch, minimum=0)
     return seed, epoch
 
 
@@ -123,7 +105,7 @@ def epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key) -> np.n
 
     Depends only on (seed, epoch, dataset_key) and ``num_samples`` (which the dataset identity fixes).
     """
-    num_samples = _as_int("num_samples", num_samples, minimum=1)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
     seed, epoch = _check_seed_epoch(seed, epoch)
     rng = keyed_rng(seed, epoch, *_dataset_key_words(dataset_key), purpose="epoch-order")
     return rng.permutation(num_samples).astype(np.int64)
@@ -131,8 +113,8 @@ def epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key) -> np.n
 
 def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
     """Number of global batches in an epoch: ceil(num_samples / global_batch_size) (last one padded)."""
-    num_samples = _as_int("num_samples", num_samples, minimum=1)
-    global_batch_size = _as_int("global_batch_size (per_batch_size * group_size)", global_batch_size,
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    global_batch_size = check_int("global_batch_size (per_batch_size * group_size)", global_batch_size,
                                 minimum=1)
     return -(-num_samples // global_batch_size)
 
@@ -155,16 +137,16 @@ def rank_schedule(num_samples: int, *, seed: int, epoch: int, per_batch_size: in
     ``start_step`` may equal ``steps_per_epoch`` (a checkpoint taken after the last step): the schedule
     is then empty.
     """
-    per_batch_size = _as_int("per_batch_size", per_batch_size, minimum=1)
-    group_size = _as_int("group_size (the number of ranks)", group_size, minimum=1)
-    rank = _as_int("rank", rank, minimum=0)
+    per_batch_size = check_int("per_batch_size", per_batch_size, minimum=1)
+    group_size = check_int("group_size (the number of ranks)", group_size, minimum=1)
+    rank = check_int("rank", rank, minimum=0)
     if rank >= group_size:
         raise ValueError(f"rank must be in [0, group_size) = [0, {group_size}), got {rank}")
     global_batch_size = per_batch_size * group_size
     padded = padded_epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key,
                                 global_batch_size=global_batch_size)
     num_steps = len(padded) // global_batch_size
-    start_step = _as_int("start_step", start_step, minimum=0)
+    start_step = check_int("start_step", start_step, minimum=0)
     if start_step > num_steps:
         raise ValueError(f"start_step must be in [0, {num_steps}] (steps per epoch for {num_samples} samples "
                          f"in global batches of {global_batch_size}), got {start_step}")
@@ -188,25 +170,16 @@ def check_resume(saved_dataset_key, dataset_key) -> None:
 
 # --- multi-scale ----------------------------------------------------------------------------------
 
-def _check_shape(name: str, value) -> int:
-    value = _as_int(name, value, minimum=SHAPE_MULTIPLE)
-    if value % SHAPE_MULTIPLE:
-        raise ValueError(f"{name} must be a multiple of {SHAPE_MULTIPLE} (the largest stride), got {value}; "
-                         f"try {value // SHAPE_MULTIPLE * SHAPE_MULTIPLE or SHAPE_MULTIPLE} or "
-                         f"{-(-value // SHAPE_MULTIPLE) * SHAPE_MULTIPLE}")
-    return value
-
-
 def multiscale_shapes(training_shape: int, min_shape: int | None = None) -> tuple[int, ...]:
     """The fixed list of square input sizes for multi-scale training: multiples of 32 in
     [min_shape, training_shape]; ``min_shape`` defaults to half of ``training_shape`` rounded up to 32."""
-    training_shape = _check_shape("training_shape", training_shape)
+    training_shape = check_multiple_of("training_shape", training_shape)
     if min_shape is None:
-        min_shape = max(SHAPE_MULTIPLE, -(-(training_shape // 2) // SHAPE_MULTIPLE) * SHAPE_MULTIPLE)
-    min_shape = _check_shape("min_shape", min_shape)
+        min_shape = max(INPUT_MULTIPLE, -(-(training_shape // 2) // INPUT_MULTIPLE) * INPUT_MULTIPLE)
+    min_shape = check_multiple_of("min_shape", min_shape)
     if min_shape > training_shape:
         raise ValueError(f"min_shape ({min_shape}) must not exceed training_shape ({training_shape})")
-    return tuple(range(min_shape, training_shape + 1, SHAPE_MULTIPLE))
+    return tuple(range(min_shape, training_shape + 1, INPUT_MULTIPLE))
 
 
 def batch_shape(*, seed: int, epoch: int, step: int, resize_rate: int, shapes: Sequence[int],
@@ -216,14 +189,14 @@ def batch_shape(*, seed: int, epoch: int, step: int, resize_rate: int, shapes: S
     ``resize_rate == 0``: always ``training_shape``. Otherwise one of ``shapes``, drawn from
     keyed_rng(seed, epoch, step // resize_rate), so it changes at most every ``resize_rate`` steps.
     """
-    training_shape = _check_shape("training_shape", training_shape)
-    resize_rate = _as_int("resize_rate (0 for a fixed shape, else batches between changes)", resize_rate,
+    training_shape = check_multiple_of("training_shape", training_shape)
+    resize_rate = check_int("resize_rate (0 for a fixed shape, else batches between changes)", resize_rate,
                           minimum=0)
     seed, epoch = _check_seed_epoch(seed, epoch)
-    step = _as_int("step", step, minimum=0)
+    step = check_int("step", step, minimum=0)
     if resize_rate == 0:
         return training_shape
-    shapes = tuple(_check_shape("every multi-scale shape", s) for s in shapes)
+    shapes = tuple(check_multiple_of("every multi-scale shape", s) for s in shapes)
     if not shapes:
         raise ValueError("shapes must list at least one input size (see multiscale_shapes)")
     rng = keyed_rng(seed, epoch, step // resize_rate, purpose="multiscale")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .checks import resolve_num_workers
 from .rng import keyed_rng
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "cross", "ring")
@@ -430,7 +430,7 @@ def make_synthetic_coco(output_dir, *, num_images: int, seed: int = 0, image_siz
     segmentation; categories with ids 1, 3, 5, 7, 9). Annotation ids are unique across both files.
 
     ``image_size`` is (height, width) or ((min_h, max_h), (min_w, max_w)) for sizes drawn per image.
-    ``num_workers`` threads render and encode (default and maximum: os.cpu_count()); the output is the
+    ``num_workers`` threads render and encode (``checks.resolve_num_workers``); the output is the
     same for any number. ``progress(n)`` is called with the number of images just finished.
     An existing non-empty ``output_dir`` is refused unless ``overwrite`` (files of the same name are
     then replaced; other files are left alone).
@@ -449,8 +449,7 @@ def make_synthetic_coco(output_dir, *, num_images: int, seed: int = 0, image_siz
 
     num_images = int(num_images)
     is_val, is_background = split_and_backgrounds(num_images, seed, val_fraction, background_fraction)
-    cpu_count = os.cpu_count() or 1
-    workers = cpu_count if num_workers is None else max(1, min(int(num_workers), cpu_count))
+    workers = resolve_num_workers(num_workers, "num_workers")
 
     def produce(index: int):
         rendered = render_synthetic_image(

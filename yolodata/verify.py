@@ -13,16 +13,16 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import image_io
-from .convert import Category, category_count_keys, labels_from_annotations, row_arrays
-from .manifest import compute_dataset_id, load_manifest, shard_files
-from .schema import ANNOTATIONS_NAME, FIELDS, SCHEMA_VERSION
+from .checks import resolve_num_workers
+from .convert import labels_from_annotations, row_arrays
+from .manifest import compute_dataset_id, load_manifest
+from .schema import FIELDS, SCHEMA_VERSION
 
 MAX_PROBLEMS = 50
 DECODE_BATCH = 32
@@ -110,24 +110,24 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
     started = time.perf_counter()
     folder = Path(output_dir)
     manifest = load_manifest(folder)
-    files = shard_files(folder)
+    files = manifest.shard_paths
     problems: list[str] = []
-    workers = min(num_workers or os.cpu_count() or 1, os.cpu_count() or 1)
+    workers = resolve_num_workers(num_workers, "num_workers")
 
-    document = json.loads((folder / ANNOTATIONS_NAME).read_text(encoding="utf-8"))
+    document = json.loads(manifest.annotations_path.read_text(encoding="utf-8"))
     records = {record["id"]: record for record in document.get("images", [])}
-    categories = manifest["categories"]
-    class_of_category = {c["id"]: c["index"] for c in categories}
+    categories = manifest.categories
+    class_of_category = {c.id: c.index for c in categories}
     annotations_by_image: dict = {}
     for ann in document.get("annotations", []):
         annotations_by_image.setdefault(ann["image_id"], []).append(ann)
-    if len(records) != manifest["num_images"]:
-        problems.append(f"annotations.json lists {len(records)} images, the manifest {manifest['num_images']}")
+    if len(records) != manifest.num_images:
+        problems.append(f"annotations.json lists {len(records)} images, the manifest {manifest.num_images}")
 
-    for path, entry in zip(files, manifest["shards"]):
+    for path, entry in zip(files, manifest.shards):
         size = ds.MindDataset([str(path)]).get_dataset_size()
-        if size != entry["num_rows"]:
-            problems.append(f"{path.name}: {size} rows, the manifest says {entry['num_rows']}")
+        if size != entry.num_rows:
+            problems.append(f"{path.name}: {size} rows, the manifest says {entry.num_rows}")
 
     dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False,
                              num_parallel_workers=workers)
@@ -154,21 +154,20 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
             position += 1
         num_decoded += _check_decoded(batch, pool, problems)
 
-    if position != manifest["num_images"]:
-        problems.append(f"MindDataset read {position} rows, the manifest says num_images {manifest['num_images']}")
-    if sum(boxes_per_row) != manifest["num_boxes"]:
-        problems.append(f"the rows hold {sum(boxes_per_row)} boxes, the manifest says {manifest['num_boxes']}")
+    if position != manifest.num_images:
+        problems.append(f"MindDataset read {position} rows, the manifest says num_images {manifest.num_images}")
+    if sum(boxes_per_row) != manifest.num_boxes:
+        problems.append(f"the rows hold {sum(boxes_per_row)} boxes, the manifest says {manifest.num_boxes}")
     if len(set(image_ids)) != len(image_ids) or image_ids != sorted(image_ids):
         problems.append("image ids are not unique and increasing in row order")
     extra = sorted(set(records) - set(image_ids))
     if extra:
         problems.append(f"annotations.json lists {len(extra)} image(s) that are not rows, e.g. {extra[:5]}")
-    keys = category_count_keys([Category(c["index"], c["id"], c["name"]) for c in categories])
-    counted = {key: int(count) for key, count in zip(keys, class_counts)}
-    if counted != manifest["boxes_per_category"]:
+    counted = {key: int(count) for key, count in zip(manifest.category_keys, class_counts)}
+    if counted != manifest.boxes_per_category:
         problems.append(f"boxes per category of the rows {counted} differ from the manifest's "
-                        f"{manifest['boxes_per_category']}")
-    dataset_id = compute_dataset_id(SCHEMA_VERSION, image_ids, boxes_per_row, manifest["annotation_sha256"])
-    if dataset_id != manifest["dataset_id"]:
+                        f"{manifest.boxes_per_category}")
+    dataset_id = compute_dataset_id(SCHEMA_VERSION, image_ids, boxes_per_row, manifest.annotation_sha256)
+    if dataset_id != manifest.dataset_id:
         problems.append("dataset_id recomputed from the rows differs from the manifest's")
     return VerifyReport(str(folder), position, num_decoded, problems, time.perf_counter() - started)

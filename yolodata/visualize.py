@@ -24,15 +24,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
-import uuid
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from .augment import letterbox as letterbox_lib
+from .manifest import Manifest
 from .schema import NUM_LABEL_COLUMNS, row_labels
 
 STAGES = ("raw", "mosaic", "full")
@@ -342,22 +340,6 @@ def label_statistics(rows: Iterable, num_classes: int) -> LabelStatistics:
         relative_sizes=np.concatenate(sizes) if sizes else np.zeros((0, 2)))
 
 
-def class_names_of(manifest: dict) -> list[str]:
-    """Class names in class-index order from the manifest's categories."""
-    categories = sorted(manifest["categories"], key=lambda c: int(c["index"]))
-    if [int(c["index"]) for c in categories] != list(range(len(categories))):
-        raise ValueError("the manifest's category indices are not 0..C-1; re-run tools/coco2mindrecord.py")
-    return [str(c["name"]) for c in categories]
-
-
-def category_keys(manifest: dict) -> list[str]:
-    """The keys of the manifest's ``boxes_per_category`` in class-index order (the converter's rule)."""
-    from .convert import Category, category_count_keys
-
-    categories = sorted(manifest["categories"], key=lambda c: int(c["index"]))
-    return category_count_keys([Category(int(c["index"]), int(c["id"]), str(c["name"])) for c in categories])
-
-
 def format_statistics(stats: LabelStatistics, keys: Sequence[str]) -> str:
     """A short text summary: images, boxes, per-class counts (classes without boxes listed together)."""
     mean = stats.num_boxes / stats.num_images if stats.num_images else 0.0
@@ -451,25 +433,6 @@ def encode_figure(figure, suffix: str) -> bytes:
 
 # --- files ------------------------------------------------------------------------------------------
 
-def write_atomically(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``, so a
-    reader never sees a half-written file; the parent folder is created. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_name = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    # os.open with mode 0o666 honours the umask (tempfile.mkstemp would leave the file private, 0o600)
-    handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
-    return path
-
-
 # --- reading from the shards ------------------------------------------------------------------------
 
 def _scalar(value):
@@ -490,11 +453,11 @@ def read_label_rows(folder, *, num_workers: int | None = None):
     """
     import mindspore.dataset as ds
 
-    from .manifest import shard_files
-    from .pipeline import default_num_workers
+    from .checks import resolve_num_workers
+    from .manifest import load_manifest
 
-    files = shard_files(folder)
-    dataset = ds.MindDataset(str(files[0]), shuffle=False, num_parallel_workers=default_num_workers(num_workers),
+    files = load_manifest(folder).shard_paths
+    dataset = ds.MindDataset(str(files[0]), shuffle=False, num_parallel_workers=resolve_num_workers(num_workers),
                              columns_list=["image_id", "height", "width", "num_boxes", "boxes", "classes",
                                            "iscrowd"])
     for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
@@ -502,15 +465,15 @@ def read_label_rows(folder, *, num_workers: int | None = None):
                row_labels(row["num_boxes"], row["boxes"], row["classes"], row["iscrowd"]))
 
 
-def dataset_label_statistics(folder, *, num_workers: int | None = None) -> tuple[LabelStatistics, dict]:
+def dataset_label_statistics(folder, *, num_workers: int | None = None) -> tuple[LabelStatistics, Manifest]:
     """(statistics of every stored box of a converter output folder, its manifest)."""
     from .manifest import load_manifest
 
     manifest = load_manifest(folder)
-    stats = label_statistics(read_label_rows(folder, num_workers=num_workers), len(manifest["categories"]))
-    if stats.num_images != int(manifest["num_images"]):
+    stats = label_statistics(read_label_rows(folder, num_workers=num_workers), manifest.num_classes)
+    if stats.num_images != manifest.num_images:
         raise ValueError(f"{folder}: the shards hold {stats.num_images} rows but the manifest says "
-                         f"{manifest['num_images']}; the folder is damaged (re-run tools/coco2mindrecord.py)")
+                         f"{manifest.num_images}; the folder is damaged (re-run tools/coco2mindrecord.py)")
     return stats, manifest
 
 
@@ -544,7 +507,7 @@ def raw_samples(folder, *, num: int, seed: int = 0) -> list[Sample]:
 
     _check_num(num)
     files, manifest, _ = resolve_mindrecord(folder)
-    rows = first_rows(manifest["num_images"], num=num, seed=seed, dataset_id=manifest["dataset_id"])
+    rows = first_rows(manifest.num_images, num=num, seed=seed, dataset_id=manifest.dataset_id)
     unique_rows = list(dict.fromkeys(int(r) for r in rows))
     dataset = ds.MindDataset(files[0], sampler=ds.SubsetSampler(unique_rows),
                              columns_list=["image", "image_id", "file_name", "num_boxes", "boxes", "classes",
@@ -581,7 +544,7 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
     _, manifest, _ = resolve_mindrecord(folder)
     steps_needed = -(-int(num) // batch)
     # more samples than one epoch holds: continue into the next epochs, as training would
-    epochs = -(-steps_needed // steps_per_epoch(int(manifest["num_images"]), batch))
+    epochs = -(-steps_needed // steps_per_epoch(manifest.num_images, batch))
     dataset = create_train_dataset(folder, per_batch_size=batch, training_shape=training_shape,
                                    resize_rate=resize_rate, num_parallel_workers=num_workers, seed=seed,
                                    num_epochs=epochs, **options)

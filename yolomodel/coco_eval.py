@@ -28,8 +28,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from yolodata.augment.letterbox import unletterbox_boxes
-from yolodata.boxes import clip_boxes
+from yolodata.augment.letterbox import to_original_pixels
+from yolodata.fileio import write_file_atomic
 
 BBOX_DECIMALS = 3    # 0.001 px: far below any annotation's precision, keeps the json small
 SCORE_DECIMALS = 5
@@ -84,32 +84,6 @@ def format_summary(stats: Sequence[float]) -> str:
 # Detections -> results entries
 # ---------------------------------------------------------------------------------------------
 
-def category_ids_from_manifest(manifest: dict) -> np.ndarray:
-    """int64 array: class index -> original COCO category id, from the manifest's ``categories``."""
-    categories = manifest.get("categories") if isinstance(manifest, dict) else None
-    if not isinstance(categories, list) or not categories:
-        raise ValueError("the manifest has no 'categories' list; re-run tools/coco2mindrecord.py")
-    ids = {}
-    for entry in categories:
-        if not (isinstance(entry, dict) and isinstance(entry.get("index"), int) and isinstance(entry.get("id"), int)):
-            raise ValueError(f"bad manifest category entry {entry!r}; expected {{index, id, name}}")
-        ids[entry["index"]] = entry["id"]
-    if sorted(ids) != list(range(len(ids))):
-        raise ValueError(f"manifest category indices must be 0..{len(ids) - 1}, got {sorted(ids)}")
-    return np.asarray([ids[index] for index in range(len(ids))], np.int64)
-
-
-def to_original_pixels(detections: np.ndarray, scale: float, pad, orig_hw) -> np.ndarray:
-    """float32 (M, 6) detections in letterboxed input pixels -> new (M, 6) in original image pixels.
-
-    Boxes: ``(xyxy - pad) / scale``, then clipped to the original image ``orig_hw`` = (height, width).
-    Score and class columns are copied.
-    """
-    detections = np.asarray(detections, np.float32).reshape(-1, 6)
-    height, width = (float(v) for v in np.asarray(orig_hw).reshape(2))
-    return clip_boxes(unletterbox_boxes(detections, scale, pad), width, height)
-
-
 def image_results(detections: np.ndarray, image_id: int, category_ids: np.ndarray) -> list[dict]:
     """COCO results entries of one image from its (M, 6) detections in ORIGINAL pixels."""
     detections = np.asarray(detections, np.float32).reshape(-1, 6)
@@ -155,19 +129,7 @@ def batch_results(detections: Sequence[np.ndarray], image_id, orig_hw, scale, pa
 
 def write_results_json(results: list, path: str | os.PathLike) -> Path:
     """Write ``results`` as JSON to ``path`` atomically (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    return path
+    return write_file_atomic(path, json.dumps(results, separators=(",", ":")).encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------

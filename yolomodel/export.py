@@ -37,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .network import INPUT_MULTIPLE, NUM_ANCHORS, YOLOV5_VERSIONS, BASE_CHANNELS, make_divisible
+from yolodata.checks import check_int, check_multiple_of
+from yolodata.fileio import atomic_path
+
+from .network import NUM_ANCHORS, YOLOV5_VERSIONS, BASE_CHANNELS, make_divisible
 
 EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
 FORMAT_SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -267,23 +270,17 @@ def check_export_request(*, file_format: str, batch_size: int, testing_shape: in
         raise ExportError(f"AIR export needs an Ascend device: MindSpore writes AIR files only with the Ascend "
                           f"backend, and this export runs on {device_target}. Export MINDIR or ONNX here, or run "
                           f"with --device_target Ascend on an Ascend machine.")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ExportError(f"--batch_size must be a positive integer, got {batch_size!r}")
-    if (isinstance(testing_shape, bool) or int(testing_shape) != testing_shape
-            or testing_shape < INPUT_MULTIPLE or testing_shape % INPUT_MULTIPLE):
-        raise ExportError(f"--testing_shape must be a positive multiple of {INPUT_MULTIPLE} (e.g. 640), "
-                          f"got {testing_shape!r}")
+    try:
+        check_int("--batch_size", batch_size, minimum=1)
+        check_multiple_of("--testing_shape", testing_shape)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     final = output_path(file_name, file_format)
     if final.is_dir():
         raise ExportError(f"{final} is a folder; --file_name must name the file to write")
     if final.parent.exists() and not final.parent.is_dir():
         raise ExportError(f"cannot write {final}: {final.parent} is not a folder")
     return final
-
-
-def staging_path(file_format: str, folder: Path) -> Path:
-    """A temporary name in ``folder`` ending in the format's suffix (which MindSpore then keeps as is)."""
-    return folder / f".export-tmp-{os.getpid()}{FORMAT_SUFFIXES[file_format]}"
 
 
 def _write_graph(inference_net, file_format: str, dummy_input, target: Path) -> None:
@@ -304,9 +301,9 @@ def export_network(inference_net, *, file_format: str, batch_size: int, testing_
     input; returns the path written (``file_name`` plus the format's suffix).
 
     The graph is traced with a zero image batch. The file appears under its final name only when it is
-    complete (temporary name in the same folder, then ``os.replace``). When the folder's path has
-    characters MindSpore refuses in file names, the graph is written in the system temporary folder
-    and copied to a temporary name beside the target first.
+    complete (``yolodata.fileio.atomic_path``). When the folder's path has characters MindSpore refuses
+    in file names, the graph is written in the system temporary folder and copied to the temporary
+    name beside the target first.
     """
     import mindspore as ms
 
@@ -318,28 +315,22 @@ def export_network(inference_net, *, file_format: str, batch_size: int, testing_
     except OSError as error:
         raise ExportError(f"cannot create the folder {folder} for {final.name}: {error.strerror or error}") from error
     dummy_input = ms.Tensor(np.zeros(input_shape(batch_size, testing_shape), np.uint8))
-    beside = staging_path(file_format, folder)
-    scratch = None
     try:
-        if MINDSPORE_FILE_NAME.match(str(beside)):
-            _write_graph(inference_net, file_format, dummy_input, beside)
-        else:
-            scratch = Path(tempfile.mkdtemp(prefix="yolov5-export-"))
-            if not MINDSPORE_FILE_NAME.match(str(scratch)):
-                raise ExportError(f"MindSpore cannot write to {folder} (its path has characters other than "
-                                  f"letters, digits and @_-.:/) nor to the temporary folder {scratch}; "
-                                  f"choose a --file_name in a plainly named folder")
-            staged = staging_path(file_format, scratch)
-            _write_graph(inference_net, file_format, dummy_input, staged)
-            shutil.copyfile(staged, beside)
-        if not beside.is_file():
-            raise ExportError(f"MindSpore reported no error but wrote no {file_format} file at {beside}")
-        os.replace(beside, final)
+        with atomic_path(final) as temporary:
+            if MINDSPORE_FILE_NAME.match(str(temporary)):
+                _write_graph(inference_net, file_format, dummy_input, temporary)
+            else:
+                with tempfile.TemporaryDirectory(prefix="yolov5-export-") as scratch:
+                    staged = Path(scratch) / f"graph{FORMAT_SUFFIXES[file_format]}"
+                    if not MINDSPORE_FILE_NAME.match(str(staged)):
+                        raise ExportError(f"MindSpore cannot write to {folder} (its path has characters other "
+                                          f"than letters, digits and @_-.:/) nor to the temporary folder {scratch}; "
+                                          f"choose a --file_name in a plainly named folder")
+                    _write_graph(inference_net, file_format, dummy_input, staged)
+                    if staged.is_file():
+                        shutil.copyfile(staged, temporary)
+            if not temporary.is_file():
+                raise ExportError(f"MindSpore reported no error but wrote no {file_format} file for {final}")
     except OSError as error:
         raise ExportError(f"cannot write {final}: {error.strerror or error}") from error
-    finally:
-        if beside.exists():
-            beside.unlink()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
     return final

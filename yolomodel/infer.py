@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 
 from yolodata import image_io
-from yolodata.augment.letterbox import letterbox, unletterbox_boxes
+from yolodata.augment.letterbox import letterbox, to_original_pixels
 from yolodata.augment.color import bgr_to_rgb
-from yolodata.boxes import clip_boxes
+from yolodata.checks import check_multiple_of
+from yolodata.fileio import write_file_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_SUFFIX = ".jpg"
@@ -157,23 +158,6 @@ def read_names_file(path) -> list[str]:
     return names
 
 
-def categories_of_manifest(manifest: dict, source: str) -> tuple[list[str], list[int]]:
-    """(class names, COCO category ids), both in class-index order, from a manifest's ``categories``."""
-    categories = manifest.get("categories")
-    if not isinstance(categories, list) or not categories:
-        raise InferenceError(f"{source} has no 'categories' list; re-run tools/coco2mindrecord.py")
-    by_index = {}
-    for entry in categories:
-        if not (isinstance(entry, dict) and isinstance(entry.get("index"), int)
-                and isinstance(entry.get("id"), int) and isinstance(entry.get("name"), str)):
-            raise InferenceError(f"{source}: bad category entry {entry!r}; expected {{index, id, name}}")
-        by_index[entry["index"]] = entry
-    if sorted(by_index) != list(range(len(categories))):
-        raise InferenceError(f"{source}: category indices must be 0..{len(categories) - 1}, got {sorted(by_index)}")
-    ordered = [by_index[index] for index in range(len(categories))]
-    return [entry["name"] for entry in ordered], [entry["id"] for entry in ordered]
-
-
 def check_class_count(class_names, num_classes: int, source: str) -> None:
     """InferenceError when ``source`` names another number of classes than the network has."""
     if class_names is not None and len(class_names) != int(num_classes):
@@ -208,17 +192,6 @@ def letterbox_input(image_bgr: np.ndarray, testing_shape: int) -> tuple[np.ndarr
     boxed, _, scale, pad = letterbox(image_bgr, np.zeros((0, 6), np.float32), (int(testing_shape),) * 2,
                                      scaleup=False)
     return bgr_to_rgb(boxed), scale, pad
-
-
-def to_original_pixels(detections: np.ndarray, scale: float, pad, orig_hw) -> np.ndarray:
-    """float32 (M, 6) x1, y1, x2, y2, score, class in input pixels -> new (M, 6) in original pixels.
-
-    ``(xyxy - pad) / scale`` (the letterbox's exact inverse), then clipped to the image of ``orig_hw``
-    = (height, width); score and class are copied.
-    """
-    detections = np.asarray(detections, np.float32).reshape(-1, 6)
-    height, width = (float(v) for v in orig_hw)
-    return clip_boxes(unletterbox_boxes(detections, scale, pad), width, height)
 
 
 def detection_records(detections: np.ndarray, class_names=None, category_ids=None) -> list[dict]:
@@ -307,9 +280,10 @@ def check_detection_settings(testing_shape, conf_thresh, nms_thresh, max_det) ->
     """InferenceError naming the setting to fix when one is out of range."""
     from .nms import check_nms_arguments
 
-    if isinstance(testing_shape, bool) or int(testing_shape) != testing_shape or testing_shape < 32 \
-            or testing_shape % 32:
-        raise InferenceError(f"--testing_shape must be a positive multiple of 32 (e.g. 640), got {testing_shape!r}")
+    try:
+        check_multiple_of("--testing_shape", testing_shape)
+    except ValueError as error:
+        raise InferenceError(str(error)) from None
     try:
         check_nms_arguments(conf_thresh, nms_thresh, max_det, 1)
     except ValueError as error:
@@ -339,18 +313,6 @@ class Detector:
         predictions = self.predict(network_input[None])
         kept = non_max_suppression(predictions, **self.nms_options)[0]
         return to_original_pixels(kept, scale, pad, image_bgr.shape[:2])
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def encode_jpeg(image_bgr: np.ndarray) -> bytes:

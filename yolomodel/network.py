@@ -29,6 +29,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from yolodata.labels import STRIDES, YOLOV5_ANCHORS
+from yolodata.checks import INPUT_MULTIPLE
 from yolodata.rng import keyed_rng
 
 from .layers import C3, SPP, ConvBNSiLU, Focus, upsample_nearest_2x
@@ -42,7 +43,6 @@ YOLOV5_VERSIONS = {
     "yolov5x": (1.33, 1.25),
 }
 NUM_ANCHORS = 3
-INPUT_MULTIPLE = 32                 # the largest stride: H and W must be multiples of it
 PRIOR_IMAGE_SIZE = 640              # YOLOv5's _initialize_biases assumes 640 px images
 BASE_CHANNELS = (64, 128, 256, 512, 1024)
 

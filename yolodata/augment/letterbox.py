@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..boxes import clip_boxes
 from .affine import BORDER_VALUE, check_hw, check_image, check_labels, filter_boxes, transform_clip_boxes
 
 
@@ -68,6 +69,17 @@ def unletterbox_boxes(xyxy, scale: float, pad) -> np.ndarray:
     out[:, [0, 2]] = (out[:, [0, 2]] - pad_x) / scale
     out[:, [1, 3]] = (out[:, [1, 3]] - pad_y) / scale
     return out.astype(np.float32)
+
+
+def to_original_pixels(detections, scale: float, pad, orig_hw) -> np.ndarray:
+    """float32 (M, 6) rows x1, y1, x2, y2, score, class in letterboxed pixels -> new (M, 6) rows in the
+    original image's pixels: ``unletterbox_boxes``, then clipped to ``orig_hw`` = (height, width).
+
+    Evaluation and inference both map their detections back with it.
+    """
+    detections = np.asarray(detections, np.float32).reshape(-1, 6)
+    height, width = (float(v) for v in np.asarray(orig_hw).reshape(2))
+    return clip_boxes(unletterbox_boxes(detections, scale, pad), width, height)
 
 
 def _fill(region: np.ndarray, colour) -> None:

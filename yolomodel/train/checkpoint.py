@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
+
+from yolodata.fileio import atomic_path
 
 from .ema import EMA_PREFIX
 
@@ -69,10 +70,6 @@ def checkpoint_file_name(rank: int, epoch_number: int, step_in_epoch: int) -> st
     return f"{int(rank)}-{int(epoch_number)}_{int(step_in_epoch)}.ckpt"
 
 
-def _temporary_path(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.tmp{os.getpid()}.ckpt")
-
-
 def saved_parameters(cell: nn.Cell) -> list[Parameter]:
     """The parameters of a training cell that a checkpoint holds (everything but lr and momentum)."""
     seen, params = set(), []
@@ -89,17 +86,10 @@ def save_checkpoint_atomic(path, entries, metadata: dict | None = None) -> Path:
     final = Path(path)
     if final.suffix != ".ckpt":
         raise ValueError(f"checkpoint file names must end with .ckpt, got {final}")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_path(final)
     if isinstance(entries, (list, tuple)):
         entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in entries]
-    try:
+    with atomic_path(final) as temporary:
         ms.save_checkpoint(entries, str(temporary), append_dict=dict(metadata or {}))
-        os.replace(temporary, final)
-    except BaseException:
-        if temporary.exists():
-            temporary.unlink()
-        raise
     return final
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from yolodata.checks import check_multiple_of
+from yolodata.fileio import write_file_atomic
+
 logger = logging.getLogger(__name__)
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
@@ -51,8 +54,11 @@ def _shape(text) -> str:
     if text is None:
         return ""
     value = str(text).strip()
-    if value and (not value.isdigit() or int(value) < 32 or int(value) % 32):
-        raise argparse.ArgumentTypeError(f"--training_shape must be empty or a multiple of 32 (e.g. 640), got {text!r}")
+    if value:
+        try:
+            check_multiple_of("--training_shape", int(value) if value.isdigit() else value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error} (or empty for multi-scale up to 640)") from None
     return value
 
 
@@ -226,20 +232,10 @@ def to_yaml_dict(args: argparse.Namespace) -> dict:
 
 def save_config(args: argparse.Namespace, folder, extra: dict | None = None) -> Path:
     """Write ``folder/config.yaml`` atomically; it can be passed back with --config."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / CONFIG_FILE_NAME
-    temporary = folder / f".{CONFIG_FILE_NAME}.tmp{os.getpid()}"
+    final = Path(folder) / CONFIG_FILE_NAME
     document = to_yaml_dict(args)
     text = yaml.safe_dump(document, sort_keys=True)
     if extra:
         text += "# resolved at start (informational, ignored by --config):\n"
         text += "".join(f"# {key}: {value}\n" for key, value in extra.items())
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, final)
-    except BaseException:
-        if temporary.exists():
-            temporary.unlink()
-        raise
-    return final
+    return write_file_atomic(final, text.encode("utf-8"))

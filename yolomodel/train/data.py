@@ -10,7 +10,6 @@ manifest to appear (conversion writes it last, atomically).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -31,9 +30,9 @@ def _sha256(path: Path) -> str:
 
 
 def has_shards(folder) -> bool:
-    from yolodata.schema import MANIFEST_NAME
+    from yolodata.manifest import has_manifest
 
-    return bool(folder) and (Path(folder) / MANIFEST_NAME).is_file()
+    return has_manifest(folder)
 
 
 def coco_split_paths(data_dir, split: str) -> tuple[Path, Path]:
@@ -60,13 +59,13 @@ def _wait_for_manifest(folder: Path, rank: int, log) -> None:
 def convert_split(data_dir, split: str, output_dir, *, rank: int = 0, log=logger.info) -> Path:
     """Shards of ``split`` of a COCO folder in ``output_dir``: reused if built from the same json, else converted."""
     from yolodata.convert import convert_coco
-    from yolodata.manifest import read_manifest_file
+    from yolodata.manifest import read_manifest
 
     image_dir, ann_file = coco_split_paths(data_dir, split)
     output_dir = Path(output_dir)
     if has_shards(output_dir):
-        manifest = read_manifest_file(output_dir)
-        if manifest.get("annotation_sha256") == _sha256(ann_file):
+        manifest = read_manifest(output_dir)
+        if manifest.annotation_sha256 == _sha256(ann_file):
             log(f"using the MindRecord shards already converted from {ann_file} in {output_dir}")
             return output_dir
         if rank == 0:
@@ -100,17 +99,3 @@ def resolve_training_data(args, *, rank: int = 0, log=logger.info) -> None:
                          f"tools/coco2mindrecord.py or pass --data_dir with a COCO folder")
     if args.val_mindrecord and not has_shards(args.val_mindrecord):
         raise ValueError(f"--val_mindrecord {args.val_mindrecord} holds no shards (no manifest.json)")
-
-
-def dataset_facts(mindrecord) -> dict:
-    """num_images, num_classes, dataset_id and category names from a shard folder's manifest."""
-    from yolodata.manifest import load_manifest
-
-    manifest = load_manifest(mindrecord)
-    return {"num_images": int(manifest["num_images"]), "num_classes": len(manifest["categories"]),
-            "dataset_id": manifest["dataset_id"],
-            "categories": [c["name"] for c in sorted(manifest["categories"], key=lambda c: c["index"])]}
-
-
-def describe(facts: dict) -> str:
-    return json.dumps({k: facts[k] for k in ("num_images", "num_classes", "dataset_id")})

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from yolodata.manifest import Manifest
+
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
-from .data import dataset_facts
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class Session:
     args: object
     rank: int
     group_size: int
-    facts: dict
+    manifest: Manifest             # of the training shards
     training_shape: int
     resize_rate: int
     steps_per_epoch: int
@@ -179,14 +180,15 @@ def _existing_checkpoints(folder: Path) -> list[Path]:
 def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     """Build network, step and schedule; load --pretrained_backbone / --resume_yolov5 / --resume."""
     from yolodata import sampler
+    from yolodata.manifest import load_manifest
 
     from . import builder, lr_schedule
     from . import step as step_lib
 
-    facts = dataset_facts(args.mindrecord)
+    manifest = load_manifest(args.mindrecord)
     training_shape, resize_rate = config_lib.training_shape_of(args)
     global_batch = int(args.per_batch_size) * int(group_size)
-    steps_per_epoch = sampler.steps_per_epoch(facts["num_images"], global_batch)
+    steps_per_epoch = sampler.steps_per_epoch(manifest.num_images, global_batch)
     run_dir = Path(args.ckpt_path)
     ckpt_dir = run_dir / f"ckpt_{rank}"
     if not args.resume and _existing_checkpoints(ckpt_dir):
@@ -197,7 +199,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if args.resume:
         _, metadata = ckpt_lib.read_checkpoint(args.resume)
         resume_state = ckpt_lib.train_state_from(metadata, args.resume)
-        sampler.check_resume(resume_state.dataset_id, facts["dataset_id"])
+        sampler.check_resume(resume_state.dataset_id, manifest.dataset_id)
         if resume_state.global_batch_size != global_batch:
             raise ValueError(f"cannot resume {args.resume}: it was trained with a global batch of "
                              f"{resume_state.global_batch_size} images (per_batch_size x ranks), this run has "
@@ -211,16 +213,16 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             args.seed = resume_state.seed
 
     amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
-    network = builder.build_network(args.yolov5_version, facts["num_classes"], seed=args.seed, amp_level=amp_level)
+    network = builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed, amp_level=amp_level)
     if not args.resume:
         if args.pretrained_backbone:
             ckpt_lib.load_pretrained_backbone(network, args.pretrained_backbone, log=log)
         if args.resume_yolov5:
-            ckpt_lib.load_finetune_weights(network, args.resume_yolov5, facts["num_classes"], log=log)
+            ckpt_lib.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log)
     elif args.pretrained_backbone:
         log("--pretrained_backbone is ignored with --resume (the checkpoint holds every weight)")
     parts = builder.assemble(
-        network, num_classes=facts["num_classes"], training_shape=training_shape, momentum=args.momentum,
+        network, num_classes=manifest.num_classes, training_shape=training_shape, momentum=args.momentum,
         weight_decay=args.weight_decay, loss_scale=args.loss_scale, loss_scale_type=args.loss_scale_type,
         label_smooth_factor=args.label_smooth_factor if args.label_smooth else 0.0, iou_type=args.iou_type,
         group_size=group_size)
@@ -231,8 +233,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
         position = resume_state
     else:
         position = ckpt_lib.TrainState(
-            epoch=0, step=0, steps_completed=0, seed=int(args.seed), dataset_id=facts["dataset_id"],
-            yolov5_version=args.yolov5_version, num_classes=facts["num_classes"], training_shape=training_shape,
+            epoch=0, step=0, steps_completed=0, seed=int(args.seed), dataset_id=manifest.dataset_id,
+            yolov5_version=args.yolov5_version, num_classes=manifest.num_classes, training_shape=training_shape,
             global_batch_size=global_batch)
     lr = lr_schedule.build_lr_schedule(
         lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
@@ -241,7 +243,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     saving = rank == 0 or not args.is_save_on_master
     keep_max = args.keep_checkpoint_max or int(args.max_epoch)
     writer = CheckpointWriter(ckpt_dir, rank, saving, keep_max)
-    return Session(args, rank, group_size, facts, training_shape, resize_rate, steps_per_epoch, lr, parts,
+    return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
                    position, writer, run_dir)
 
 
@@ -297,14 +299,14 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     session = prepare(args, rank, group_size, log=log)
     if rank == 0:
         extra = {"rank_0_of": group_size, "steps_per_epoch": session.steps_per_epoch,
-                 "num_classes": session.facts["num_classes"], "dataset_id": session.facts["dataset_id"],
+                 "num_classes": session.manifest.num_classes, "dataset_id": session.manifest.dataset_id,
                  "training_shape_used": session.training_shape, "resize_rate_used": session.resize_rate}
         config_path = config_lib.save_config(args, session.run_dir, extra)
         log(f"configuration saved to {config_path}")
     position = session.position
     global_batch = int(args.per_batch_size) * int(group_size)
     total_steps = int(args.max_epoch) * session.steps_per_epoch
-    log(f"{args.yolov5_version}, {session.facts['num_classes']} classes, {session.facts['num_images']} images, "
+    log(f"{args.yolov5_version}, {session.manifest.num_classes} classes, {session.manifest.num_images} images, "
         f"{session.steps_per_epoch} steps per epoch of {global_batch} images ({group_size} rank(s) x "
         f"{args.per_batch_size}), epochs {position.epoch}..{args.max_epoch - 1}, training shape "
         f"{session.training_shape}"

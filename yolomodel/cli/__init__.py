@@ -1,0 +1,1 @@
+"""Command-line mains of the yolomodel tools (installed as console scripts; tools/*.py call them too)."""
