@@ -1,31 +1,23 @@
 """`make demo` end to end at a toy size: every stage runs and leaves the output the summary points to."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
 
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_tool", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from yolodata.manifest import load_manifest
+from yolomodel.cli import demo
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_chain_and_prints_where_everything_went(tmp_path, capsys):
-    demo = _load_demo()
     out = tmp_path / "demo"
     status = demo.main(["--output_dir", str(out), "--num_images", "24", "--epochs", "1",
                         "--training_shape", "64", "--per_batch_size", "4"])
     printed = capsys.readouterr().out
     assert status == 0
 
-    manifest = json.loads((out / "mindrecord_train" / "manifest.json").read_text())
-    val_manifest = json.loads((out / "mindrecord_val" / "manifest.json").read_text())
-    assert manifest["num_images"] + val_manifest["num_images"] == 24
+    assert load_manifest(out / "mindrecord_train").num_images + load_manifest(out / "mindrecord_val").num_images == 24
     for figure in ("train_batches.jpg", "labels.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     checkpoints = list((out / "train" / "ckpt_0").glob("*.ckpt"))
