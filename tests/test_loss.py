@@ -14,8 +14,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from yolodata.labels import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolodata.rng import keyed_rng
+from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolomodel.loss import YoloLoss
 
 EPS = 1e-7

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import RECT_COLOURS_BGR, shared_data_path, write_rectangle_coco
+from yolodata.augment.policy import AugmentConfig
 from yolodata.convert import convert_coco
-from yolodata.labels import STRIDES
 from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
 from yolodata.sampler import multiscale_shapes
+from yolodata.targets import STRIDES
 
 NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, extras=0.0)
 
@@ -74,7 +75,7 @@ def test_whole_chain_boxes_follow_pixels(rect_shards):
     checked = 0
     for mosaic in (1.0, 0.0):
         dataset = create_train_dataset(rect_shards, per_batch_size=4, training_shape=256, seed=11,
-                                       num_parallel_workers=2, mosaic=mosaic, **NO_COLOUR)
+                                       num_parallel_workers=2, augment=AugmentConfig(mosaic=mosaic, **NO_COLOUR))
         for batch in batches(dataset):
             for image, boxes in zip(batch["image"], batch["boxes"]):
                 for box in boxes[boxes[:, 5] > 0]:
@@ -130,7 +131,13 @@ def test_bad_arguments_are_explained(rect_shards):
     with pytest.raises(ValueError, match="per_batch_size"):
         create_train_dataset(rect_shards, per_batch_size=0)
     with pytest.raises(ValueError, match="unknown augmentation"):
-        create_train_dataset(rect_shards, per_batch_size=2, mosiac=1.0)
+        create_train_dataset(rect_shards, per_batch_size=2, augment=AugmentConfig.from_mapping({"mosiac": 1.0}))
+    with pytest.raises(ValueError, match="AugmentConfig.from_mapping"):
+        create_train_dataset(rect_shards, per_batch_size=2, augment={"mosaic": 1.0})
+    with pytest.raises(ValueError, match="anchors must have shape"):
+        create_train_dataset(rect_shards, per_batch_size=2, anchors=np.ones((3, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="anchor_t must be greater than 1"):
+        create_train_dataset(rect_shards, per_batch_size=2, anchor_t=0.5)
     with pytest.raises(ValueError, match="multiple of 32"):
         create_train_dataset(rect_shards, per_batch_size=2, training_shape=100)
     with pytest.raises(ValueError, match="tools/coco2mindrecord.py"):
@@ -175,7 +182,7 @@ def test_bad_row_skipped_and_counted(corrupt_shards):
                                    skip_bad_rows=True)
     out = batches(dataset)
     assert len(out) == dataset.num_steps
-    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.rows[0]
+    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.messages[0]
 
 
 def eval_batches(dataset):
@@ -238,11 +245,12 @@ PINNED_SETTINGS = {
     # YOLOv5's defaults, multi-scale every step
     "default": dict(per_batch_size=4, training_shape=160, resize_rate=1, seed=21),
     # mosaic half the time, rotation, shear, perspective (the canvas path), both flips, frequent extras
-    "warped": dict(per_batch_size=3, training_shape=128, seed=4, mosaic=0.5, degrees=10.0, translate=0.2,
-                   scale=0.6, shear=3.0, perspective=0.0005, flipud=0.5, extras=0.3),
+    "warped": dict(per_batch_size=3, training_shape=128, seed=4,
+                   augment=AugmentConfig(mosaic=0.5, degrees=10.0, translate=0.2, scale=0.6, shear=3.0,
+                                         perspective=0.0005, flipud=0.5, extras=0.3)),
     # letterbox + affine only, no colour, resumed inside epoch 2
-    "letterbox": dict(per_batch_size=4, training_shape=192, seed=8, start_epoch=2, start_step=1, mosaic=0.0,
-                      hsv_h=0.0, hsv_s=0.0, hsv_v=0.0),
+    "letterbox": dict(per_batch_size=4, training_shape=192, seed=8, start_epoch=2, start_step=1,
+                      augment=AugmentConfig(mosaic=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)),
 }
 PINNED_DIGESTS = {
     "default": "26ca8006ac0c8f6c23fa8fa9d5a9dda0c816f731d8f2c3e5c463c40470ac81c0",
