@@ -11,15 +11,16 @@ MindSpore's ``BatchInfo`` carries (the batch's position in the epoch's stream, w
 it), and checks that the rows it was handed are the block's expected rows (``row_index``), so each
 row meets its key no matter how many workers read or decode. (The keys used to travel in a
 ``NumpySlicesDataset`` zipped beside the rows: a Python-fed source and a zip, CPU for every row.)
-Every random decision of a sample is then drawn from ``keyed_rng(seed, epoch, position,
-purpose=...)``, never from worker or thread state, so a batch is bitwise identical for any
+Every random decision of a sample (the augmentation policy, ``yolodata.augment.policy``) is then
+drawn from ``keyed_rng(seed, epoch, position, purpose=...)``, never from worker or thread state, so a
+batch is bitwise identical for any
 ``num_parallel_workers``, and starting at (start_epoch, start_step) yields exactly the batches an
 uninterrupted run would have produced there.
 
 All work of a batch happens in one ``per_batch_map`` call run in a thread (cv2 releases the GIL, and
 threads avoid copying every row through shared memory): each image of the batch is decoded once, and
-mosaic partners are drawn from the images of the same per-rank batch, so a mosaic costs one decode
-instead of four. The batch's input shape (multi-scale) is decided by (seed, epoch, step) and is the
+the policy draws mosaic partners from the images of the same per-rank batch, so a mosaic costs one
+decode instead of four. The batch's input shape (multi-scale) is decided by (seed, epoch, step) and is the
 same on every rank.
 """
 from __future__ import annotations
@@ -59,10 +60,9 @@ def limit_opencv_threads(opencv_threads: int | None) -> None:
 
     The pipeline already runs ``num_parallel_workers`` threads, one batch each, which keep the cores
     busy; OpenCV's own thread pool on top of that (cvtColor, LUT and resize split each image across
-    the cores) only adds hand-over and spinning. Measured on the shared 2-core machine: 0.1 to 0.9 ms
-    less CPU per training image with 1 thread (the more the cores are contended, the more), the
-    batches bitwise the same. YOLOv5 likewise turns OpenCV's threading off in its loaders. The setting
-    is OpenCV's global one, hence the opt-out.
+    the cores) only adds hand-over and spinning: 1 thread costs less CPU per training image, the more
+    so the more the cores are contended, and the batches are bitwise the same. YOLOv5 likewise turns
+    OpenCV's threading off in its loaders. The setting is OpenCV's global one, hence the opt-out.
     """
     if opencv_threads is None:
         return
