@@ -102,6 +102,7 @@ def reference_parameters(shards) -> dict:
     return {p.name: p.asnumpy() for p in parts.train_step.get_parameters()}
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run, shards):
     out, result, logs = two_rank_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + str(logs)[-3000:]
