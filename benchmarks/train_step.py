@@ -6,7 +6,7 @@
 Builds the same step as tools/train.py (forward, YOLOv5 loss, gradients with the static loss scale,
 Nesterov momentum with weight decay groups, EMA update) and feeds it random uint8 images with realistic
 targets: random boxes (1-12 per image, sizes spread over the anchor range) through the pipeline's own
-``yolodata.labels.build_targets``. Reports the compile time (the first call, which compiles and runs
+``yolodata.targets.build_targets``. Reports the compile time (the first call, which compiles and runs
 one step) and the steady-state images/s over ``--steps`` further steps (each step waits for its loss, as
 the training loop does). No data pipeline is involved.
 """
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yolodata.checks import check_multiple_of  # noqa: E402
-from yolodata.labels import STRIDES, build_targets  # noqa: E402
 from yolodata.rng import keyed_rng  # noqa: E402
+from yolodata.targets import STRIDES, build_targets  # noqa: E402
 
 DEVICES = ("CPU", "GPU", "Ascend")
 

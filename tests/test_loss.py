@@ -14,8 +14,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from yolodata.labels import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolodata.rng import keyed_rng
+from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolomodel.loss import YoloLoss
 
 EPS = 1e-7
@@ -236,6 +236,7 @@ def graph_case():
     return outputs, targets, loss_cell, make_loss_and_grad(loss_cell)
 
 
+@pytest.mark.slow
 def test_graph_mode_value_and_finite_gradient(graph_case):
     outputs, targets, loss_cell, loss_and_grad = graph_case
     output_tensors, target_tensors = to_tensors(outputs, targets)
@@ -269,6 +270,7 @@ def decode_row(raw, anchor_wh):
             (2 * sigmoid(raw[2])) ** 2 * anchor_wh[0], (2 * sigmoid(raw[3])) ** 2 * anchor_wh[1])
 
 
+@pytest.mark.slow
 def test_box_gradient_is_ciou_with_constant_alpha(graph_case):
     """One valid entry: d loss / d raw (x, y, w, h) of its row is that of B * box_gain * (1 - CIoU) with
     alpha held constant (YOLOv5's no_grad alpha), and the objectness target passes no gradient."""
@@ -312,6 +314,7 @@ def sigmoid_array(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
+@pytest.mark.slow
 def test_gradient_descent_lowers_the_loss(graph_case):
     outputs, targets, loss_cell, loss_and_grad = graph_case
     _, target_tensors = to_tensors(outputs, targets)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from yolodata.labels import YOLOV5_ANCHORS
 from yolodata.rng import keyed_rng
+from yolodata.targets import YOLOV5_ANCHORS
 from yolomodel import YOLOV5_VERSIONS, InferenceNet, create_yolov5
 from yolomodel.layers import images_to_focus_input
 from yolomodel.network import (decode_head_output, detection_bias_prior, flatten_head_output, make_divisible,

@@ -1,6 +1,7 @@
 """The training and eval pipelines end to end on converted shards (MindDataset, threads, batches)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -8,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import RECT_COLOURS_BGR, write_rectangle_coco
+from conftest import RECT_COLOURS_BGR, shared_data_path, write_rectangle_coco
+from yolodata.augment.policy import AugmentConfig
 from yolodata.convert import convert_coco
-from yolodata.labels import STRIDES
 from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
 from yolodata.sampler import multiscale_shapes
+from yolodata.targets import STRIDES
 
 NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, extras=0.0)
 
@@ -73,7 +75,7 @@ def test_whole_chain_boxes_follow_pixels(rect_shards):
     checked = 0
     for mosaic in (1.0, 0.0):
         dataset = create_train_dataset(rect_shards, per_batch_size=4, training_shape=256, seed=11,
-                                       num_parallel_workers=2, mosaic=mosaic, **NO_COLOUR)
+                                       num_parallel_workers=2, augment=AugmentConfig(mosaic=mosaic, **NO_COLOUR))
         for batch in batches(dataset):
             for image, boxes in zip(batch["image"], batch["boxes"]):
                 for box in boxes[boxes[:, 5] > 0]:
@@ -129,7 +131,13 @@ def test_bad_arguments_are_explained(rect_shards):
     with pytest.raises(ValueError, match="per_batch_size"):
         create_train_dataset(rect_shards, per_batch_size=0)
     with pytest.raises(ValueError, match="unknown augmentation"):
-        create_train_dataset(rect_shards, per_batch_size=2, mosiac=1.0)
+        create_train_dataset(rect_shards, per_batch_size=2, augment=AugmentConfig.from_mapping({"mosiac": 1.0}))
+    with pytest.raises(ValueError, match="AugmentConfig.from_mapping"):
+        create_train_dataset(rect_shards, per_batch_size=2, augment={"mosaic": 1.0})
+    with pytest.raises(ValueError, match="anchors must have shape"):
+        create_train_dataset(rect_shards, per_batch_size=2, anchors=np.ones((3, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="anchor_t must be greater than 1"):
+        create_train_dataset(rect_shards, per_batch_size=2, anchor_t=0.5)
     with pytest.raises(ValueError, match="multiple of 32"):
         create_train_dataset(rect_shards, per_batch_size=2, training_shape=100)
     with pytest.raises(ValueError, match="tools/coco2mindrecord.py"):
@@ -174,7 +182,7 @@ def test_bad_row_skipped_and_counted(corrupt_shards):
                                    skip_bad_rows=True)
     out = batches(dataset)
     assert len(out) == dataset.num_steps
-    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.rows[0]
+    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.messages[0]
 
 
 def eval_batches(dataset):
@@ -224,3 +232,69 @@ def test_eval_pixels_equal_opencv_letterbox(rect_shards):
         assert scale == 1.0
         px, py = int(pad[0]), int(pad[1])
         np.testing.assert_array_equal(image[py:py + info["height"], px:px + info["width"]], source[..., ::-1])
+
+
+# --- bitwise reproducibility across code changes ----------------------------------------------------
+# sha256 over every column (name, dtype, shape, bytes) of the batches of a few settings. The values
+# were computed with the pipeline as it stood before the augmentation policy moved out of
+# pipeline.py into yolodata/augment/policy.py (commit a012776): a refactoring must leave them as they
+# are. They change only when what training sees changes (the policy, a transform, the sampler, target
+# building) or when OpenCV/libjpeg decode or resize differently; after such an intended change,
+# recompute them and say why in the commit.
+PINNED_SETTINGS = {
+    # YOLOv5's defaults, multi-scale every step
+    "default": dict(per_batch_size=4, training_shape=160, resize_rate=1, seed=21),
+    # mosaic half the time, rotation, shear, perspective (the canvas path), both flips, frequent extras
+    "warped": dict(per_batch_size=3, training_shape=128, seed=4,
+                   augment=AugmentConfig(mosaic=0.5, degrees=10.0, translate=0.2, scale=0.6, shear=3.0,
+                                         perspective=0.0005, flipud=0.5, extras=0.3)),
+    # letterbox + affine only, no colour, resumed inside epoch 2
+    "letterbox": dict(per_batch_size=4, training_shape=192, seed=8, start_epoch=2, start_step=1,
+                      augment=AugmentConfig(mosaic=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)),
+}
+PINNED_DIGESTS = {
+    "default": "26ca8006ac0c8f6c23fa8fa9d5a9dda0c816f731d8f2c3e5c463c40470ac81c0",
+    "warped": "b1532ebbe4c528e0e6719cf77bcafebc2bacf298180bc1eb900677f3b6898841",
+    "letterbox": "9139fe7f13f159f6d5722c6bb84e05a724c8c7f35847aca957110ec9045ff80e",
+    "coco128": "5d305210fef0a9d632d73e0caeca4572a56fdc52f5d6f55cce1425f14ab17024",
+}
+# real JPEGs (decoded at half size for a 256 input: libjpeg's DCT scaling), YOLOv5's defaults
+COCO128_SETTING = dict(per_batch_size=4, training_shape=256, seed=0)
+
+
+def batches_digest(dataset) -> str:
+    digest = hashlib.sha256()
+    for batch in batches(dataset):
+        for name in TRAIN_COLUMNS:
+            column = np.ascontiguousarray(batch[name])
+            digest.update(f"{name}:{column.dtype.str}:{column.shape}".encode())
+            digest.update(column.tobytes())
+    return digest.hexdigest()
+
+
+def pinned_dataset(folder, setting: dict):
+    return create_train_dataset(folder, num_parallel_workers=2, **setting)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_SETTINGS))
+def test_batches_bitwise_equal_to_the_pinned_ones(rect_shards, name):
+    assert batches_digest(pinned_dataset(rect_shards, PINNED_SETTINGS[name])) == PINNED_DIGESTS[name], name
+
+
+@pytest.fixture(scope="module")
+def coco128_subset_shards(tmp_path_factory):
+    source = shared_data_path("coco128")
+    document = json.loads((source / "annotations" / "instances_val2017.json").read_text())
+    images = sorted(document["images"], key=lambda record: record["id"])[:12]
+    keep = {record["id"] for record in images}
+    document = {**document, "images": images,
+                "annotations": [a for a in document["annotations"] if a["image_id"] in keep]}
+    folder = tmp_path_factory.mktemp("coco128_subset")
+    ann_file = folder / "instances.json"
+    ann_file.write_text(json.dumps(document))
+    convert_coco(image_dir=source / "val2017", ann_file=ann_file, output_dir=folder / "shards", progress=False)
+    return folder / "shards"
+
+
+def test_coco128_batches_bitwise_equal_to_the_pinned_ones(coco128_subset_shards):
+    assert batches_digest(pinned_dataset(coco128_subset_shards, COCO128_SETTING)) == PINNED_DIGESTS["coco128"]

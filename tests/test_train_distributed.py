@@ -21,10 +21,10 @@ import pytest
 from yolodata.convert import convert_coco
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel.train import checkpoint as ckpt_lib
+from yolomodel.train.loop import step_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(yolov5_version="yolov5n", training_shape=64, per_batch_size=1, lr=0.01, max_epoch=1, seed=3)
-STEP_COLUMNS = (0, 3, 4, 5, 6, 7, 8)   # image and the six target columns of pipeline.TRAIN_COLUMNS
 
 
 def free_port() -> int:
@@ -91,10 +91,10 @@ def reference_parameters(shards) -> dict:
     for step, (batch0, batch1) in enumerate(zip(*iterators)):
         scale = parts.loss_scale.scale * 1.0
         saved_moving = [p.asnumpy().copy() for p in moving]
-        parts1, grads1 = forward_backward(scale, *[Tensor(batch1[i]) for i in STEP_COLUMNS])
+        parts1, grads1 = forward_backward(scale, *[Tensor(column) for column in step_inputs(batch1)])
         for param, value in zip(moving, saved_moving):
             param.set_data(Tensor(value))
-        parts0, grads0 = forward_backward(scale, *[Tensor(batch0[i]) for i in STEP_COLUMNS])
+        parts0, grads0 = forward_backward(scale, *[Tensor(column) for column in step_inputs(batch0)])
         grads = tuple((a + b) * Tensor(np.float32(0.5)) for a, b in zip(grads0, grads1))
         finite = apply_gradients(grads, (parts0 + parts1) / 2, Tensor(lr[step]))
         assert bool(finite.asnumpy())
@@ -102,6 +102,7 @@ def reference_parameters(shards) -> dict:
     return {p.name: p.asnumpy() for p in parts.train_step.get_parameters()}
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run, shards):
     out, result, logs = two_rank_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + str(logs)[-3000:]

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from yolodata.augment import affine, color, extras, letterbox, mosaic
+from yolodata.augment import affine, color, extras, letterbox, mosaic, policy
 from yolodata.rng import keyed_rng
 
 SEEDS = range(20)
@@ -194,6 +194,19 @@ def apply_extras(images, labels, params):
     return extras.apply_extras(images[0], params), labels[0].copy()
 
 
+def sample_policy(rng, source_hws, *, out_size, **settings):
+    """The whole training policy for the sample at batch index 0 of the scene's images (its mosaic
+    partners are the other images), keyed on a seed drawn from ``rng``."""
+    return policy.decide_sample(policy.AugmentConfig(**settings), seed=int(rng.integers(2**31)), epoch=0,
+                                position=0, index=0, image_hws=source_hws, size=out_size)
+
+
+def apply_policy(images, labels, decision, *, out_size):
+    out = np.empty((out_size, out_size, 3), np.uint8)
+    out_labels = policy.apply_decision(decision, images, labels, out)
+    return np.ascontiguousarray(out[..., ::-1]), out_labels   # the policy writes RGB; the scenes are BGR
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -208,6 +221,7 @@ class Case:
 
 OUT = (320, 320)
 ROTATE_SHEAR_PERSPECTIVE = dict(degrees=20.0, shear=8.0, perspective=0.0005)
+POLICY_GEOMETRY_ONLY = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, extras=0.0)
 
 CASES = [
     Case("letterbox-scaleup", sample_nothing, functools.partial(apply_letterbox, dst_hw=OUT, scaleup=True),
@@ -234,6 +248,18 @@ CASES = [
     Case("mosaic-nonsquare-large-sources", functools.partial(sample_mosaic, out_hw=(256, 320), flip_ud=0.5),
          functools.partial(apply_mosaic, out_hw=(256, 320)), geometric=True, num_images=4, out_hw=(256, 320),
          size_range=(300, 700), rects_per_image=2),
+    # the policy's geometry (no colour jitter or extras, which would change the rectangles' colours)
+    Case("policy-mosaic-flips", functools.partial(sample_policy, out_size=OUT[0], **POLICY_GEOMETRY_ONLY),
+         functools.partial(apply_policy, out_size=OUT[0]), geometric=True, num_images=4, out_hw=OUT,
+         rects_per_image=2),
+    Case("policy-letterbox-rotate-shear-perspective-flips",
+         functools.partial(sample_policy, out_size=OUT[0], **dict(POLICY_GEOMETRY_ONLY, mosaic=0.0, flipud=0.5),
+                           **ROTATE_SHEAR_PERSPECTIVE),
+         functools.partial(apply_policy, out_size=OUT[0]), geometric=True, out_hw=OUT),
+    Case("policy-either-rotate", functools.partial(sample_policy, out_size=OUT[0], degrees=10.0,
+                                                   **dict(POLICY_GEOMETRY_ONLY, mosaic=0.5)),
+         functools.partial(apply_policy, out_size=OUT[0]), geometric=True, num_images=4, out_hw=OUT,
+         rects_per_image=2),
     Case("hsv", functools.partial(sample_hsv), functools.partial(apply_hsv, to_rgb=False), geometric=False),
     Case("hsv-to-rgb", functools.partial(sample_hsv, hgain=0.5, sgain=0.9, vgain=0.9),
          functools.partial(apply_hsv, to_rgb=True), geometric=False),

@@ -33,7 +33,7 @@ try:
 except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolodata.pipeline import AugmentConfig  # noqa: E402  (light: numpy and the augment modules)
+from yolodata.augment.policy import AugmentConfig  # noqa: E402  (light: numpy and the augment modules)
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 AUGMENT_FLAGS = ("mosaic", "degrees", "translate", "scale", "shear", "perspective", "hsv_h", "hsv_s", "hsv_v",
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         if args.tile_size < 32:
             raise ValueError(f"--tile_size must be at least 32 pixels, got {args.tile_size}")
         _check_suffixes(args)
-        AugmentConfig.from_kwargs({name: getattr(args, name) for name in AUGMENT_FLAGS})
+        AugmentConfig.from_mapping({name: getattr(args, name) for name in AUGMENT_FLAGS})
         if args.output is not None and args.stage != "raw":
             from yolodata.sampler import multiscale_shapes
 

@@ -1,7 +1,7 @@
 """Box helpers on the internal label array: float32 (N, 6) = x1, y1, x2, y2, class, iscrowd in pixels.
 
-Conversions happen only at the edges (COCO xywh in, YOLO cxcywh for targets out). Every function is
-pure: it returns new arrays and never modifies its inputs.
+Conversions happen only at the edges (COCO xywh in here; grid-unit centre and size for the targets
+in ``yolodata.targets``). Every function is pure: it returns new arrays and never modifies its inputs.
 """
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     xywh = np.asarray(xywh, np.float64).reshape(-1, 4)
     out = xywh.copy()
     out[:, 2:] = xywh[:, :2] + xywh[:, 2:]
-    return out
-
-
-def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
-    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
-    out = np.empty_like(xyxy)
-    out[:, :2] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
-    out[:, 2:] = xyxy[:, 2:] - xyxy[:, :2]
     return out
 
 

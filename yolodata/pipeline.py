@@ -11,20 +11,20 @@ MindSpore's ``BatchInfo`` carries (the batch's position in the epoch's stream, w
 it), and checks that the rows it was handed are the block's expected rows (``row_index``), so each
 row meets its key no matter how many workers read or decode. (The keys used to travel in a
 ``NumpySlicesDataset`` zipped beside the rows: a Python-fed source and a zip, CPU for every row.)
-Every random decision of a sample is then drawn from ``keyed_rng(seed, epoch, position,
-purpose=...)``, never from worker or thread state, so a batch is bitwise identical for any
+Every random decision of a sample (the augmentation policy, ``yolodata.augment.policy``) is then
+drawn from ``keyed_rng(seed, epoch, position, purpose=...)``, never from worker or thread state, so a
+batch is bitwise identical for any
 ``num_parallel_workers``, and starting at (start_epoch, start_step) yields exactly the batches an
 uninterrupted run would have produced there.
 
 All work of a batch happens in one ``per_batch_map`` call run in a thread (cv2 releases the GIL, and
 threads avoid copying every row through shared memory): each image of the batch is decoded once, and
-mosaic partners are drawn from the images of the same per-rank batch, so a mosaic costs one decode
-instead of four. The batch's input shape (multi-scale) is decided by (seed, epoch, step) and is the
+the policy draws mosaic partners from the images of the same per-rank batch, so a mosaic costs one
+decode instead of four. The batch's input shape (multi-scale) is decided by (seed, epoch, step) and is the
 same on every rank.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -34,13 +34,13 @@ from typing import Sequence
 import numpy as np
 
 from . import sampler as sampler_lib
-from .augment import affine, color, extras, letterbox, mosaic
+from .augment import letterbox
+from .augment.policy import AugmentConfig, augment_sample
 from .checks import check_multiple_of, resolve_num_workers
 from .image_io import decode_stored
-from .labels import STRIDES, YOLOV5_ANCHORS, build_targets
 from .manifest import Manifest, load_manifest
-from .rng import keyed_rng
 from .schema import row_labels
+from .targets import STRIDES, YOLOV5_ANCHORS, build_targets, check_anchors, check_anchor_t
 
 logger = logging.getLogger(__name__)
 
@@ -55,51 +55,14 @@ TRAIN_COLUMNS = ["image", "image_id", "boxes"] + [
 EVAL_COLUMNS = ["image", "image_id", "orig_hw", "scale", "pad"]
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation settings; the defaults are YOLOv5's hyp.scratch-low."""
-
-    mosaic: float = 1.0        # probability of a 4-image mosaic (else letterbox + affine)
-    degrees: float = 0.0
-    translate: float = 0.1
-    scale: float = 0.5
-    shear: float = 0.0
-    perspective: float = 0.0
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    fliplr: float = 0.5
-    flipud: float = 0.0
-    extras: float = 0.01       # probability of each albumentations extra (Blur, MedianBlur, ToGray, CLAHE)
-
-    @classmethod
-    def from_kwargs(cls, augment: dict) -> "AugmentConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(augment) - names)
-        if unknown:
-            raise ValueError(f"unknown augmentation option(s) {unknown}; valid ones are {sorted(names)}")
-        config = cls(**{k: float(v) for k, v in augment.items()})
-        for name in ("mosaic", "fliplr", "flipud", "extras", "translate", "perspective"):
-            value = getattr(config, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augmentation option {name}={value} must be within [0, 1]")
-        for name in ("degrees", "shear", "hsv_h", "hsv_s", "hsv_v"):
-            if getattr(config, name) < 0:
-                raise ValueError(f"augmentation option {name} must not be negative")
-        if not 0.0 <= config.scale < 1.0:
-            raise ValueError(f"augmentation option scale={config.scale} must be within [0, 1)")
-        return config
-
-
 def limit_opencv_threads(opencv_threads: int | None) -> None:
     """Let each OpenCV call use at most ``opencv_threads`` threads (process-wide); None: leave it.
 
     The pipeline already runs ``num_parallel_workers`` threads, one batch each, which keep the cores
     busy; OpenCV's own thread pool on top of that (cvtColor, LUT and resize split each image across
-    the cores) only adds hand-over and spinning. Measured on the shared 2-core machine: 0.1 to 0.9 ms
-    less CPU per training image with 1 thread (the more the cores are contended, the more), the
-    batches bitwise the same. YOLOv5 likewise turns OpenCV's threading off in its loaders. The setting
-    is OpenCV's global one, hence the opt-out.
+    the cores) only adds hand-over and spinning: 1 thread costs less CPU per training image, the more
+    so the more the cores are contended, and the batches are bitwise the same. YOLOv5 likewise turns
+    OpenCV's threading off in its loaders. The setting is OpenCV's global one, hence the opt-out.
     """
     if opencv_threads is None:
         return
@@ -150,19 +113,19 @@ def check_rows(row_index, expected_rows: np.ndarray) -> None:
                            f"{expected_rows.tolist()}: the shard files do not match the manifest")
 
 
-class BadRowCounter:
-    """Thread-safe record of rows skipped with ``skip_bad_rows``."""
+class SkippedRowLog:
+    """The messages of the rows skipped with ``skip_bad_rows``, one per row; thread-safe."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.rows: list[str] = []
+        self.messages: list[str] = []
 
     def add(self, message: str):
         with self._lock:
-            self.rows.append(message)
+            self.messages.append(message)
 
     def __len__(self):
-        return len(self.rows)
+        return len(self.messages)
 
     def __deepcopy__(self, memo):  # MindSpore may copy the batch function: keep sharing one counter
         return self
@@ -171,7 +134,7 @@ class BadRowCounter:
 class _RowDecoder:
     """Decodes the rows of one batch once each, naming shard and image id when a row is bad."""
 
-    def __init__(self, manifest: Manifest, folder: Path, skip_bad_rows: bool, bad_rows: BadRowCounter):
+    def __init__(self, manifest: Manifest, folder: Path, skip_bad_rows: bool, bad_rows: SkippedRowLog):
         self.manifest = manifest
         self.folder = folder
         self.skip_bad_rows = skip_bad_rows
@@ -226,7 +189,7 @@ class _RowDecoder:
             labels.append(lab)
         good = [i for i in range(num_rows) if images[i] is not None]
         if not good:
-            raise ValueError("every row of a batch failed to decode; first: " + self.bad_rows.rows[-1])
+            raise ValueError("every row of a batch failed to decode; first: " + self.bad_rows.messages[-1])
         for i in failures:  # replace with the next good row of the batch (deterministic)
             donor = min(good, key=lambda g: (g - i) % num_rows)
             images[i], labels[i] = images[donor], labels[donor]
@@ -258,49 +221,6 @@ class TrainBatchBuilder:
         return sampler_lib.batch_shape(seed=self.seed, epoch=epoch, step=step, resize_rate=self.resize_rate,
                                        shapes=self.shapes, training_shape=self.training_shape)
 
-    def _sample(self, i, images, labels, epoch, position, size, out):
-        """One augmented sample, its RGB pixels written into ``out`` (size x size x 3, its batch slot);
-        returns its label array in those pixels."""
-        aug = self.augment
-        out_hw = (size, size)
-        num_in_batch = len(images)
-        if aug.mosaic in (0.0, 1.0):  # a certain outcome: the draw would not change it
-            use_mosaic = aug.mosaic == 1.0
-        else:
-            use_mosaic = keyed_rng(self.seed, epoch, position, purpose="use-mosaic").random() < aug.mosaic
-        affine_kwargs = dict(degrees=aug.degrees, translate=aug.translate, scale=aug.scale, shear=aug.shear,
-                             perspective=aug.perspective, flip_lr=aug.fliplr, flip_ud=aug.flipud)
-        if use_mosaic:
-            partner_rng = keyed_rng(self.seed, epoch, position, purpose="mosaic-partners")
-            others = [j for j in range(num_in_batch) if j != i]
-            if len(others) >= 3:
-                partners = list(partner_rng.choice(others, size=3, replace=False))
-            else:  # batches of fewer than 4 images: partners repeat
-                partners = list(partner_rng.choice(num_in_batch, size=3, replace=True))
-            chosen = [i] + [int(j) for j in partners]
-            params = mosaic.sample_mosaic(keyed_rng(self.seed, epoch, position, purpose="mosaic"), out_hw)
-            matrix = affine.random_affine_matrix(keyed_rng(self.seed, epoch, position, purpose="affine"),
-                                                 out_hw, (2 * size, 2 * size), **affine_kwargs)
-            image, lab = mosaic.render_mosaic([images[j] for j in chosen], [labels[j] for j in chosen],
-                                              params, matrix, out_hw)
-        else:
-            src_hw = images[i].shape[:2]
-            box_matrix, _, _ = letterbox.letterbox_matrix(src_hw, out_hw, scaleup=True)
-            matrix = affine.random_affine_matrix(keyed_rng(self.seed, epoch, position, purpose="affine"),
-                                                 out_hw, out_hw, **affine_kwargs)
-            image, lab = affine.warp(images[i], labels[i], matrix @ box_matrix, out_hw)
-        extra_params = extras.sample_extras(keyed_rng(self.seed, epoch, position, purpose="extras"),
-                                            p=aug.extras)
-        if extra_params is not None:
-            image = extras.apply_extras(image, extra_params)
-        if aug.hsv_h or aug.hsv_s or aug.hsv_v:
-            gains = color.sample_hsv(keyed_rng(self.seed, epoch, position, purpose="hsv"),
-                                     aug.hsv_h, aug.hsv_s, aug.hsv_v)
-            color.apply_hsv(image, gains, to_rgb=True, out=out)
-        else:
-            color.bgr_to_rgb(image, out=out)
-        return lab
-
     def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
         return self
 
@@ -316,7 +236,8 @@ class TrainBatchBuilder:
         # batch: no per-sample output image and no np.stack copy. MindDataset hands the returned
         # arrays on without copying them, so the batch array is new for every batch.
         batch_images = np.empty((len(images), size, size, 3), np.uint8)
-        sample_labels = [self._sample(i, images, labels, epoch, int(keys[i, KEY_POSITION]), size, batch_images[i])
+        sample_labels = [augment_sample(self.augment, images, labels, seed=self.seed, epoch=epoch,
+                                        position=int(keys[i, KEY_POSITION]), index=i, out=batch_images[i])
                          for i in range(len(images))]
         targets = build_targets(sample_labels, (size, size), anchors=self.anchors,
                                 strides=STRIDES, anchor_t=self.anchor_t, max_boxes=self.max_boxes)
@@ -351,17 +272,26 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
                          seed: int = 0, start_epoch: int = 0, start_step: int = 0, num_epochs: int = 1,
                          max_boxes: int = 256, anchors=YOLOV5_ANCHORS, anchor_t: float = 4.0,
                          multiscale_shapes: Sequence[int] | None = None, skip_bad_rows: bool = False,
-                         expected_dataset_id: str | None = None, opencv_threads: int | None = 1, **augment):
+                         expected_dataset_id: str | None = None, opencv_threads: int | None = 1,
+                         augment: AugmentConfig | None = None):
     """A MindSpore dataset of training batches (columns ``TRAIN_COLUMNS``, see README).
 
     Covers ``num_epochs`` epochs from ``start_epoch`` (the first one from ``start_step``); iterate it
-    once. ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
+    once. ``augment``: the augmentation settings (None: YOLOv5's defaults; a mapping such as a yaml
+    ``augment:`` section becomes one with ``AugmentConfig.from_mapping``).
+    ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
     leaves it alone).
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
     ``manifest``, ``bad_rows`` (rows skipped with ``skip_bad_rows``).
     """
-    config = AugmentConfig.from_kwargs(augment)
+    if augment is None:
+        augment = AugmentConfig()
+    elif not isinstance(augment, AugmentConfig):
+        raise ValueError(f"augment must be an AugmentConfig (or None for YOLOv5's defaults), got {augment!r}; "
+                         f"make one from a mapping of options with AugmentConfig.from_mapping")
+    check_anchors(anchors, STRIDES)
+    check_anchor_t(anchor_t)
     if int(per_batch_size) < 1:
         raise ValueError(f"per_batch_size must be at least 1, got {per_batch_size}")
     if int(num_epochs) < 1:
@@ -399,9 +329,9 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     if len(rows) == 0:
         raise ValueError(f"start_step={start_step} leaves no batch in epoch {start_epoch}")
 
-    bad_rows = BadRowCounter()
+    bad_rows = SkippedRowLog()
     builder = TrainBatchBuilder(
-        seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=config,
+        seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=augment,
         anchors=anchors, anchor_t=anchor_t, max_boxes=max_boxes,
         decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size)
     dataset = _source(files, rows, num_samples, workers)
@@ -492,7 +422,7 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     rows, valid = eval_rows(num_samples, per_batch_size=int(per_batch_size), rank=int(rank),
                             group_size=int(group_size))
     keys = np.stack([rows, valid], axis=1)
-    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, BadRowCounter()),
+    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, SkippedRowLog()),
                                keys=keys, per_batch_size=per_batch_size)
     dataset = _source(files, rows, num_samples, workers)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,

@@ -533,6 +533,7 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
     ``stage="full"``: exactly what training with these settings sees. ``stage="mosaic"``: the same
     geometry without colour jitter, flips and pixel extras (``stage_augment``).
     """
+    from .augment.policy import AugmentConfig
     from .pipeline import TRAIN_COLUMNS, create_train_dataset, resolve_mindrecord
     from .sampler import steps_per_epoch
 
@@ -547,7 +548,7 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
     epochs = -(-steps_needed // steps_per_epoch(manifest.num_images, batch))
     dataset = create_train_dataset(folder, per_batch_size=batch, training_shape=training_shape,
                                    resize_rate=resize_rate, num_parallel_workers=num_workers, seed=seed,
-                                   num_epochs=epochs, **options)
+                                   num_epochs=epochs, augment=AugmentConfig.from_mapping(options))
     samples = []
     for columns in dataset.take(steps_needed).create_tuple_iterator(output_numpy=True, num_epochs=1):
         named = dict(zip(TRAIN_COLUMNS, columns))

@@ -1,6 +1,6 @@
 """YOLOv5's training loss (utils/loss.py ``ComputeLoss``, v5.0/v6) on the targets the input pipeline built.
 
-The pipeline (``yolodata.labels.build_targets``) has already done YOLOv5's matching: for each stride it
+The pipeline (``yolodata.targets.build_targets``) has already done YOLOv5's matching: for each stride it
 delivers ``target_indices`` int32 (B, K), a flat row index a*H*W + gy*W + gx into that stride's head
 output, and ``target_values`` float32 (B, K, 6) = tx, ty, tw, th, class, valid in grid units. The loss
 only gathers the predicted rows at those indices; it never matches. Shapes never depend on the data:
@@ -43,7 +43,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from yolodata.labels import STRIDES, YOLOV5_ANCHORS
+from yolodata.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
 
 IOU_EPS = 1e-7
 IOU_TYPES = ("ciou", "giou")
@@ -182,12 +182,7 @@ def _check_arguments(num_classes, anchors, strides, box_gain, cls_gain, obj_gain
     if not strides:
         raise ValueError("strides must name at least one stride (YOLOv5: (8, 16, 32))")
     strides = tuple(_positive_int("each stride", s, "YOLOv5: 8, 16, 32") for s in strides)
-    anchors = np.asarray(anchors, np.float64)
-    if anchors.ndim != 3 or anchors.shape[0] != len(strides) or anchors.shape[2] != 2:
-        raise ValueError(f"anchors must have shape ({len(strides)}, num_anchors, 2): (width, height) in pixels "
-                         f"for each of the strides {strides}, got shape {anchors.shape}")
-    if not (np.isfinite(anchors).all() and (anchors > 0).all()):
-        raise ValueError("anchors must be positive finite sizes in pixels")
+    anchors = check_anchors(anchors, strides)
     gains = tuple(_non_negative(name, value) for name, value in
                   (("box_gain", box_gain), ("cls_gain", cls_gain), ("obj_gain", obj_gain)))
     try:

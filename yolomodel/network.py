@@ -13,7 +13,7 @@ the depth multiple):
 
 The network takes the pipeline's uint8 (B, H, W, 3) RGB batch (H, W multiples of 32) and normalises it
 itself. ``YOLOv5.construct`` returns the three raw head outputs, each float32 (B, 3 * H_s * W_s, 5 + C)
-with row a * H_s * W_s + gy * W_s + gx: the rows that ``yolodata.labels``' ``target_indices_s{s}``
+with row a * H_s * W_s + gy * W_s + gx: the rows that ``yolodata.targets``' ``target_indices_s{s}``
 index. ``InferenceNet`` adds YOLOv5's decode (boxes in input pixels, sigmoid scores).
 
 Initial weights are a pure function of ``seed`` and each parameter's name (``yolodata.rng.keyed_rng``),
@@ -28,9 +28,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from yolodata.labels import STRIDES, YOLOV5_ANCHORS
 from yolodata.checks import INPUT_MULTIPLE
 from yolodata.rng import keyed_rng
+from yolodata.targets import STRIDES, YOLOV5_ANCHORS
 
 from .layers import C3, SPP, ConvBNSiLU, Focus, upsample_nearest_2x
 

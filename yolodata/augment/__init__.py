@@ -8,6 +8,8 @@ inputs, and passes the shared harness in tests/test_transform_harness.py.
 - ``letterbox``: aspect-preserving resize + centred 114 padding, its matrix and exact inverse.
 - ``mosaic``: the 4-image mosaic rendered straight into the output (no 2s x 2s canvas).
 - ``color``: HSV jitter and BGR -> RGB. ``extras``: albumentations' rare pixel extras.
+- ``policy``: ``AugmentConfig`` and YOLOv5's training policy, which chains the transforms above
+  for one sample of a batch (decide every draw first, then render).
 
 Submodules are imported by name (``from yolodata.augment import mosaic``); importing this package
 loads none of them.

@@ -322,8 +322,8 @@ def filter_boxes(clipped: np.ndarray, unclipped: np.ndarray) -> np.ndarray:
 def filled_image(hw, value=BORDER_VALUE) -> np.ndarray:
     """New uint8 (H, W, 3) image of one BGR colour.
 
-    Not ``np.full(shape, (b, g, r))``: numpy broadcasts a 3-value fill one pixel at a time (3 ms at
-    640x640); a scalar fill or a whole-row broadcast takes 0.02 ms.
+    Not ``np.full(shape, (b, g, r))``: numpy broadcasts a 3-value fill one pixel at a time, far slower
+    than a scalar fill or a whole-row broadcast.
     """
     height, width = hw
     colour = np.asarray(value, np.uint8).reshape(3)
@@ -372,7 +372,7 @@ def _axis_plan(allowed_lo: float, allowed_hi: float, scale: float, offset: float
 def draw_axis_aligned(out: np.ndarray, image: np.ndarray, matrix: np.ndarray, allowed=None):
     """Draw ``image`` through the axis-aligned ``matrix`` into ``out`` (in place) with ``cv2.resize``.
 
-    ``cv2.resize`` is about three times faster than ``cv2.warpAffine`` per output pixel, but it can
+    ``cv2.resize`` costs less than ``cv2.warpAffine`` per output pixel, but it can
     only map whole pixels onto whole pixels. So the source pixels that land in ``out`` (within
     ``allowed``, (x1, y1, x2, y2) in source edge coordinates, default the whole image) are cropped to
     whole pixels, their destination rectangle is snapped to whole output pixels (each edge moves by at
@@ -456,7 +456,7 @@ def warp(image: np.ndarray, labels: np.ndarray, matrix: np.ndarray, out_hw,
     matrix = check_matrix(matrix)
     out_hw = check_hw("out_hw", out_hw)
     if is_axis_aligned(matrix):
-        # The default hyper-parameters (no rotation, shear or perspective): resize + flip, 3x faster.
+        # The default hyper-parameters (no rotation, shear or perspective): resize + flip, cheaper than a warp.
         pixels = filled_image(out_hw, border_value)
         snapped = draw_axis_aligned(pixels, image, matrix)
         box_matrix = matrix if snapped is None else snapped

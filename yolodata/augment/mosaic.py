@@ -10,15 +10,15 @@ top-right, bottom-left, bottom-right; whatever falls outside the canvas is cut o
 (``tile_placements``). The random affine ``matrix`` (``affine.random_affine_matrix(rng, (H, W),
 (2H, 2W))``, YOLOv5's border of -s/2) maps the canvas to the output.
 
-How it renders (measured at s=640 on coco128 images, one core)
---------------------------------------------------------------
+How it renders
+--------------
 - Axis-aligned affine (scale, translation, flips; the default hyper-parameters, no rotation, shear
   or perspective): no canvas at all. For each tile, resize and placement and affine compose into one
   axis-aligned map; the source pixels that land in the output are cropped (a view),
   ``cv2.resize``-d onto their destination rectangle snapped to whole pixels, flipped if needed, and
-  written straight into the output (``affine.draw_axis_aligned``). About one output image of
-  ``cv2.resize`` work, at 1 to 1.7 ns per output pixel against 4.2 ns for ``cv2.warpAffine``:
-  1.2 ms per sample against 2.5 ms for YOLOv5's canvas + warpAffine. Snapping moves each tile's
+  written straight into the output (``affine.draw_axis_aligned``): about one output image of
+  ``cv2.resize`` work, which costs less per output pixel than ``cv2.warpAffine``, instead of YOLOv5's
+  canvas + warpAffine. Snapping moves each tile's
   edges by at most half an output pixel; two tiles meeting at the mosaic centre snap their common
   edge to the same pixel (no gap, no overlap), and the boxes use the snapped maps, so pixels and
   boxes agree exactly.
@@ -28,8 +28,8 @@ How it renders (measured at s=640 on coco128 images, one core)
   pixels; exact when no resize is needed), then one ``cv2.warpAffine``/``cv2.warpPerspective`` into
   the output: YOLOv5's cost and, to 0.1 gray levels on average, its pixels. A warp per tile straight
   into the output (``cv2.BORDER_TRANSPARENT`` into views of the output, which OpenCV 4.11 does write
-  in place) was measured slower: 3.6 ms against 2.5 ms with 10 degrees of rotation; its warps ran at
-  about 7 ns per destination pixel against 4.3 ns for one plain warp of the canvas.
+  in place) was measured slower than the one warp of the canvas: each of its warps costs more per
+  destination pixel.
 
 Boxes. Each image's boxes are clipped to the part of the image its tile shows (YOLOv5 clips to the
 2s canvas: the same thing for boxes inside their image), then go through the tile's map to the output

@@ -60,11 +60,13 @@ def augment_flags(recipe: Recipe) -> list[str]:
 
 def first_batch_columns(train_dir: Path, val_dir: Path, recipe: Recipe) -> list[str]:
     """One train and one eval batch through the pipelines: their columns, dtypes and shapes."""
+    from yolodata.augment.policy import AugmentConfig
     from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
 
     lines = []
     train = create_train_dataset(train_dir, per_batch_size=recipe.per_batch_size,
-                                 training_shape=recipe.training_shape, seed=recipe.seed, **recipe.augment())
+                                 training_shape=recipe.training_shape, seed=recipe.seed,
+                                 augment=AugmentConfig.from_mapping(recipe.augment()))
     evaluation = create_eval_dataset(val_dir, per_batch_size=recipe.per_batch_size,
                                      testing_shape=recipe.testing_shape)
     for title, dataset, names in (("train batch", train, TRAIN_COLUMNS), ("eval batch", evaluation, EVAL_COLUMNS)):

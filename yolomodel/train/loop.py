@@ -29,13 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.manifest import Manifest
+from yolodata.targets import STRIDES
 
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 
 logger = logging.getLogger(__name__)
 
-STEP_INPUT_COLUMNS = (0, 3, 4, 5, 6, 7, 8)   # image and the six target columns of pipeline.TRAIN_COLUMNS
+# The compiled step's inputs, by name among pipeline.TRAIN_COLUMNS: the image, then each stride's
+# (indices, values) target pair in stride order (YoloLoss's order)
+STEP_INPUT_COLUMNS = ("image",) + tuple(f"target_{kind}_s{stride}" for stride in STRIDES
+                                        for kind in ("indices", "values"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -247,7 +251,16 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
                    position, writer, run_dir)
 
 
+def step_inputs(columns) -> list:
+    """The step's input arrays (``STEP_INPUT_COLUMNS``) from a batch's columns in ``TRAIN_COLUMNS`` order."""
+    from yolodata.pipeline import TRAIN_COLUMNS
+
+    named = dict(zip(TRAIN_COLUMNS, columns))
+    return [named[name] for name in STEP_INPUT_COLUMNS]
+
+
 def _epoch_dataset(session: Session, epoch: int, start_step: int):
+    from yolodata.augment.policy import AugmentConfig
     from yolodata.pipeline import create_train_dataset
 
     args = session.args
@@ -255,7 +268,8 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
         args.mindrecord, per_batch_size=args.per_batch_size, training_shape=session.training_shape,
         resize_rate=session.resize_rate, num_parallel_workers=args.num_parallel_workers, rank=session.rank,
         group_size=session.group_size, seed=args.seed, start_epoch=epoch, start_step=start_step, num_epochs=1,
-        max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id, **dict(args.augment))
+        max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id,
+        augment=AugmentConfig.from_mapping(args.augment))
 
 
 def _start_profiler(folder: Path):
@@ -334,7 +348,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                 iteration = position.steps_completed
                 if batch_hook is not None:
                     columns = batch_hook(iteration, list(columns))
-                inputs = [ms.Tensor(columns[i]) for i in STEP_INPUT_COLUMNS]
+                inputs = [ms.Tensor(column) for column in step_inputs(columns)]
                 lr_value = session.lr[min(iteration, total_steps - 1)]
                 outputs = train_step(*inputs, ms.Tensor(lr_value), stop if signals.received else no_stop)
                 parts, finite, scale, votes = (o.asnumpy() for o in outputs)

@@ -57,6 +57,34 @@ NUM_BOX_COLUMNS = 6          # x1, y1, x2, y2, class, valid
 
 # --- validation -----------------------------------------------------------------------------------
 
+def check_anchors(anchors, strides) -> np.ndarray:
+    """float64 (S, A, 2) anchors, checked: one row of A (width, height) sizes in pixels per stride of
+    ``strides`` (S positive integers), every size positive and finite."""
+    try:
+        anchors = np.asarray(anchors, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"anchors must be numbers: (width, height) in pixels per anchor and stride, "
+                         f"got {anchors!r}") from None
+    strides = tuple(strides)
+    if anchors.ndim != 3 or anchors.shape[0] != len(strides) or anchors.shape[2] != 2:
+        raise ValueError(f"anchors must have shape ({len(strides)}, num_anchors, 2): (width, height) in pixels "
+                         f"for each of the strides {strides}, got shape {anchors.shape}")
+    if not (np.isfinite(anchors).all() and (anchors > 0).all()):
+        raise ValueError("anchors must be positive finite sizes in pixels")
+    return anchors
+
+
+def check_anchor_t(anchor_t) -> float:
+    """``anchor_t`` as a float, checked: a box-to-anchor size ratio threshold greater than 1."""
+    try:
+        threshold = float(anchor_t)
+    except (TypeError, ValueError):
+        raise ValueError(f"anchor_t must be a number greater than 1, got {anchor_t!r}") from None
+    if not threshold > 1.0:
+        raise ValueError(f"anchor_t must be greater than 1 (a size ratio threshold; YOLOv5 uses 4.0), got {anchor_t}")
+    return threshold
+
+
 def _check_inputs(labels_list, input_hw, anchors, strides, anchor_t, max_boxes):
     """Validated (labels arrays, (H, W), anchors float64 (S, A, 2), strides, anchor_t, max_boxes)."""
     if isinstance(labels_list, np.ndarray) and labels_list.ndim != 3:
@@ -84,15 +112,8 @@ def _check_inputs(labels_list, input_hw, anchors, strides, anchor_t, max_boxes):
         if bad:
             raise ValueError(f"input {name} {size} must be a positive multiple of every stride {strides} "
                              f"(use a multiple of {max(strides)})")
-    anchors = np.asarray(anchors, np.float64)
-    if anchors.ndim != 3 or anchors.shape[0] != len(strides) or anchors.shape[2] != 2:
-        raise ValueError(f"anchors must have shape ({len(strides)}, num_anchors, 2) (width, height in pixels "
-                         f"per stride), got {anchors.shape}")
-    if not (np.isfinite(anchors).all() and (anchors > 0).all()):
-        raise ValueError("anchors must be positive finite sizes in pixels")
-    anchor_t = float(anchor_t)
-    if not anchor_t > 1.0:
-        raise ValueError(f"anchor_t must be greater than 1 (a size ratio threshold; YOLOv5 uses 4.0), got {anchor_t}")
+    anchors = check_anchors(anchors, strides)
+    anchor_t = check_anchor_t(anchor_t)
     try:
         boxes_per_image = -1 if isinstance(max_boxes, bool) else operator.index(max_boxes)
     except TypeError:
