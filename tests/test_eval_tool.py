@@ -311,7 +311,9 @@ MODEL_RUN_OPTIONS = ["--per_batch_size", "2", "--multi_label", "--max_det", "20"
 def script_run(val_dir, checkpoints, tmp_path_factory):
     """One single-process evaluation of the random yolov5n through scripts/run_eval.sh."""
     out = tmp_path_factory.mktemp("eval-script-run")
-    env = dict(os.environ, TESTING_SHAPE="64", EVAL_OUTPUT_DIR=str(out))
+    # without the project's .venv the script runs python3 from PATH: make it the one running these tests
+    env = dict(os.environ, TESTING_SHAPE="64", EVAL_OUTPUT_DIR=str(out),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     done = subprocess.run(["bash", str(RUN_EVAL_SH), str(val_dir), str(checkpoints["meta"]), *MODEL_RUN_OPTIONS],
                           capture_output=True, text=True, env=env, timeout=300)
     return done, out
