@@ -1,6 +1,7 @@
 """Export: ONNX and MINDIR files compute what InferenceNet computes; bad checkpoints and requests are explained."""
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from yolodata.fileio import default_file_mode
 from yolodata.rng import keyed_rng
 from yolomodel.cli import export as export_cli
 from yolomodel.export import ExportError, check_export_request, output_path, output_shape
@@ -73,6 +75,8 @@ def test_onnx_and_mindir_compute_what_inference_net_computes_with_the_ema_weight
         assert code == 0
         assert "EMA weights" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.mindir", "yolov5n.onnx"]  # no temporary left
+    for written in tmp_path.iterdir():  # readable by others as the umask allows, like every other output
+        assert stat.S_IMODE(written.stat().st_mode) == default_file_mode(), written
 
     session = ort.InferenceSession(str(tmp_path / "yolov5n.onnx"), providers=["CPUExecutionProvider"])
     [model_input], [model_output] = session.get_inputs(), session.get_outputs()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -262,6 +263,9 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     path = ckpt_lib.save_checkpoint_atomic(tmp_path / "a.ckpt", [good], {"epoch": 1})
     params, metadata = ckpt_lib.read_checkpoint(path)
     assert metadata == {"epoch": 1} and list(params) == ["w"]
+    from yolodata.fileio import default_file_mode
+
+    assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()   # not MindSpore's owner-only 0o400
 
     def crash(source, target):
         raise OSError("disk full")

@@ -8,7 +8,9 @@ ONNX goes through ``mindspore.onnx.export`` (``mindspore.export(file_format="ONN
 2.8), MINDIR and AIR through ``mindspore.export``; AIR needs the Ascend backend, which
 ``check_export_request`` says before anything is loaded or written. The file is written under a
 temporary name in the target folder and moved to ``NAME.<suffix>`` with ``os.replace``, so an
-interrupted export never leaves a truncated file under the final name.
+interrupted export never leaves a truncated file under the final name; it gets the mode of the
+project's other outputs (0o666 minus the umask; MindSpore would leave a MINDIR readable by its owner
+only).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.checks import check_int, check_multiple_of
-from yolodata.fileio import atomic_path
+from yolodata.fileio import atomic_path, default_file_mode
 
 from .network import NUM_ANCHORS
 
@@ -137,6 +139,8 @@ def export_network(inference_net, *, file_format: str, batch_size: int, testing_
                         shutil.copyfile(staged, temporary)
             if not temporary.is_file():
                 raise ExportError(f"MindSpore reported no error but wrote no {file_format} file for {final}")
+            # MindSpore leaves MINDIR files readable by their owner only: give them every other output's mode
+            os.chmod(temporary, default_file_mode())
     except OSError as error:
         raise ExportError(f"cannot write {final}: {error.strerror or error}") from error
     return final

@@ -2,7 +2,7 @@
 
 Evaluate a checkpoint (runs the network):
 
-    yolo-eval --mindrecord VAL_DIR --pretrained CKPT --testing_shape 640 \
+    yolo-eval --mindrecord VAL_DIR --pretrained CKPT --testing_shape 640 \\
         [--per_batch_size 16] [--conf_thresh 0.001] [--nms_thresh 0.65] [--max_det 300] [--multi_label]
         [--results_file PATH] [--device_target CPU] [--is_distributed 0|1]
         [--yolov5_version yolov5s] [--num_classes N]
@@ -27,7 +27,7 @@ images; the detections of all ranks are collected on rank 0 with collectives (no
 needed), so every image is counted exactly once. Rank 0 writes the results file, scores and prints;
 the other ranks print a line and exit 0. Example:
 
-    msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --join=True \
+    msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --join=True \\
         tools/eval.py --mindrecord VAL_DIR --pretrained CKPT --is_distributed 1
 
 Exit codes: 0 done; 2 a user error (message on stderr, no traceback); 1 anything unexpected.

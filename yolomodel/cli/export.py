@@ -1,6 +1,6 @@
 """Export a YOLOv5 checkpoint for deployment: MINDIR, ONNX or AIR.
 
-    yolo-export --ckpt_file CKPT --file_format MINDIR|ONNX|AIR --testing_shape 640 \
+    yolo-export --ckpt_file CKPT --file_format MINDIR|ONNX|AIR --testing_shape 640 \\
         --batch_size 1 --file_name NAME [--yolov5_version yolov5s --num_classes N] [--device_target CPU]
     (or: python tools/export.py ...)
 

@@ -1,7 +1,7 @@
 """Detect objects in image files with a YOLOv5 checkpoint; draw them and write a json of the boxes.
 
-    yolo-infer --pretrained CKPT --images PATH [PATH ...] --output_dir DIR \
-        [--testing_shape 640] [--conf_thresh 0.25] [--nms_thresh 0.45] [--max_det 300] \
+    yolo-infer --pretrained CKPT --images PATH [PATH ...] --output_dir DIR \\
+        [--testing_shape 640] [--conf_thresh 0.25] [--nms_thresh 0.45] [--max_det 300] \\
         [--names FILE | --mindrecord DIR] [--yolov5_version V --num_classes N] [--device_target CPU]
     (or: python tools/infer.py ...)
 

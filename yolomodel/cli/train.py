@@ -1,6 +1,6 @@
 """Train YOLOv5 on MindRecord shards, on one device or many (msrun).
 
-    yolo-train --mindrecord data/shards --yolov5_version yolov5s --per_batch_size 8 \
+    yolo-train --mindrecord data/shards --yolov5_version yolov5s --per_batch_size 8 \\
         --lr 0.02 --max_epoch 300 --warmup_epochs 20 --lr_scheduler cosine_annealing [--config FILE.yaml]
     yolo-train --data_dir COCO_DIR ...          # converts COCO to MindRecord first
     yolo-train --resume outputs/ckpt_0/0-3_117.ckpt --mindrecord data/shards ...

@@ -17,7 +17,9 @@ Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
   (MindSpore's append_dict), strings as strings; ``read_checkpoint`` returns them as Python values.
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
-with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name.
+with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
+file gets the mode of the project's other outputs (0o666 minus the umask), not MindSpore's owner-only
+0o400, so that the other users of a shared run folder can evaluate it.
 
 ``--resume`` loads everything (``load_for_resume``). Loading only the weights (eval, infer, export,
 ``--resume_yolov5``, ``--pretrained_backbone``) is in ``yolomodel.loading``, which reads through
@@ -26,13 +28,14 @@ with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint un
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
 
-from yolodata.fileio import atomic_path
+from yolodata.fileio import atomic_path, default_file_mode
 
 CHECKPOINT_FORMAT = "yolov5-train-1"
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
@@ -87,6 +90,8 @@ def save_checkpoint_atomic(path, entries, metadata: dict | None = None) -> Path:
         entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in entries]
     with atomic_path(final) as temporary:
         ms.save_checkpoint(entries, str(temporary), append_dict=dict(metadata or {}))
+        # MindSpore leaves its files readable by their owner only: give them every other output's mode
+        os.chmod(temporary, default_file_mode())
     return final
 
 
