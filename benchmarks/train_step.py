@@ -79,9 +79,10 @@ def main(argv=None) -> dict:
     import mindspore as ms
     from mindspore import Tensor
 
-    from yolomodel.train import builder, context
+    from yolomodel.device import setup_device
+    from yolomodel.train import builder
 
-    context.init_context(args.device_target, is_distributed=False)
+    setup_device(args.device_target)
     parts = builder.build_train_step(
         yolov5_version=args.yolov5_version, num_classes=args.num_classes, training_shape=args.training_shape,
         momentum=0.9, weight_decay=5e-4, loss_scale=64.0, loss_scale_type="static", label_smooth_factor=0.0,

@@ -10,8 +10,9 @@ import pytest
 
 from yolodata.augment.letterbox import letterbox_matrix, to_original_pixels
 from yolodata.rng import keyed_rng
-from yolomodel.coco_eval import (CocoEvalError, batch_results, entry_problem, evaluate, format_summary,
-                                 load_ground_truth, score_detections, write_results_json)
+from yolomodel.coco_eval import (CocoEvalError, batch_results, entry_problem, format_summary,
+                                 load_ground_truth, score_detections, score_results,
+                                 write_results_json)
 
 GT_NAME = "instances_val2014_100.json"
 FAKE_RESULTS_NAME = "instances_val2014_fakebbox100_results.json"
@@ -29,7 +30,7 @@ def reference_bbox_lines(cocoapi_dir: Path) -> list[str]:
 
 
 def test_fake_results_score_exactly_as_cocoapi_printed(cocoapi_dir):
-    scores = evaluate(cocoapi_dir / GT_NAME, cocoapi_dir / FAKE_RESULTS_NAME)
+    scores = score_results(cocoapi_dir / GT_NAME, cocoapi_dir / FAKE_RESULTS_NAME)
     expected_lines = reference_bbox_lines(cocoapi_dir)
     assert scores.text.splitlines() == expected_lines
     expected_numbers = [float(SUMMARY_LINE.match(line).group(2)) for line in expected_lines]
@@ -41,7 +42,7 @@ def test_fake_results_score_exactly_as_cocoapi_printed(cocoapi_dir):
 def test_results_given_as_a_list_score_the_same(cocoapi_dir):
     entries = json.loads((cocoapi_dir / FAKE_RESULTS_NAME).read_text())
     before = json.dumps(entries)
-    scores = evaluate(cocoapi_dir / GT_NAME, entries)
+    scores = score_results(cocoapi_dir / GT_NAME, entries)
     assert scores.map50_95 == pytest.approx(0.5045806987249628, abs=1e-12)
     assert json.dumps(entries) == before  # pycocotools adds keys to what it gets: not to ours
 
@@ -50,7 +51,7 @@ def test_ground_truth_boxes_as_detections_score_one(cocoapi_dir):
     document = json.loads((cocoapi_dir / GT_NAME).read_text())
     entries = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
                for a in document["annotations"] if not a["iscrowd"]]
-    scores = evaluate(cocoapi_dir / GT_NAME, entries)
+    scores = score_results(cocoapi_dir / GT_NAME, entries)
     assert scores.stats[0] == pytest.approx(1.0) and scores.stats[1] == pytest.approx(1.0)
 
 
@@ -62,7 +63,7 @@ def test_no_detections_scores_zero_without_crashing(cocoapi_dir):
 
 def test_empty_results_file_scores_zero(cocoapi_dir, tmp_path):
     path = write_results_json([], tmp_path / "empty.json")
-    assert evaluate(cocoapi_dir / GT_NAME, path).stats.tolist() == [0.0] * 12
+    assert score_results(cocoapi_dir / GT_NAME, path).stats.tolist() == [0.0] * 12
 
 
 def test_format_summary_is_cocoapi_reference_format():
@@ -105,19 +106,36 @@ GOOD = {"image_id": 42, "category_id": 18, "bbox": [1.0, 2.0, 3.0, 4.0], "score"
 def test_bad_results_file_is_explained(cocoapi_dir, tmp_path, content, words):
     path = _write(tmp_path, "dets.json", content)
     with pytest.raises(CocoEvalError, match=words) as info:
-        evaluate(cocoapi_dir / GT_NAME, path)
+        score_results(cocoapi_dir / GT_NAME, path)
     assert str(path) in str(info.value)
 
 
 def test_missing_or_bad_ground_truth_is_explained(cocoapi_dir, tmp_path):
     with pytest.raises(CocoEvalError, match="does not exist"):
-        evaluate(tmp_path / "nope.json", cocoapi_dir / FAKE_RESULTS_NAME)
+        score_results(tmp_path / "nope.json", cocoapi_dir / FAKE_RESULTS_NAME)
     with pytest.raises(CocoEvalError, match="not a COCO instances json"):
-        evaluate(_write(tmp_path, "gt.json", [GOOD]), cocoapi_dir / FAKE_RESULTS_NAME)
+        score_results(_write(tmp_path, "gt.json", [GOOD]), cocoapi_dir / FAKE_RESULTS_NAME)
     with pytest.raises(CocoEvalError, match="no images"):
-        evaluate(_write(tmp_path, "gt2.json", {"images": [], "annotations": [], "categories": []}), [])
+        score_results(_write(tmp_path, "gt2.json", {"images": [], "annotations": [], "categories": []}), [])
     with pytest.raises(CocoEvalError, match="does not exist"):
-        evaluate(cocoapi_dir / GT_NAME, tmp_path / "missing-results.json")
+        score_results(cocoapi_dir / GT_NAME, tmp_path / "missing-results.json")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["images"][0].update(id=1.5), 'image 1.5 \\(a.jpg\\)'),
+    (lambda d: d["images"][0].pop("id"), "image null \\(a.jpg\\)"),
+    (lambda d: d["categories"][0].update(id="7"), 'category #0 has id "7".*\\(7, not "7"\\)'),
+    (lambda d: d["annotations"].append("box"), "annotations have a image_id .*annotation #1 is not an object"),
+    (lambda d: d["annotations"][0].update(category_id=None), "annotation #0 has category_id null"),
+])
+def test_ground_truth_ids_that_are_not_integers_are_named(tmp_path, change, words):
+    document = {"images": [{"id": 1, "width": 100, "height": 80, "file_name": "a.jpg"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 30, 20]}],
+                "categories": [{"id": 7, "name": "thing"}]}
+    change(document)
+    ann_file = _write(tmp_path, "gt.json", document)
+    with pytest.raises(CocoEvalError, match=f"ground-truth file {re.escape(str(ann_file))}: .*{words}"):
+        load_ground_truth(ann_file)
 
 
 def test_ground_truth_without_area_or_iscrowd_is_scored(tmp_path):
@@ -125,7 +143,7 @@ def test_ground_truth_without_area_or_iscrowd_is_scored(tmp_path):
                 "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 30, 20]}],
                 "categories": [{"id": 7, "name": "thing"}]}
     ann_file = _write(tmp_path, "gt.json", document)
-    scores = evaluate(ann_file, [{"image_id": 1, "category_id": 7, "bbox": [10, 10, 30, 20], "score": 0.9}])
+    scores = score_results(ann_file, [{"image_id": 1, "category_id": 7, "bbox": [10, 10, 30, 20], "score": 0.9}])
     assert scores.stats[0] == pytest.approx(1.0)
     assert json.loads(ann_file.read_text()) == document
 

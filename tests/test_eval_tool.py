@@ -1,8 +1,7 @@
-"""tools/eval.py and scripts/run_eval.sh: scoring a results file, the model chain, checkpoints, ranks."""
+"""yolomodel.evaluation, the eval command (yolomodel.cli.eval, tools/eval.py) and scripts/run_eval.sh:
+scoring a results file, the model chain, checkpoints, ranks."""
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
 import re
@@ -18,13 +17,14 @@ import pytest
 from yolodata.convert import convert_coco
 from yolodata.pipeline import create_eval_dataset
 from yolodata.synthetic import make_synthetic_coco
+from yolomodel import evaluation
+from yolomodel.cli import eval as eval_cli
 from yolomodel.coco_eval import entry_problem, load_ground_truth, score_detections
+from yolomodel.loading import ModelLoadError
+from yolomodel.nms import NmsOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EVAL_SCRIPT = PROJECT_ROOT / "tools" / "eval.py"
-_spec = importlib.util.spec_from_file_location("tools_eval", EVAL_SCRIPT)
-eval_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eval_tool)
 RUN_EVAL_SH = PROJECT_ROOT / "scripts" / "run_eval.sh"
 SUMMARY_NUMBER = re.compile(r"^ Average (?:Precision|Recall) .* = (-?\d\.\d{3})$", re.M)
 SYNTHETIC_IDS = {1, 3, 5, 7, 9}
@@ -54,27 +54,68 @@ def test_cli_prints_cocoapi_reference_for_its_fake_results(cocoapi_dir):
     assert summary_numbers(done.stdout) == expected
     assert expected[0] == 0.505
     lines = done.stdout.splitlines()
-    assert lines[0] == eval_tool.RESULT_HEADER
+    assert lines[0] == eval_cli.RESULT_HEADER
     assert lines[1:13] == [line for line in bbox_section.splitlines() if SUMMARY_NUMBER.match(line)]
     assert lines[13].startswith("testing cost time ")
 
 
 def test_main_user_errors_exit_2_with_a_message(cocoapi_dir, tmp_path, capsys):
     ground_truth = cocoapi_dir / "instances_val2014_100.json"
-    assert eval_tool.main(["--ann_file", str(ground_truth), "--results_file", str(ground_truth)]) == 2
+    assert eval_cli.main(["--ann_file", str(ground_truth), "--results_file", str(ground_truth)]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: results file") and str(ground_truth) in captured.err
     assert "not a COCO results json" in captured.err and captured.out == ""
     bad = tmp_path / "dets.json"
     bad.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
-    assert eval_tool.main(["--ann_file", str(ground_truth), "--results_file", str(bad)]) == 2
+    assert eval_cli.main(["--ann_file", str(ground_truth), "--results_file", str(bad)]) == 2
     assert "image id(s) that the ground truth does not have" in capsys.readouterr().err
-    assert eval_tool.main(["--ann_file", str(tmp_path / "gt.json"), "--results_file", str(bad)]) == 2
+    assert eval_cli.main(["--ann_file", str(tmp_path / "gt.json"), "--results_file", str(bad)]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:  # neither mode's arguments
-        eval_tool.main(["--ann_file", str(ground_truth)])
+        eval_cli.main(["--ann_file", str(ground_truth)])
     assert info.value.code == 2
     assert "--results_file" in capsys.readouterr().err
+
+
+def ground_truth_with_string_ids(cocoapi_dir: Path, folder: Path, num_images: int = 3) -> tuple[Path, Path, list]:
+    """The first images of cocoapi's real val2014 ground truth with their ids written as strings (as some
+    exporters write them), and cocoapi's real results for those images (integer ids, as pycocotools
+    writes them). Returns (ground-truth file, results file, the string ids)."""
+    document = json.loads((cocoapi_dir / "instances_val2014_100.json").read_text())
+    images = document["images"][:num_images]
+    kept = {image["id"] for image in images}
+    string_ids = [str(image["id"]) for image in images]
+    document["images"] = [dict(image, id=str(image["id"])) for image in images]
+    document["annotations"] = [dict(a, image_id=str(a["image_id"])) for a in document["annotations"]
+                               if a["image_id"] in kept]
+    results = [r for r in json.loads((cocoapi_dir / "instances_val2014_fakebbox100_results.json").read_text())
+               if r["image_id"] in kept]
+    assert document["annotations"] and results
+    ground_truth, results_file = folder / "gt_string_ids.json", folder / "dets.json"
+    ground_truth.write_text(json.dumps(document))
+    results_file.write_text(json.dumps(results))
+    return ground_truth, results_file, string_ids
+
+
+def test_string_image_ids_in_the_ground_truth_are_named_not_blamed_on_the_results(cocoapi_dir, tmp_path, capsys):
+    ground_truth, results_file, string_ids = ground_truth_with_string_ids(cocoapi_dir, tmp_path)
+    assert eval_cli.main(["--ann_file", str(ground_truth), "--results_file", str(results_file)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: ground-truth file {ground_truth}: 3 of its 3 images have an id that is not an "
+                            f"integer")
+    first = json.loads(ground_truth.read_text())["images"][0]
+    assert f'image "{string_ids[0]}" ({first["file_name"]})' in error   # the id as written, with its file
+    assert f'write the ids as JSON numbers ({string_ids[0]}, not "{string_ids[0]}")' in error
+    assert str(results_file) not in error and "does not have" not in error and "Traceback" not in error
+
+    # images fixed, annotations still pointing at "1146": named as well
+    document = json.loads(ground_truth.read_text())
+    document["images"] = [dict(image, id=int(image["id"])) for image in document["images"]]
+    ground_truth.write_text(json.dumps(document))
+    assert eval_cli.main(["--ann_file", str(ground_truth), "--results_file", str(results_file)]) == 2
+    error = capsys.readouterr().err
+    assert f"annotations have a image_id that is not an integer (first: annotation #0 has image_id " \
+           f'"{document["annotations"][0]["image_id"]}")' in error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,16 +153,16 @@ def checkpoints(tmp_path_factory) -> dict:
     return paths
 
 
-def model_args(**overrides):
-    values = dict(yolov5_version=None, num_classes=None)
-    values.update(overrides)
-    return argparse.Namespace(**values)
+def load_for(checkpoint, num_categories, version=None, num_classes=None):
+    """(InferenceNet, description) of ``checkpoint`` for a dataset of ``num_categories``."""
+    loaded = evaluation.load_model_for_dataset(checkpoint, num_categories, version=version, num_classes=num_classes)
+    return loaded.network, loaded.describe()
 
 
 def test_ema_weights_are_preferred(checkpoints):
     import mindspore as ms
 
-    inference_net, description = eval_tool.load_network(checkpoints["ema"], model_args(yolov5_version="yolov5n"), 5)
+    inference_net, description = load_for(checkpoints["ema"], 5, version="yolov5n")
     assert "EMA weights" in description
     stored = ms.load_checkpoint(str(checkpoints["ema"]))
     loaded = {name: p.asnumpy() for name, p in inference_net.net.parameters_and_names()}
@@ -130,30 +171,30 @@ def test_ema_weights_are_preferred(checkpoints):
     moving = next(name for name in loaded if "moving_mean" in name)
     np.testing.assert_array_equal(loaded[moving], stored["ema." + moving].asnumpy())
 
-    _, description = eval_tool.load_network(checkpoints["meta"], model_args(), 5)
+    _, description = load_for(checkpoints["meta"], 5)
     assert description.startswith("yolov5n, 5 classes, weights (no EMA")  # version from the metadata
 
 
 @pytest.mark.parametrize("name, args, classes, words", [
-    ("classes3", dict(yolov5_version="yolov5n"), 5, "detection heads for 3 classes, not 5"),
+    ("classes3", dict(version="yolov5n"), 5, "detection heads for 3 classes, not 5"),
     ("classes3", dict(), 3, "pass --yolov5_version"),        # a plain weights file names no size
-    ("meta", dict(yolov5_version="yolov5s"), 5, "holds a yolov5n"),
+    ("meta", dict(version="yolov5s"), 5, "holds a yolov5n"),
     ("meta", dict(num_classes=4), 4, "trained for 5 classes"),
     ("meta", dict(), 80, "the dataset has 80 categories"),
-    ("unrelated", dict(yolov5_version="yolov5n"), 5, "not a YOLOv5 checkpoint of this project"),
+    ("unrelated", dict(version="yolov5n"), 5, "not a YOLOv5 checkpoint of this project"),
 ])
 def test_checkpoint_mismatch_is_explained(checkpoints, name, args, classes, words):
-    with pytest.raises(eval_tool.EvalUserError, match=words):
-        eval_tool.load_network(checkpoints[name], model_args(**args), classes)
+    with pytest.raises(ModelLoadError, match=words):
+        load_for(checkpoints[name], classes, **args)
 
 
 def test_unreadable_checkpoint_is_explained(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(eval_tool.EvalUserError, match="cannot read checkpoint"):
-        eval_tool.load_network(junk, model_args(), 5)
-    with pytest.raises(eval_tool.EvalUserError, match="does not exist"):
-        eval_tool.load_network(tmp_path / "missing.ckpt", model_args(), 5)
+    with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
+        load_for(junk, 5)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_for(tmp_path / "missing.ckpt", 5)
 
 
 def test_cli_wrong_class_count_exits_2_without_traceback(val_dir, checkpoints):
@@ -162,6 +203,25 @@ def test_cli_wrong_class_count_exits_2_without_traceback(val_dir, checkpoints):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "error: checkpoint" in done.stderr and "class count" in done.stderr
+
+
+def test_model_mode_checks_the_ground_truth_before_the_checkpoint(val_dir, cocoapi_dir, tmp_path, capsys):
+    ground_truth, _, string_ids = ground_truth_with_string_ids(cocoapi_dir, tmp_path)
+    code = eval_cli.main(["--mindrecord", str(val_dir), "--pretrained", str(tmp_path / "not_read.ckpt"),
+                          "--ann_file", str(ground_truth), "--testing_shape", "64"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"ground-truth file {ground_truth}" in error and f'"{string_ids[0]}"' in error
+
+
+def test_evaluate_refuses_a_network_of_another_class_count_and_a_bad_rank(val_dir):
+    from yolomodel.network import InferenceNet, create_yolov5
+
+    three_classes = InferenceNet(create_yolov5("yolov5n", 3))
+    with pytest.raises(ModelLoadError, match="the network has 3 classes but the dataset has 5 categories"):
+        evaluation.evaluate(three_classes, val_dir, testing_shape=64, per_batch_size=2)
+    with pytest.raises(ValueError, match="rank must be at most 1, got 2"):
+        evaluation.evaluate(three_classes, val_dir, testing_shape=64, per_batch_size=2, rank=2, group_size=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +252,7 @@ def perfect_predictor(ann_file: Path, category_ids: np.ndarray, rows_per_image: 
     return predict
 
 
-NMS_OPTIONS = dict(conf_thresh=0.001, nms_thresh=0.65, max_det=300, multi_label=False)
+NMS_OPTIONS = NmsOptions(conf_thresh=0.001, nms_thresh=0.65, max_det=300, multi_label=False)
 
 
 def test_perfect_predictions_score_one_and_cover_every_image_once(val_dir):
@@ -202,7 +262,7 @@ def test_perfect_predictions_score_one_and_cover_every_image_once(val_dir):
     ann_file = val_dir / "annotations.json"
     predict = perfect_predictor(ann_file, category_ids)
     dataset = create_eval_dataset(val_dir, per_batch_size=3, testing_shape=128)  # 8 images: a padded batch
-    results = eval_tool.predict_results(dataset, predict, category_ids, NMS_OPTIONS)
+    results = evaluation.predict_results(dataset, predict, category_ids, NMS_OPTIONS)
     assert all(entry_problem(entry) is None for entry in results)
     assert {r["category_id"] for r in results} <= SYNTHETIC_IDS
     document = json.loads(ann_file.read_text())
@@ -214,19 +274,19 @@ def test_perfect_predictions_score_one_and_cover_every_image_once(val_dir):
     parts = []
     for rank in range(2):
         rank_dataset = create_eval_dataset(val_dir, per_batch_size=3, testing_shape=128, rank=rank, group_size=2)
-        parts.append(eval_tool.results_to_words(
-            eval_tool.predict_results(rank_dataset, predict, category_ids, NMS_OPTIONS)))
-    assert eval_tool.merge_rank_parts(parts) == results
+        parts.append(evaluation.results_to_words(
+            evaluation.predict_results(rank_dataset, predict, category_ids, NMS_OPTIONS)))
+    assert evaluation.merge_rank_parts(parts) == results
 
 
 def test_results_travel_between_ranks_bit_exactly():
     results = [{"image_id": 2**53 + 1, "category_id": 90, "bbox": [0.1, 1 / 3, 129.011, 1e-300], "score": 0.00278},
                {"image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 0.0, 0.0], "score": 1.0}]
-    words = eval_tool.results_to_words(results)
-    assert words.dtype == np.int32 and words.shape == (2, eval_tool.RESULT_WORDS)
-    assert eval_tool.words_to_results(words) == results
-    assert eval_tool.merge_rank_parts([words[1:], words[:0], words[:1]]) == [results[1], results[0]]
-    assert eval_tool.words_to_results(eval_tool.results_to_words([])) == []
+    words = evaluation.results_to_words(results)
+    assert words.dtype == np.int32 and words.shape == (2, evaluation.RESULT_WORDS)
+    assert evaluation.words_to_results(words) == results
+    assert evaluation.merge_rank_parts([words[1:], words[:0], words[:1]]) == [results[1], results[0]]
+    assert evaluation.words_to_results(evaluation.results_to_words([])) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,18 +311,21 @@ MODEL_RUN_OPTIONS = ["--per_batch_size", "2", "--multi_label", "--max_det", "20"
 def script_run(val_dir, checkpoints, tmp_path_factory):
     """One single-process evaluation of the random yolov5n through scripts/run_eval.sh."""
     out = tmp_path_factory.mktemp("eval-script-run")
-    env = dict(os.environ, TESTING_SHAPE="64", EVAL_OUTPUT_DIR=str(out))
+    # without the project's .venv the script runs python3 from PATH: make it the one running these tests
+    env = dict(os.environ, TESTING_SHAPE="64", EVAL_OUTPUT_DIR=str(out),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     done = subprocess.run(["bash", str(RUN_EVAL_SH), str(val_dir), str(checkpoints["meta"]), *MODEL_RUN_OPTIONS],
                           capture_output=True, text=True, env=env, timeout=300)
     return done, out
 
 
+@pytest.mark.slow
 def test_run_eval_sh_evaluates_a_random_yolov5n(script_run, val_dir):
     done, out = script_run
     assert done.returncode == 0, done.stdout[-2000:]
     assert "yolov5n, 5 classes" in done.stdout and "(8 images, 1 rank(s)) at 64" in done.stdout
     assert len(summary_numbers(done.stdout)) == 12
-    assert eval_tool.RESULT_HEADER in done.stdout and "testing cost time" in done.stdout
+    assert eval_cli.RESULT_HEADER in done.stdout and "testing cost time" in done.stdout
     results = _check_results_file(out / "results.json", val_dir)
     per_image = {}
     for entry in results:
@@ -285,6 +348,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_give_exactly_the_single_process_results(script_run, val_dir, checkpoints, tmp_path):
     msrun = shutil.which("msrun", path=str(Path(sys.executable).parent)) or shutil.which("msrun")
     if msrun is None:

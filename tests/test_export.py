@@ -1,7 +1,7 @@
 """Export: ONNX and MINDIR files compute what InferenceNet computes; bad checkpoints and requests are explained."""
 from __future__ import annotations
 
-import importlib.util
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +10,16 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from yolodata.fileio import default_file_mode
 from yolodata.rng import keyed_rng
-from yolomodel.export import (ExportError, ModelLoadError, check_export_request, load_inference_net, output_path,
-                              output_shape)
+from yolomodel.cli import export as export_cli
+from yolomodel.export import ExportError, check_export_request, output_path, output_shape
+from yolomodel.loading import ModelLoadError, load_inference_net
 from yolomodel.network import InferenceNet, create_yolov5
 from yolomodel.train.checkpoint import save_checkpoint_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPORT_SCRIPT = PROJECT_ROOT / "tools" / "export.py"
-_spec = importlib.util.spec_from_file_location("tools_export", EXPORT_SCRIPT)
-export_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_tool)
 SHAPE = 128           # testing_shape of the exported graphs: small keeps the compile short
 BATCH = 2
 NUM_CLASSES = 3
@@ -48,7 +47,7 @@ def test_images():
 
 
 def export_main(*args) -> int:
-    return export_tool.main([str(a) for a in args])
+    return export_cli.main([str(a) for a in args])
 
 
 def assert_same_predictions(result, expected):
@@ -61,6 +60,7 @@ def assert_same_predictions(result, expected):
     np.testing.assert_allclose(result[..., 4:], expected[..., 4:], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_and_mindir_compute_what_inference_net_computes_with_the_ema_weights(checkpoints, test_images,
                                                                                    tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
@@ -75,6 +75,8 @@ def test_onnx_and_mindir_compute_what_inference_net_computes_with_the_ema_weight
         assert code == 0
         assert "EMA weights" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.mindir", "yolov5n.onnx"]  # no temporary left
+    for written in tmp_path.iterdir():  # readable by others as the umask allows, like every other output
+        assert stat.S_IMODE(written.stat().st_mode) == default_file_mode(), written
 
     session = ort.InferenceSession(str(tmp_path / "yolov5n.onnx"), providers=["CPUExecutionProvider"])
     [model_input], [model_output] = session.get_inputs(), session.get_outputs()
@@ -87,6 +89,7 @@ def test_onnx_and_mindir_compute_what_inference_net_computes_with_the_ema_weight
     assert_same_predictions(graph(ms.Tensor(test_images)).asnumpy(), expected)
 
 
+@pytest.mark.slow
 def test_plain_weights_export_with_flags_into_a_folder_with_a_space(checkpoints, test_images, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     folder = tmp_path / "my models"  # MindSpore refuses such names itself: the export stages elsewhere

@@ -15,7 +15,7 @@ from yolodata.augment.letterbox import letterbox_matrix
 from yolodata.augment.letterbox import to_original_pixels
 from yolodata.boxes import transform_boxes
 from yolodata.rng import keyed_rng
-from yolomodel.infer import (DETECTIONS_NAME, Detector, InferenceError, check_class_count,
+from yolomodel.infer import (DETECTIONS_NAME, Detector, InferenceError, check_class_count, class_names_from,
                              check_detection_settings, detections_document, find_images, letterbox_input,
                              output_names, read_image, run_inference, write_detections_json)
 
@@ -233,6 +233,7 @@ def run_cli(*args):
                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_detects_draws_and_names_classes_from_the_manifest(synthetic_setup):
     root, coco, checkpoint = synthetic_setup
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
@@ -275,18 +276,13 @@ def test_cli_exits_2_when_no_image_can_be_read(synthetic_setup, tmp_path):
 
 
 def test_class_name_sources_are_checked(tmp_path):
-    import argparse
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("infer_tool", PROJECT_ROOT / "tools" / "infer.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     names_file = tmp_path / "names.txt"
     names_file.write_text("cat\n\ndog\n", encoding="utf-8")
-    names, ids, _ = tool.class_names_from_args(argparse.Namespace(names=names_file, mindrecord=None))
+    names, ids, _ = class_names_from(names_file=names_file)
     assert (names, ids) == (["cat", "dog"], None)
     with pytest.raises(InferenceError, match="manifest.json is missing"):
-        tool.class_names_from_args(argparse.Namespace(names=None, mindrecord=tmp_path))
+        class_names_from(mindrecord=tmp_path)
     (tmp_path / "blank.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(InferenceError, match="no class names"):
-        tool.class_names_from_args(argparse.Namespace(names=tmp_path / "blank.txt", mindrecord=None))
+        class_names_from(names_file=tmp_path / "blank.txt")
+    assert class_names_from() == (None, None, None)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ import yaml
 from yolodata.convert import convert_coco
 from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
+from yolomodel import loading
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import data as data_lib
@@ -40,16 +42,6 @@ NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv
 LOG_LINE = re.compile(r"epoch\[(\d+)\], iter\[(\d+)\], loss:(\d+\.\d{6}), fps:\d+\.\d\d imgs/sec, lr:([0-9.e-]+), "
                       r"box:\d+\.\d{6}, obj:\d+\.\d{6}, cls:\d+\.\d{6}$")
 NAN_ITERATION = 4
-
-
-def load_train_tool():
-    """tools/train.py as a module (tools/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_tool", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- learning-rate schedules ----------------------------------------------------------------------
@@ -221,6 +213,7 @@ class TinyDetector:
         return Net(), Loss()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_scale_type", ["static", "dynamic"])
 def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type):
     import mindspore as ms
@@ -270,6 +263,9 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     path = ckpt_lib.save_checkpoint_atomic(tmp_path / "a.ckpt", [good], {"epoch": 1})
     params, metadata = ckpt_lib.read_checkpoint(path)
     assert metadata == {"epoch": 1} and list(params) == ["w"]
+    from yolodata.fileio import default_file_mode
+
+    assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()   # not MindSpore's owner-only 0o400
 
     def crash(source, target):
         raise OSError("disk full")
@@ -352,6 +348,7 @@ def interrupted_run(tiny_shards, tmp_path_factory):
     return run_dir, process.returncode, lines
 
 
+@pytest.mark.slow
 def test_log_lines_and_loss_goes_down_on_a_repeated_batch(interrupted_run):
     _, _, lines = interrupted_run
     matches = [LOG_LINE.search(line) for line in lines if "iter[" in line]
@@ -363,6 +360,7 @@ def test_log_lines_and_loss_goes_down_on_a_repeated_batch(interrupted_run):
     assert losses[5] < losses[0] * 0.99, losses
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(interrupted_run):
     run_dir, returncode, lines = interrupted_run
     assert returncode == 128 + signal.SIGTERM, "\n".join(lines[-20:])
@@ -377,6 +375,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(interrupted_run):
     assert not list((run_dir / "ckpt_0").glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_checkpoint_layout(interrupted_run, tiny_shards):
     run_dir, _, _ = interrupted_run
     params, metadata = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "0-2_1.ckpt")
@@ -394,6 +393,7 @@ def test_checkpoint_layout(interrupted_run, tiny_shards):
     assert saved["lr"] == 0.0001 and saved["augment"] == NO_AUGMENT
 
 
+@pytest.mark.slow
 def test_profiler_wrote_a_trace(interrupted_run):
     run_dir, _, lines = interrupted_run
     assert any("MindSpore profile" in line and "profiler_rank0" in line for line in lines)
@@ -402,7 +402,7 @@ def test_profiler_wrote_a_trace(interrupted_run):
 
 @pytest.fixture(scope="module")
 def resumed_run(interrupted_run, tiny_shards, tmp_path_factory):
-    train_tool = load_train_tool()
+    from yolomodel.cli import train as train_cli
 
     run_dir, _, _ = interrupted_run
     shards, config_file = tiny_shards
@@ -422,13 +422,14 @@ def resumed_run(interrupted_run, tiny_shards, tmp_path_factory):
     handler.emit = records.append
     logging.getLogger().addHandler(handler)
     try:
-        code = train_tool.main([*_common_flags(shards, config_file), "--ckpt_path", str(resumed_dir),
+        code = train_cli.main([*_common_flags(shards, config_file), "--ckpt_path", str(resumed_dir),
                                 "--resume", str(run_dir / "ckpt_0" / "0-2_1.ckpt")], batch_hook=poison)
     finally:
         logging.getLogger().removeHandler(handler)
     return resumed_dir, code, [r.getMessage() for r in records], seen
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(interrupted_run, resumed_run):
     run_dir, _, _ = interrupted_run
     resumed_dir, _, _, seen = resumed_run
@@ -441,6 +442,7 @@ def test_resume_continues_exactly(interrupted_run, resumed_run):
     assert not different, different[:5]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resumed_run):
     resumed_dir, code, messages, seen = resumed_run
     assert code == 1 and seen[-1] == NAN_ITERATION
@@ -453,6 +455,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resumed_run):
     assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
 
 
+@pytest.mark.slow
 def test_finetune_with_other_classes_skips_heads_and_says_so(interrupted_run):
     from yolomodel.network import create_yolov5
 
@@ -462,7 +465,7 @@ def test_finetune_with_other_classes_skips_heads_and_says_so(interrupted_run):
     net = create_yolov5("yolov5n", 3, seed=9)
     head_before = {p.name: p.asnumpy().copy() for p in net.get_parameters() if p.name.startswith("head.")}
     messages = []
-    report = ckpt_lib.load_finetune_weights(net, path, 3, log=messages.append)
+    report = loading.load_finetune_weights(net, path, 3, log=messages.append)
     assert report["skipped_heads"] and report["ema"]
     assert any("head.*" in m and "NOT" in m for m in messages)
     for p in net.get_parameters():
@@ -471,12 +474,13 @@ def test_finetune_with_other_classes_skips_heads_and_says_so(interrupted_run):
         else:
             np.testing.assert_array_equal(p.asnumpy(), params[f"ema.{p.name}"].asnumpy())
     backbone_only = create_yolov5("yolov5n", 5, seed=9)
-    loaded = ckpt_lib.load_pretrained_backbone(backbone_only, path, log=messages.append)
+    loaded = loading.load_pretrained_backbone(backbone_only, path, log=messages.append)
     assert loaded and all(name.startswith("backbone.") for name in loaded)
     with pytest.raises(ValueError, match="another model size"):
-        ckpt_lib.load_finetune_weights(create_yolov5("yolov5s", 5), path, 5)
+        loading.load_finetune_weights(create_yolov5("yolov5s", 5), path, 5)
 
 
+@pytest.mark.slow
 def test_resume_against_other_batch_size_is_refused(interrupted_run, tiny_shards, tmp_path):
     run_dir, _, _ = interrupted_run
     shards, config_file = tiny_shards
@@ -486,6 +490,7 @@ def test_resume_against_other_batch_size_is_refused(interrupted_run, tiny_shards
         loop.prepare(args, 0, 1)
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_a_folder_with_checkpoints(interrupted_run, tiny_shards):
     run_dir, _, _ = interrupted_run
     shards, config_file = tiny_shards

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from yolodata.convert import convert_coco
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train.loop import step_inputs
+
+pytestmark = pytest.mark.slow  # starts msrun and compiles yolov5n
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(yolov5_version="yolov5n", training_shape=64, per_batch_size=1, lr=0.01, max_epoch=1, seed=3)
@@ -47,7 +50,9 @@ def shards(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_rank_run(shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("dist_run")
-    env = dict(os.environ, MASTER_PORT=str(free_port()), LOG_DIR=str(out / "msrun_log"))
+    # without the project's .venv the script takes msrun (and msrun python) from PATH: this python's first
+    env = dict(os.environ, MASTER_PORT=str(free_port()), LOG_DIR=str(out / "msrun_log"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("VIRTUAL_ENV", None)
     flags = ["--mindrecord", str(shards), "--yolov5_version", SETTINGS["yolov5_version"],
              "--training_shape", str(SETTINGS["training_shape"]), "--per_batch_size", str(SETTINGS["per_batch_size"]),

@@ -13,7 +13,9 @@ Scoring uses pycocotools' COCOeval ("bbox") against the ground-truth json (the c
 summary lines. pycocotools' own chatter is captured, not printed. Cases pycocotools handles badly are
 handled here first: no detections at all (its ``loadRes`` fails on an empty list; the scores are
 computed with an empty result set instead), a file that is not a results json, results naming images
-or categories the ground truth does not have, and a missing or unreadable ground-truth file.
+or categories the ground truth does not have, a missing or unreadable ground-truth file, and a ground
+truth whose ids are not integers (some exporters write image ids as strings, ``"2299"``: the message
+names them as written, since the results would otherwise be blamed for not matching them).
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ def load_ground_truth(ann_file: str | os.PathLike):
                             f"'annotations' and 'categories' lists")
     if not document["images"]:
         raise CocoEvalError(f"ground-truth file {path} lists no images")
+    check_ground_truth_ids(document, path)
     annotations = []
     for index, annotation in enumerate(document["annotations"]):
         bbox = annotation.get("bbox") if isinstance(annotation, dict) else None
@@ -178,6 +181,54 @@ def load_ground_truth(ann_file: str | os.PathLike):
     return ground_truth
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+ID_RULE = "COCO ids are integers, and a results file's image_id and category_id must equal them"
+
+
+def _non_integer_ids(records: list, field: str) -> list[tuple[int, object]]:
+    """(index, value as written) of the records whose ``field`` is not an integer."""
+    return [(index, record.get(field) if isinstance(record, dict) else None)
+            for index, record in enumerate(records)
+            if not (isinstance(record, dict) and _is_integer(record.get(field)))]
+
+
+def _id_fix(values) -> str:
+    """What to do about non-integer ids; digit strings get the concrete fix."""
+    example = next((v for v in values if isinstance(v, str) and v.strip().isdigit()), None)
+    if example is not None:
+        return f"write the ids as JSON numbers ({int(example)}, not {json.dumps(example)})"
+    return "give every image, annotation and category an integer id"
+
+
+def check_ground_truth_ids(document: dict, path) -> None:
+    """CocoEvalError naming, as written, the ids of a ground-truth document that are not integers.
+
+    A ground truth with string ids (``"2299"``) would make every result look foreign: the message
+    names the ground truth's ids, not the results.
+    """
+    images = document["images"]
+    bad = _non_integer_ids(images, "id")
+    if bad:
+        shown = ", ".join(f"image {json.dumps(value)} ({images[index].get('file_name', 'no file_name')})"
+                          if isinstance(images[index], dict) else f"images[{index}] (not an object)"
+                          for index, value in bad[:3])
+        raise CocoEvalError(f"ground-truth file {path}: {len(bad)} of its {len(images)} images have an id that is "
+                            f"not an integer (first: {shown}); {ID_RULE}: {_id_fix([v for _, v in bad])}")
+    for key, kind, field in (("categories", "category", "id"), ("annotations", "annotation", "image_id"),
+                             ("annotations", "annotation", "category_id")):
+        bad = _non_integer_ids(document[key], field)
+        if bad:
+            index, value = bad[0]
+            first = (f"{kind} #{index} has {field} {json.dumps(value)}" if isinstance(document[key][index], dict)
+                     else f"{kind} #{index} is not an object")
+            raise CocoEvalError(f"ground-truth file {path}: {len(bad)} of its {len(document[key])} {key} have a "
+                                f"{field} that is not an integer (first: {first}); {ID_RULE}: "
+                                f"{_id_fix([v for _, v in bad])}")
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -189,9 +240,9 @@ def entry_problem(entry) -> str | None:
     missing = [key for key in RESULT_KEYS if key not in entry]
     if missing:
         return f"lacks {missing}"
-    if not (isinstance(entry["image_id"], int) and not isinstance(entry["image_id"], bool)):
+    if not _is_integer(entry["image_id"]):
         return f"has image_id {entry['image_id']!r} (must be an integer)"
-    if not (isinstance(entry["category_id"], int) and not isinstance(entry["category_id"], bool)):
+    if not _is_integer(entry["category_id"]):
         return f"has category_id {entry['category_id']!r} (must be an integer)"
     bbox = entry["bbox"]
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
@@ -268,7 +319,7 @@ def score_detections(ground_truth, results: list) -> CocoScores:
     return CocoScores(stats=stats, text=format_summary(stats))
 
 
-def evaluate(ann_file: str | os.PathLike, results: str | os.PathLike | Iterable[dict]) -> CocoScores:
+def score_results(ann_file: str | os.PathLike, results: str | os.PathLike | Iterable[dict]) -> CocoScores:
     """Score ``results`` (a results json path, or a list of entries) against the ground truth ``ann_file``."""
     ground_truth = load_ground_truth(ann_file)
     if isinstance(results, (str, os.PathLike)):

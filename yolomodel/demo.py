@@ -204,9 +204,9 @@ def loss_curve(train_output: str) -> list[dict]:
 def coco_scores(val_dir: Path, results_file: Path) -> dict:
     """The 12 COCO numbers of a results file against the val shards' annotations.json."""
     from yolodata.manifest import load_manifest
-    from yolomodel.coco_eval import evaluate
+    from yolomodel.coco_eval import score_results
 
-    stats = [float(v) for v in evaluate(load_manifest(val_dir).annotations_path, results_file).stats]
+    stats = [float(v) for v in score_results(load_manifest(val_dir).annotations_path, results_file).stats]
     return {"map50_95": stats[0], "map50": stats[1], "map75": stats[2], "stats": stats}
 
 

@@ -33,13 +33,16 @@ from yolodata.augment.color import bgr_to_rgb
 from yolodata.checks import check_multiple_of
 from yolodata.fileio import write_file_atomic
 
+from .nms import DEFAULT_MAX_DET, NmsOptions, check_nms_arguments
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_SUFFIX = ".jpg"
 DETECTIONS_NAME = "detections.json"
 JPEG_QUALITY = 95
-DEFAULT_CONF_THRESH = 0.25
-DEFAULT_NMS_THRESH = 0.45
-DEFAULT_MAX_DET = 300
+# Boxes drawn for people: confident detections only, and overlapping ones merged harder than for COCO
+# scoring (``yolomodel.nms.EVAL_CONF_THRESH``); YOLOv5's detect.py uses the same two values.
+DISPLAY_CONF_THRESH = 0.25
+DISPLAY_NMS_THRESH = 0.45
 BBOX_DECIMALS = 2
 SCORE_DECIMALS = 5
 
@@ -158,6 +161,24 @@ def read_names_file(path) -> list[str]:
     return names
 
 
+def class_names_from(*, names_file=None, mindrecord=None) -> tuple[list | None, list | None, str | None]:
+    """(class names, category ids, where they came from) of ``--names`` or ``--mindrecord``; Nones when neither.
+
+    A names file gives names only; a converter output folder gives both, from its manifest.
+    """
+    from yolodata.manifest import ManifestError, read_manifest
+
+    if names_file is not None:
+        return read_names_file(names_file), None, f"--names {names_file}"
+    if mindrecord is not None:
+        try:
+            manifest = read_manifest(mindrecord)
+        except ManifestError as error:
+            raise InferenceError(f"--mindrecord: {error}") from error
+        return manifest.class_names, manifest.category_ids.tolist(), f"--mindrecord {mindrecord}"
+    return None, None, None
+
+
 def check_class_count(class_names, num_classes: int, source: str) -> None:
     """InferenceError when ``source`` names another number of classes than the network has."""
     if class_names is not None and len(class_names) != int(num_classes):
@@ -266,20 +287,8 @@ def draw_detections(image_bgr: np.ndarray, detections: np.ndarray, class_names=N
 # The detector and the run over many images
 # ---------------------------------------------------------------------------------------------
 
-def network_predictor(inference_net) -> Callable[[np.ndarray], np.ndarray]:
-    """``predict(images)``: uint8 (B, S, S, 3) RGB numpy -> ``inference_net``'s float32 (B, N, 5 + C)."""
-    import mindspore as ms
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return inference_net(ms.Tensor(images)).asnumpy()
-
-    return predict
-
-
 def check_detection_settings(testing_shape, conf_thresh, nms_thresh, max_det) -> None:
     """InferenceError naming the setting to fix when one is out of range."""
-    from .nms import check_nms_arguments
-
     try:
         check_multiple_of("--testing_shape", testing_shape)
     except ValueError as error:
@@ -294,24 +303,23 @@ class Detector:
     """Image in, detections in its own pixels out: letterbox, ``predict``, NMS, map back.
 
     ``predict`` takes uint8 (1, S, S, 3) RGB and returns decoded float32 (1, N, 5 + C) predictions
-    (``network_predictor``); a parameter so that the geometry can be checked without a network.
+    (``yolomodel.loading.network_predictor``); a parameter so that the geometry can be checked without a
+    network.
     """
 
-    def __init__(self, predict, testing_shape: int, *, conf_thresh: float = DEFAULT_CONF_THRESH,
-                 nms_thresh: float = DEFAULT_NMS_THRESH, max_det: int = DEFAULT_MAX_DET):
+    def __init__(self, predict, testing_shape: int, *, conf_thresh: float = DISPLAY_CONF_THRESH,
+                 nms_thresh: float = DISPLAY_NMS_THRESH, max_det: int = DEFAULT_MAX_DET):
         check_detection_settings(testing_shape, conf_thresh, nms_thresh, max_det)
         self.predict = predict
         self.testing_shape = int(testing_shape)
-        self.nms_options = dict(conf_thresh=float(conf_thresh), nms_thresh=float(nms_thresh), max_det=int(max_det))
+        self.nms = NmsOptions(conf_thresh=float(conf_thresh), nms_thresh=float(nms_thresh), max_det=int(max_det))
 
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
         """float32 (M, 6) x1, y1, x2, y2 (original pixels), score, class; best first."""
-        from .nms import non_max_suppression
-
         network_input, scale, pad = letterbox_input(image_bgr, self.testing_shape)
         # (S, S, 3) -> (1, S, S, 3)
         predictions = self.predict(network_input[None])
-        kept = non_max_suppression(predictions, **self.nms_options)[0]
+        kept = self.nms.apply(predictions)[0]
         return to_original_pixels(kept, scale, pad, image_bgr.shape[:2])
 
 
@@ -320,6 +328,17 @@ def encode_jpeg(image_bgr: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("OpenCV could not encode the drawn image as JPEG")
     return buffer.tobytes()
+
+
+def prepare_output_dir(output_dir) -> None:
+    """Create ``output_dir`` (and its parents); InferenceError when it is a file or cannot be created."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InferenceError(f"--output_dir {output_dir} is a file; name a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InferenceError(f"cannot create --output_dir {output_dir}: {error.strerror or error}") from error
 
 
 def check_outputs_spare_inputs(sources: Sequence[ImageSource], names: Sequence[str], output_dir: Path) -> None:

@@ -24,14 +24,17 @@ with all remaining candidates of its class at once, and the loop stops at ``max_
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 
 import numpy as np
 
-DEFAULT_CONF_THRESH = 0.001
-DEFAULT_NMS_THRESH = 0.65
-DEFAULT_MAX_DET = 300
-DEFAULT_MAX_NMS = 30000
+# COCO mAP evaluation keeps nearly every candidate (score above 0.001) so that the precision-recall curve
+# reaches low scores. Boxes drawn for people use stricter values (``yolomodel.infer.DISPLAY_CONF_THRESH``).
+EVAL_CONF_THRESH = 0.001
+EVAL_NMS_THRESH = 0.65
+DEFAULT_MAX_DET = 300      # detections kept per image (COCO scores at most 100; YOLOv5 keeps 300)
+DEFAULT_MAX_NMS = 30000    # candidates, the best scores, that go into the suppression
 
 # Columns of one image's result: float32 (M, 6).
 RESULT_COLUMNS = ("x1", "y1", "x2", "y2", "score", "class")
@@ -146,8 +149,26 @@ def check_nms_arguments(conf_thresh, nms_thresh, max_det, max_nms) -> None:
         raise ValueError(f"max_nms must be at least 1, got {max_nms}")
 
 
-def nms_image(prediction: np.ndarray, *, conf_thresh: float = DEFAULT_CONF_THRESH,
-              nms_thresh: float = DEFAULT_NMS_THRESH, max_det: int = DEFAULT_MAX_DET,
+@dataclasses.dataclass(frozen=True)
+class NmsOptions:
+    """The settings of ``non_max_suppression``, checked when made; the defaults are COCO evaluation's."""
+
+    conf_thresh: float = EVAL_CONF_THRESH
+    nms_thresh: float = EVAL_NMS_THRESH
+    max_det: int = DEFAULT_MAX_DET
+    multi_label: bool = False
+    max_nms: int = DEFAULT_MAX_NMS
+
+    def __post_init__(self):
+        check_nms_arguments(self.conf_thresh, self.nms_thresh, self.max_det, self.max_nms)
+
+    def apply(self, predictions: np.ndarray) -> list[np.ndarray]:
+        """``non_max_suppression`` of a (B, N, 5 + C) batch with these settings."""
+        return non_max_suppression(predictions, **dataclasses.asdict(self))
+
+
+def nms_image(prediction: np.ndarray, *, conf_thresh: float = EVAL_CONF_THRESH,
+              nms_thresh: float = EVAL_NMS_THRESH, max_det: int = DEFAULT_MAX_DET,
               max_nms: int = DEFAULT_MAX_NMS, multi_label: bool = False) -> np.ndarray:
     """float32 (M, 6) x1, y1, x2, y2, score, class of one image's (N, 5 + C) prediction, score desc."""
     xyxy, scores, classes = select_candidates(prediction, float(conf_thresh), bool(multi_label))
@@ -161,8 +182,8 @@ def nms_image(prediction: np.ndarray, *, conf_thresh: float = DEFAULT_CONF_THRES
     return out
 
 
-def non_max_suppression(predictions: np.ndarray, *, conf_thresh: float = DEFAULT_CONF_THRESH,
-                        nms_thresh: float = DEFAULT_NMS_THRESH, max_det: int = DEFAULT_MAX_DET,
+def non_max_suppression(predictions: np.ndarray, *, conf_thresh: float = EVAL_CONF_THRESH,
+                        nms_thresh: float = EVAL_NMS_THRESH, max_det: int = DEFAULT_MAX_DET,
                         max_nms: int = DEFAULT_MAX_NMS, multi_label: bool = False) -> list[np.ndarray]:
     """YOLOv5 NMS of a batch of decoded predictions.
 

@@ -1,11 +1,11 @@
-"""Training checkpoints: layout, atomic writing, exact resume, and weights-only loading.
+"""Training checkpoints: layout, atomic writing, reading, and exact resume.
 
 Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
 --------------------------------------------------------------
 * network parameters under their own names: ``backbone.*``, ``neck.*``, ``head.*`` (BatchNorm moving
   statistics included);
 * EMA: ``ema.<parameter name>`` for every float parameter of the network, and ``ema_updates`` (int32);
-  eval and export should use these (``load_inference_weights``);
+  eval, infer and export use these (``yolomodel.loading``);
 * optimizer state: ``global_step`` and ``moments.<parameter name>`` (nn.Momentum's names); the learning
   rate is not stored, it comes from the schedule and the position;
 * loss scale: ``loss_scale`` (float32), plus ``current_iterator_step`` / ``last_overflow_iterator_step``
@@ -17,27 +17,27 @@ Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
   (MindSpore's append_dict), strings as strings; ``read_checkpoint`` returns them as Python values.
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
-with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name.
+with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
+file gets the mode of the project's other outputs (0o666 minus the umask), not MindSpore's owner-only
+0o400, so that the other users of a shared run folder can evaluate it.
+
+``--resume`` loads everything (``load_for_resume``). Loading only the weights (eval, infer, export,
+``--resume_yolov5``, ``--pretrained_backbone``) is in ``yolomodel.loading``, which reads through
+``read_checkpoint`` too.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
+import os
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
 
-from yolodata.fileio import atomic_path
-
-from .ema import EMA_PREFIX
-
-logger = logging.getLogger(__name__)
+from yolodata.fileio import atomic_path, default_file_mode
 
 CHECKPOINT_FORMAT = "yolov5-train-1"
-HEAD_PREFIX = "head."
-BACKBONE_PREFIX = "backbone."
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
 NOT_SAVED = ("learning_rate", "momentum")
 METADATA_KEYS = ("format", "epoch", "step", "steps_completed", "seed", "dataset_id", "yolov5_version",
@@ -90,6 +90,8 @@ def save_checkpoint_atomic(path, entries, metadata: dict | None = None) -> Path:
         entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in entries]
     with atomic_path(final) as temporary:
         ms.save_checkpoint(entries, str(temporary), append_dict=dict(metadata or {}))
+        # MindSpore leaves its files readable by their owner only: give them every other output's mode
+        os.chmod(temporary, default_file_mode())
     return final
 
 
@@ -154,119 +156,3 @@ def load_for_resume(train_cell: nn.Cell, path) -> TrainState:
             f"--loss_scale_type as the interrupted run.")
     ms.load_param_into_net(train_cell, {name: params[name] for name in expected}, strict_load=True)
     return state
-
-
-def _matching(network: nn.Cell, params: dict, prefix_filter=None) -> tuple[dict, list, list]:
-    """(entries to load, names skipped for another shape, network names without an entry)."""
-    own = {p.name: p for p in network.get_parameters()}
-    chosen, wrong_shape = {}, []
-    for name, param in own.items():
-        if prefix_filter is not None and not prefix_filter(name):
-            continue
-        if name not in params:
-            continue
-        if tuple(params[name].shape) != tuple(param.shape):
-            wrong_shape.append(name)
-            continue
-        chosen[name] = params[name]
-    absent = sorted(name for name in own if name not in chosen and name not in wrong_shape
-                    and (prefix_filter is None or prefix_filter(name)))
-    return chosen, wrong_shape, absent
-
-
-def _assign(network: nn.Cell, chosen: dict) -> None:
-    """Copy ``chosen`` (name -> checkpoint Parameter) into the network's parameters of those names.
-
-    Used for partial loads, where ``load_param_into_net`` would warn about every parameter left out.
-    """
-    own = {p.name: p for p in network.get_parameters()}
-    for name, value in chosen.items():
-        target = own[name]
-        target.set_data(ms.Tensor(value.asnumpy()).astype(target.dtype))
-
-
-def model_weights(params: dict, use_ema: bool = True) -> tuple[dict, bool]:
-    """(network-named weights, whether they are the EMA) from a checkpoint's parameters.
-
-    With ``use_ema`` and ``ema.*`` entries present, those are returned under the network's names;
-    otherwise the plain entries (a checkpoint without EMA, e.g. a converted or exported one).
-    """
-    prefix = EMA_PREFIX + "."
-    ema = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
-    if use_ema and ema:
-        return ema, True
-    return {name: value for name, value in params.items() if not name.startswith(prefix)}, False
-
-
-def load_inference_weights(network: nn.Cell, path, use_ema: bool = True) -> dict:
-    """Load a checkpoint's weights for eval/export (EMA when present); returns its metadata.
-
-    Every network parameter must be present with the right shape, else ValueError saying which.
-    """
-    params, metadata = read_checkpoint(path)
-    weights, is_ema = model_weights(params, use_ema)
-    chosen, wrong_shape, absent = _matching(network, weights)
-    if wrong_shape or absent:
-        raise ValueError(f"{path} does not fit this network: {len(wrong_shape)} parameters with another shape "
-                         f"(e.g. {wrong_shape[:3]}), {len(absent)} missing (e.g. {absent[:3]}); check "
-                         f"--yolov5_version and the number of classes (checkpoint: "
-                         f"{metadata.get('yolov5_version', '?')}, {metadata.get('num_classes', '?')} classes)")
-    ms.load_param_into_net(network, chosen, strict_load=True)
-    metadata["weights"] = "ema" if is_ema else "model"
-    return metadata
-
-
-def load_finetune_weights(network: nn.Cell, path, num_classes: int, log=logger.info) -> dict:
-    """``--resume_yolov5``: weights only (EMA when present), heads skipped when the class count differs.
-
-    Returns a small report: loaded / skipped names and whether heads were skipped.
-    """
-    params, metadata = read_checkpoint(path)
-    weights, is_ema = model_weights(params, use_ema=True)
-    saved_classes = metadata.get("num_classes")
-    head_shapes_differ = any(name.startswith(HEAD_PREFIX) and name in weights
-                             and tuple(weights[name].shape) != tuple(p.shape)
-                             for p in network.get_parameters() for name in [p.name])
-    skip_heads = head_shapes_differ or (saved_classes is not None and int(saved_classes) != int(num_classes))
-    keep = (lambda name: not name.startswith(HEAD_PREFIX)) if skip_heads else None
-    chosen, wrong_shape, absent = _matching(network, weights, keep)
-    if wrong_shape:
-        raise ValueError(f"--resume_yolov5 {path}: {len(wrong_shape)} parameters outside the heads have another "
-                         f"shape (e.g. {wrong_shape[:3]}): it is another model size than "
-                         f"--yolov5_version; checkpoint says {metadata.get('yolov5_version', 'nothing')}")
-    if not chosen:
-        raise ValueError(f"--resume_yolov5 {path}: no parameter of it fits this network (no name matches); "
-                         f"is it a YOLOv5 checkpoint of this project?")
-    _assign(network, chosen)
-    source = "EMA weights" if is_ema else "weights"
-    if skip_heads:
-        held = saved_classes if saved_classes is not None else "other head shapes"
-        log(f"--resume_yolov5: loaded {len(chosen)} {source} from {path}; the detection heads (head.*) were NOT "
-            f"loaded because the class count differs (checkpoint: {held}, this dataset: {num_classes}); they keep "
-            f"their fresh initialisation")
-    else:
-        log(f"--resume_yolov5: loaded {len(chosen)} {source} from {path}")
-    if absent:
-        log(f"--resume_yolov5: {len(absent)} network parameters were not in the checkpoint and keep their "
-            f"initialisation (e.g. {absent[:3]})")
-    return {"loaded": sorted(chosen), "skipped_heads": skip_heads, "absent": absent, "ema": is_ema}
-
-
-def load_pretrained_backbone(network: nn.Cell, path, log=logger.info) -> list[str]:
-    """``--pretrained_backbone``: load ``backbone.*`` (EMA when present) from a checkpoint.
-
-    A checkpoint of a bare backbone whose names lack the ``backbone.`` prefix is accepted as well.
-    """
-    params, _ = read_checkpoint(path)
-    weights, is_ema = model_weights(params, use_ema=True)
-    if not any(name.startswith(BACKBONE_PREFIX) for name in weights):
-        weights = {BACKBONE_PREFIX + name: value for name, value in weights.items()}
-    chosen, wrong_shape, absent = _matching(network, weights, lambda name: name.startswith(BACKBONE_PREFIX))
-    if wrong_shape or not chosen:
-        raise ValueError(f"--pretrained_backbone {path}: {len(chosen)} backbone parameters fit, "
-                         f"{len(wrong_shape)} have another shape (e.g. {wrong_shape[:3]}); it must be a backbone "
-                         f"of the same --yolov5_version")
-    _assign(network, chosen)
-    log(f"--pretrained_backbone: loaded {len(chosen)} backbone {'EMA ' if is_ema else ''}parameters from {path}"
-        + (f"; {len(absent)} backbone parameters were not in it (e.g. {absent[:3]})" if absent else ""))
-    return sorted(chosen)

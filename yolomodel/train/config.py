@@ -20,10 +20,10 @@ import yaml
 
 from yolodata.checks import check_multiple_of
 from yolodata.fileio import write_file_atomic
+from yolomodel.device import DEVICE_TARGETS
 
 logger = logging.getLogger(__name__)
 
-DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 LR_SCHEDULERS = ("exponential", "cosine_annealing")
 DEFAULT_TRAINING_SHAPE = 640   # used when --training_shape is empty (multi-scale up to it)
 CONFIG_FILE_NAME = "config.yaml"

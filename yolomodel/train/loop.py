@@ -186,6 +186,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     from yolodata import sampler
     from yolodata.manifest import load_manifest
 
+    from yolomodel import loading
+
     from . import builder, lr_schedule
     from . import step as step_lib
 
@@ -220,9 +222,9 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     network = builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed, amp_level=amp_level)
     if not args.resume:
         if args.pretrained_backbone:
-            ckpt_lib.load_pretrained_backbone(network, args.pretrained_backbone, log=log)
+            loading.load_pretrained_backbone(network, args.pretrained_backbone, log=log)
         if args.resume_yolov5:
-            ckpt_lib.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log)
+            loading.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log)
     elif args.pretrained_backbone:
         log("--pretrained_backbone is ignored with --resume (the checkpoint holds every weight)")
     parts = builder.assemble(
@@ -303,7 +305,7 @@ def _diverged_message(parts, finite_loss: bool, epoch: int, iteration: int, writ
 
 
 def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logger.info) -> TrainSummary:
-    """Run training as configured by ``args`` (``config.parse_config``), after ``context.init_context``.
+    """Run training as configured by ``args`` (``config.parse_config``), after ``yolomodel.device.setup_device``.
 
     ``batch_hook(iteration, columns) -> columns`` (tests) may replace a batch's numpy columns
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.

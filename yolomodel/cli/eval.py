@@ -1,0 +1,161 @@
+"""COCO mAP evaluation of a YOLOv5 checkpoint on converted MindRecord shards, or of a results file.
+
+Evaluate a checkpoint (runs the network):
+
+    yolo-eval --mindrecord VAL_DIR --pretrained CKPT --testing_shape 640 \\
+        [--per_batch_size 16] [--conf_thresh 0.001] [--nms_thresh 0.65] [--max_det 300] [--multi_label]
+        [--results_file PATH] [--device_target CPU] [--is_distributed 0|1]
+        [--yolov5_version yolov5s] [--num_classes N]
+    (or: python tools/eval.py ...)
+
+VAL_DIR is a folder written by yolo-coco2mindrecord. Every image is letterboxed into testing_shape (no
+upscaling), run through the network (the EMA weights when the checkpoint has ``ema.*`` parameters),
+decoded, reduced by class-aware NMS, mapped back to original image pixels and written as a COCO
+results json (original image and category ids) to --results_file (default outputs/eval/results.json);
+that file is then scored with pycocotools against VAL_DIR/annotations.json (or --ann_file). The model
+size and class count are those the checkpoint records (training writes them); for a plain weights
+file --yolov5_version names the size, and the class count defaults to the dataset's.
+
+Score an existing results file (no model):
+
+    yolo-eval --ann_file GT.json --results_file DETS.json
+
+Both print the 12 COCO summary lines, then the time taken.
+
+Distributed (--is_distributed 1, started with msrun): each rank evaluates a contiguous block of the
+images; the detections of all ranks are collected on rank 0 with collectives (no shared file system
+needed), so every image is counted exactly once. Rank 0 writes the results file, scores and prints;
+the other ranks print a line and exit 0. Example:
+
+    msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --join=True \\
+        tools/eval.py --mindrecord VAL_DIR --pretrained CKPT --is_distributed 1
+
+Exit codes: 0 done; 2 a user error (message on stderr, no traceback); 1 anything unexpected.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from yolomodel.cli import EXIT_OK, report_user_error
+from yolomodel.device import DEVICE_TARGETS
+from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH
+
+RESULT_HEADER = "=============coco eval result========="
+DEFAULT_RESULTS_FILE = Path("outputs") / "eval" / "results.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mindrecord", "--data_dir", dest="mindrecord", type=Path, default=None,
+                        help="converted val folder (yolo-coco2mindrecord output)")
+    parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint of the YOLOv5 network")
+    parser.add_argument("--ann_file", type=Path, default=None,
+                        help="ground-truth COCO json (default with --mindrecord: VAL_DIR/annotations.json)")
+    parser.add_argument("--results_file", type=Path, default=None,
+                        help=f"results json: written with --mindrecord (default {DEFAULT_RESULTS_FILE}), "
+                             f"read and scored without it")
+    parser.add_argument("--testing_shape", type=int, default=640, help="square input size, multiple of 32")
+    parser.add_argument("--per_batch_size", type=int, default=16, help="images per batch (per rank)")
+    parser.add_argument("--conf_thresh", type=float, default=EVAL_CONF_THRESH,
+                        help="minimum objectness * class score")
+    parser.add_argument("--nms_thresh", type=float, default=EVAL_NMS_THRESH, help="IoU above which NMS suppresses")
+    parser.add_argument("--max_det", type=int, default=DEFAULT_MAX_DET, help="detections kept per image")
+    parser.add_argument("--multi_label", action="store_true",
+                        help="every class above conf_thresh is a candidate (default: each box's best class)")
+    parser.add_argument("--device_target", default="CPU", choices=DEVICE_TARGETS)
+    parser.add_argument("--is_distributed", type=int, default=0, choices=(0, 1),
+                        help="1: split the images over the ranks of an msrun launch")
+    parser.add_argument("--yolov5_version", default=None,
+                        help="yolov5n/s/m/l/x (default: the one the checkpoint records; needed for a plain weights file)")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="classes of the checkpoint (default: the dataset's category count)")
+    parser.add_argument("--num_parallel_workers", type=int, default=None,
+                        help="pipeline threads (default and ceiling: the CPU count)")
+    return parser
+
+
+def print_scores(scores, started: float) -> None:
+    print(RESULT_HEADER)
+    print(scores.text)
+    seconds = time.perf_counter() - started
+    print(f"testing cost time {seconds / 3600:.2f}h ({seconds:.1f} s)", flush=True)
+
+
+def run_results_file(args, started: float) -> int:
+    from yolomodel.coco_eval import score_results
+
+    print_scores(score_results(args.ann_file, args.results_file), started)
+    return EXIT_OK
+
+
+def check_model_args(args):
+    """The NMS options of the flags; ValueError naming the flag to fix (before anything slow)."""
+    from yolodata.checks import check_int, check_multiple_of
+    from yolomodel.nms import NmsOptions
+
+    if args.pretrained is None:
+        raise ValueError("--mindrecord needs --pretrained CKPT (the checkpoint to evaluate)")
+    check_multiple_of("--testing_shape", args.testing_shape)
+    check_int("--per_batch_size", args.per_batch_size, minimum=1)
+    if args.num_classes is not None:
+        check_int("--num_classes", args.num_classes, minimum=1)
+    try:
+        return NmsOptions(conf_thresh=args.conf_thresh, nms_thresh=args.nms_thresh, max_det=args.max_det,
+                          multi_label=args.multi_label)
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None
+
+
+def run_model(args, started: float) -> int:
+    from yolodata.manifest import load_manifest
+    from yolomodel.coco_eval import load_ground_truth
+    from yolomodel.device import setup_device
+    from yolomodel.evaluation import evaluate, load_model_for_dataset
+
+    nms = check_model_args(args)
+    manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
+    ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)  # fails before the long run
+    results_file = args.results_file or DEFAULT_RESULTS_FILE
+
+    group = setup_device(args.device_target, distributed=bool(args.is_distributed), program="tools/eval.py")
+    loaded = load_model_for_dataset(args.pretrained, manifest.num_classes, version=args.yolov5_version,
+                                    num_classes=args.num_classes)
+    if group.rank == 0:
+        print(f"evaluating {loaded.describe()} on {args.mindrecord} ({manifest.num_images} images, "
+              f"{group.group_size} rank(s)) at {args.testing_shape}", flush=True)
+    report = evaluate(loaded.network, args.mindrecord, testing_shape=args.testing_shape,
+                      per_batch_size=args.per_batch_size, nms=nms, rank=group.rank, group_size=group.group_size,
+                      results_file=results_file, ground_truth=ground_truth,
+                      num_parallel_workers=args.num_parallel_workers)
+    if report.scores is None:
+        print(f"rank {group.rank}: detections sent to rank 0", flush=True)
+        return EXIT_OK
+    print(f"{report.num_detections} detections written to {report.results_file}", flush=True)
+    print_scores(report.scores, started)
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.mindrecord is not None:
+            return run_model(args, started)
+        if args.pretrained is not None:
+            parser.error("--pretrained needs --mindrecord VAL_DIR (the images to run the network on)")
+        if args.ann_file is None or args.results_file is None:
+            parser.error("give --mindrecord VAL_DIR --pretrained CKPT to evaluate a checkpoint, or "
+                         "--ann_file GT.json --results_file DETS.json to score a results file")
+        return run_results_file(args, started)
+    except ValueError as error:  # ModelLoadError, CocoEvalError, ManifestError, DeviceError, argument checks
+        return report_user_error(error)
+    except OSError as error:  # e.g. the results file's folder is not writable, the disk is full
+        return report_user_error(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
