@@ -37,7 +37,8 @@ def default_file_mode() -> int:
 def atomic_path(final, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in ``final``'s folder; on success it is moved onto ``final`` (os.replace).
 
-    The folder is created if needed. ``suffix`` (default: ``final``'s own) ends the temporary name, for
+    The folder is created if needed. The file gets ``default_file_mode()`` whatever its writer chose
+    (MindSpore writes checkpoints and MINDIR files readable by their owner only). ``suffix`` (default: ``final``'s own) ends the temporary name, for
     writers that insist on an extension (MindSpore appends ``.ckpt``/``.mindir`` otherwise). On any
     exception, KeyboardInterrupt included, the temporary file is removed and ``final`` is untouched.
     """
@@ -51,6 +52,7 @@ def atomic_path(final, *, suffix: str | None = None) -> Iterator[Path]:
         yield temporary
         if not temporary.is_file():
             raise OSError(f"nothing was written to {temporary} for {final}")
+        os.chmod(temporary, default_file_mode())
         os.replace(temporary, final)
     finally:
         if temporary.exists():

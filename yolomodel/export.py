@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.checks import check_int, check_multiple_of
-from yolodata.fileio import atomic_path, default_file_mode
+from yolodata.fileio import atomic_path
 
 from .network import NUM_ANCHORS
 
@@ -139,8 +139,6 @@ def export_network(inference_net, *, file_format: str, batch_size: int, testing_
                         shutil.copyfile(staged, temporary)
             if not temporary.is_file():
                 raise ExportError(f"MindSpore reported no error but wrote no {file_format} file for {final}")
-            # MindSpore leaves MINDIR files readable by their owner only: give them every other output's mode
-            os.chmod(temporary, default_file_mode())
     except OSError as error:
         raise ExportError(f"cannot write {final}: {error.strerror or error}") from error
     return final

@@ -28,14 +28,13 @@ file gets the mode of the project's other outputs (0o666 minus the umask), not M
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
 
-from yolodata.fileio import atomic_path, default_file_mode
+from yolodata.fileio import atomic_path
 
 CHECKPOINT_FORMAT = "yolov5-train-1"
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
@@ -90,8 +89,6 @@ def save_checkpoint_atomic(path, entries, metadata: dict | None = None) -> Path:
         entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in entries]
     with atomic_path(final) as temporary:
         ms.save_checkpoint(entries, str(temporary), append_dict=dict(metadata or {}))
-        # MindSpore leaves its files readable by their owner only: give them every other output's mode
-        os.chmod(temporary, default_file_mode())
     return final
 
 
