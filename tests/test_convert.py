@@ -344,7 +344,8 @@ def test_shard_file_names_follow_filewriter():
 def test_shard_runs_split_the_plan_evenly_and_in_order():
     assert convert_lib.shard_starts(10, 3) == [0, 3, 6]
     assert [convert_lib.shard_of_position([0, 3, 6], p) for p in range(10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
-    # fewer images than shards: some shards stay empty, the order is kept
+    # fewer images than shards: some runs are empty, the order is kept (the converter plans at most one
+    # shard per image, and writes no file for an empty one: tests/test_convert_rough_edges.py)
     starts = convert_lib.shard_starts(2, 4)
     assert [convert_lib.shard_of_position(starts, p) for p in range(2)] == [1, 3]
 

@@ -66,12 +66,15 @@ class Problem:
 
 
 def _id_order(value) -> tuple:
-    """Integers in numeric order first, then other ids (strings, ...) by their json text, then none."""
+    """Integers in numeric order first, then strings of digits in numeric order, other ids by their
+    json text, then none."""
     if type(value) is int:
         return (0, value, "")
+    if type(value) is str and value.isdecimal():
+        return (1, int(value), value)
     if value is None:
-        return (2, 0, "")
-    return (1, 0, id_as_written(value))
+        return (3, 0, "")
+    return (2, 0, id_as_written(value))
 
 
 def problem_order(problem: Problem) -> tuple:
