@@ -556,6 +556,21 @@ def test_tool_converts_shows_progress_and_verifies(labelme_dir, tmp_path):
     assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_main_runs_in_process_with_exit_codes(labelme_dir, tmp_path, capsys):
+    import signal
+
+    from yolodata.cli import coco2mindrecord
+
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert coco2mindrecord.main(["--image_dir", str(labelme_dir), "--ann_file", str(labelme_dir / "annotations.json"),
+                                 "--output_dir", str(out), "--no_progress", "--num_workers", "1"]) == 0
+    assert any(line.startswith("images   3") for line in capsys.readouterr().out.splitlines())
+    assert coco2mindrecord.main(["--verify", str(tmp_path / "missing")]) == coco2mindrecord.EXIT_USER_ERROR
+    assert "is not a folder" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command's SIGTERM handling ends with it
+
+
 # ----------------------------------------------------------------------------------------------------
 # Pieces of the converter: incremental json reading, labels of many images at once, decoding ahead
 # ----------------------------------------------------------------------------------------------------

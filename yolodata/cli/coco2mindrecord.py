@@ -17,8 +17,10 @@ Exit codes: 0 done; 1 --verify found problems; 2 bad input or arguments (message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+import threading
 from pathlib import Path
 
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -54,6 +56,20 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM cleans up like Ctrl-C while the command runs (the previous handler is restored after;
+    only the main thread can set handlers, elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_verify(folder: Path, num_workers) -> int:
     from yolodata.verify import verify_output
 
@@ -65,7 +81,11 @@ def run_verify(folder: Path, num_workers) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up like Ctrl-C
+    with _sigterm_as_interrupt():
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from yolodata.convert import ConversionError, convert_coco
     from yolodata.manifest import ManifestError
 
