@@ -221,7 +221,7 @@ class ShardSetWriter:
 
     ``skip_empty_shards``: a shard that receives no row gets no file (as ``FileWriter`` would write it,
     an empty file that MindSpore warns about on every read); the files written are numbered without
-    gaps, as a set of that many shards (``empty_shards`` lists the skipped ones after ``close``).
+    gaps, as a set of that many shards.
     ``file_mode``: the permissions every file gets at ``close`` (None: as FileWriter leaves them,
     readable by the owner only).
     """
@@ -247,13 +247,8 @@ class ShardSetWriter:
         """Whether the open shard writes through _NativeRowWriter (None when no shard is open)."""
         return None if self._current is None else self._current.native is not None
 
-    @property
-    def empty_shards(self) -> list[int]:
-        """The shards (of 0..shard_num-1) that received no row and got no file (with skip_empty_shards)."""
-        return [shard for shard in range(self._next_shard) if shard not in self._opened]
-
     def _advance_to(self, shard: int) -> None:
-        """Commit the open shard and open ``shard``, creating every shard before it unless empty ones are skipped."""
+        """Commit the open shard and open ``shard`` (creating the empty shards before it unless they are skipped)."""
         first = shard if self._skip_empty else self._next_shard
         for index in range(max(first, self._next_shard), shard + 1):
             if self._current is not None:
@@ -295,7 +290,6 @@ class ShardSetWriter:
         if self._skip_empty:
             if self._current is None:
                 raise ValueError("no row was written: a shard set needs at least one row")
-            self._next_shard = self.shard_num
         else:
             self._advance_to(self.shard_num - 1)
         self._finish_current()

@@ -62,34 +62,42 @@ def _number_or_nan(value) -> float:
 
 def area_values(annotations: list) -> np.ndarray:
     """float64 (A,): each annotation's ``area``, NaN where it is missing or not a finite number."""
-    values = [value if type(value := ann.get("area")) is float or type(value) is int else None
-              for ann in annotations]
     try:
-        areas = np.array(values, np.float64)  # None becomes NaN
+        areas = np.fromiter((value if type(value := ann.get("area")) is float or type(value) is int else math.nan
+                             for ann in annotations), np.float64, len(annotations))
     except OverflowError:  # an integer beyond float range
-        areas = np.array([_number_or_nan(value) for value in values], np.float64)
+        areas = np.array([_number_or_nan(ann.get("area")) for ann in annotations], np.float64)
     areas[~np.isfinite(areas)] = np.nan
     return areas
+
+
+def box_areas(annotations: list) -> np.ndarray:
+    """float64 (A,): width x height of each checked annotation's bbox (0 for an empty box)."""
+    def area(bbox) -> float:
+        width, height = float(bbox[2]), float(bbox[3])
+        return width * height if width > 0 and height > 0 else 0.0
+
+    try:
+        return np.fromiter((bbox[2] * bbox[3] if bbox[2] > 0 and bbox[3] > 0 else 0.0
+                            for bbox in (ann["bbox"] for ann in annotations)), np.float64, len(annotations))
+    except OverflowError:  # integers whose product is beyond float range
+        return np.array([area(ann["bbox"]) for ann in annotations], np.float64)
 
 
 def check_areas(annotations: list) -> AreaFindings:
     """Count the checked annotations (bbox: 4 finite numbers) whose ``area`` contradicts the bbox."""
     if not annotations:
         return AreaFindings(0, 0, 0, 0)
-    areas = area_values(annotations)
-    widths = np.array([float(ann["bbox"][2]) for ann in annotations], np.float64)
-    heights = np.array([float(ann["bbox"][3]) for ann in annotations], np.float64)
-    box_areas = np.maximum(widths, 0.0) * np.maximum(heights, 0.0)
+    areas, boxes = area_values(annotations), box_areas(annotations)
     missing = np.isnan(areas)
     with np.errstate(invalid="ignore"):
-        larger = areas > box_areas * (1.0 + AREA_SLACK_RATIO) + AREA_SLACK_PIXELS
-        not_positive = (areas <= 0) & (box_areas > 0)
+        larger = areas > boxes * (1.0 + AREA_SLACK_RATIO) + AREA_SLACK_PIXELS
+        not_positive = (areas <= 0) & (boxes > 0)
     bad = missing | larger | not_positive
     example = None
     if bad.any():
-        first = int(np.argmax(bad))
-        ann = annotations[first]
+        ann = annotations[int(np.argmax(bad))]
         area = f"area {id_as_written(ann['area'])}" if "area" in ann else "no area"
         example = (f"annotation {id_as_written(ann.get('id'))} of image {id_as_written(ann.get('image_id'))}: "
-                   f"{area} for a {widths[first]:g} x {heights[first]:g} box")
+                   f"{area} for a {float(ann['bbox'][2]):g} x {float(ann['bbox'][3]):g} box")
     return AreaFindings(len(annotations), int(larger.sum()), int(not_positive.sum()), int(missing.sum()), example)
