@@ -95,7 +95,8 @@ def plain_pass(paths: list, num_workers: int) -> float:
 def run(num_images: int, num_workers: int, shard_num: int, repeats: int, workdir: Path) -> dict:
     from mindspore.mindrecord import FileWriter  # noqa: F401 - import once, outside the timed passes
 
-    from yolodata.convert import convert_coco, resolve_num_workers
+    from yolodata.checks import resolve_num_workers
+    from yolodata.convert import convert_coco
 
     workers = resolve_num_workers(num_workers)
     image_dir, ann_file = make_repeated_coco(COCO128, workdir / "coco", num_images)

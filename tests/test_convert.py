@@ -344,7 +344,8 @@ def test_shard_file_names_follow_filewriter():
 def test_shard_runs_split_the_plan_evenly_and_in_order():
     assert convert_lib.shard_starts(10, 3) == [0, 3, 6]
     assert [convert_lib.shard_of_position([0, 3, 6], p) for p in range(10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
-    # fewer images than shards: some shards stay empty, the order is kept
+    # fewer images than shards: some runs are empty, the order is kept (the converter plans at most one
+    # shard per image, and writes no file for an empty one: tests/test_convert_rough_edges.py)
     starts = convert_lib.shard_starts(2, 4)
     assert [convert_lib.shard_of_position(starts, p) for p in range(2)] == [1, 3]
 
@@ -553,6 +554,21 @@ def test_tool_converts_shows_progress_and_verifies(labelme_dir, tmp_path):
     result = subprocess.run([sys.executable, str(tool), "--verify", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_main_runs_in_process_with_exit_codes(labelme_dir, tmp_path, capsys):
+    import signal
+
+    from yolodata.cli import coco2mindrecord
+
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert coco2mindrecord.main(["--image_dir", str(labelme_dir), "--ann_file", str(labelme_dir / "annotations.json"),
+                                 "--output_dir", str(out), "--no_progress", "--num_workers", "1"]) == 0
+    assert any(line.startswith("images   3") for line in capsys.readouterr().out.splitlines())
+    assert coco2mindrecord.main(["--verify", str(tmp_path / "missing")]) == coco2mindrecord.EXIT_USER_ERROR
+    assert "is not a folder" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command's SIGTERM handling ends with it
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ decode with exactly that call to the picture the json's width and height describ
 source file with :func:`prepare_source_image` and re-encodes (losslessly, PNG) only when the original
 bytes would decode to a different frame.
 
-Facts about OpenCV 4.11 this module relies on (checked on ../shared/data/image_quirks):
+Facts about OpenCV 4.11 this module relies on (checked on real files by tests/test_image_io.py):
 - ``IMREAD_COLOR`` returns 3-channel BGR for grayscale and CMYK JPEGs, and for gray+alpha, RGBA and
   palette PNGs (the alpha channel is dropped), and it applies EXIF orientation;
   ``IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION`` gives the stored (raw) frame.

@@ -99,6 +99,7 @@ class Manifest:
     skipped: tuple = ()                  # {image_id, file_name, reason, message}: images not converted
     skipped_annotations: tuple = ()      # {image_id, annotation_id, reason, message}: annotations of no image
     reencoded: tuple = ()                # {image_id, file_name, note}
+    warnings: tuple = ()                 # {kind, count, message}: converted as given, but worth knowing
     annotation_file: str | None = None
     options: dict = dataclasses.field(default_factory=dict)
     folder: Path | None = dataclasses.field(default=None, compare=False)
@@ -173,6 +174,7 @@ class Manifest:
             "skipped": [dict(entry) for entry in self.skipped],
             "skipped_annotations": [dict(entry) for entry in self.skipped_annotations],
             "reencoded": [dict(entry) for entry in self.reencoded],
+            "warnings": [dict(entry) for entry in self.warnings],
             "annotation_file": self.annotation_file,
             "annotation_sha256": self.annotation_sha256,
             "options": dict(self.options),
@@ -262,7 +264,8 @@ def manifest_from_dict(document, where, folder: Path | None = None) -> Manifest:
         boxes_clipped=int(document.get("boxes_clipped", 0)),
         boxes_dropped=dict(document.get("boxes_dropped", {})),
         skipped=tuple(document["skipped"]), skipped_annotations=tuple(document.get("skipped_annotations", ())),
-        reencoded=tuple(document.get("reencoded", ())), annotation_file=document.get("annotation_file"),
+        reencoded=tuple(document.get("reencoded", ())), warnings=tuple(document.get("warnings", ())),
+        annotation_file=document.get("annotation_file"),
         options=dict(document.get("options", {})), folder=folder)
 
 

@@ -113,7 +113,7 @@ def link_shard_files(paths: list[Path]) -> None:
 class _NativeRowWriter:
     """Direct path to the C++ MindRecord writer behind ``FileWriter`` (mindspore 2.8.0).
 
-    ``FileWriter.write_raw_data`` spends about half of its time in Python (per-row schema lookups, blob
+    ``FileWriter.write_raw_data`` spends much of its time in Python (per-row schema lookups, blob
     concatenation by repeated ``bytes +=``, a schema check) while holding the GIL, which stalls the
     decode threads. This class does what it does once per row instead: split the row into its raw
     fields and one merged blob in the layout of ``mindspore.mindrecord``'s ``ShardWriter._merge_blob``
@@ -218,17 +218,27 @@ class ShardSetWriter:
     set, builds the indexes and returns ``[{file, num_rows}]`` in row order. At most one shard is open
     and at most ROWS_PER_WRITE rows are held in memory. ``native=False`` forces the public FileWriter
     call for the rows.
+
+    ``skip_empty_shards``: a shard that receives no row gets no file (as ``FileWriter`` would write it,
+    an empty file that MindSpore warns about on every read); the files written are numbered without
+    gaps, as a set of that many shards.
+    ``file_mode``: the permissions every file gets at ``close`` (None: as FileWriter leaves them,
+    readable by the owner only).
     """
 
-    def __init__(self, folder: Path, shard_num: int, *, native: bool = True):
+    def __init__(self, folder: Path, shard_num: int, *, native: bool = True, skip_empty_shards: bool = False,
+                 file_mode: int | None = None):
         if shard_num < 1:
             raise ValueError(f"shard_num must be at least 1, got {shard_num}")
         self.folder = Path(folder)
         self.shard_num = shard_num
         self.paths = shard_paths(self.folder, shard_num)
         self._native = native
+        self._skip_empty = skip_empty_shards
+        self._file_mode = file_mode
         self._current: _ShardFile | None = None
         self._next_shard = 0
+        self._opened: list[int] = []       # the shards that got a file, in order
         self.rows_per_shard: list[int] = []
         self.num_rows = 0
 
@@ -238,12 +248,14 @@ class ShardSetWriter:
         return None if self._current is None else self._current.native is not None
 
     def _advance_to(self, shard: int) -> None:
-        """Commit the open shard and create every shard before ``shard`` (empty ones included)."""
-        while self._next_shard <= shard:
+        """Commit the open shard and open ``shard`` (creating the empty shards before it unless they are skipped)."""
+        first = shard if self._skip_empty else self._next_shard
+        for index in range(max(first, self._next_shard), shard + 1):
             if self._current is not None:
                 self._finish_current()
-            self._current = _ShardFile(self.paths[self._next_shard], self._native)
-            self._next_shard += 1
+            self._current = _ShardFile(self.paths[index], self._native)
+            self._opened.append(index)
+        self._next_shard = max(self._next_shard, shard + 1)
 
     def _finish_current(self) -> None:
         self._current.commit()
@@ -263,17 +275,36 @@ class ShardSetWriter:
         """Drop the open writer without committing (its files are removed with the temporary folder)."""
         self._current = None
 
+    def _renumber(self) -> list[Path]:
+        """Give the files written their names as a set of that many shards; returns them in order."""
+        written = [self.paths[shard] for shard in self._opened]
+        final = shard_paths(self.folder, len(written))
+        for source, target in zip(written, final):  # targets never name a file still to be renamed
+            if source != target:
+                Path(f"{source}.db").unlink()
+                os.rename(source, target)
+        return final
+
     def close(self) -> list[dict]:
         """Commit every shard, link them into one set with its indexes, return [{file, num_rows}]."""
-        self._advance_to(self.shard_num - 1)
+        if self._skip_empty:
+            if self._current is None:
+                raise ValueError("no row was written: a shard set needs at least one row")
+        else:
+            self._advance_to(self.shard_num - 1)
         self._finish_current()
-        if self.shard_num > 1:
-            link_shard_files(self.paths)
+        paths = self._renumber()
+        if len(paths) > 1 or paths != [self.paths[shard] for shard in self._opened]:
+            link_shard_files(paths)  # also for one renamed file: its header and index name it
         shards = []
-        for path, written in zip(self.paths, self.rows_per_shard):
+        for path, written in zip(paths, self.rows_per_shard):
             stored = rows_in_header(read_header(path)[0])
             if stored != written:
                 raise RuntimeError(f"{path.name} holds {stored} rows but {written} were written; MindRecord "
                                    f"dropped some (see its log)")
             shards.append({"file": path.name, "num_rows": written})
+        if self._file_mode is not None:
+            for path in paths:
+                os.chmod(path, self._file_mode)
+                os.chmod(f"{path}.db", self._file_mode)
         return shards

@@ -27,8 +27,9 @@ class OrderedPrefetch:
     """``with OrderedPrefetch(items, work, ...) as prefetch: for item, result in prefetch: ...``
 
     ``work(item)`` (``work(item, load(item))`` with ``load``) runs in one of ``num_workers`` threads;
-    ``weight(item)`` is what an item costs in memory until consumed. Threads start working at ``__enter__``; leaving the ``with`` block early
-    (an exception, a --strict stop) stops the threads after their current item.
+    ``weight(item)`` is what an item costs in memory until consumed. Threads start working at
+    ``__enter__``; leaving the ``with`` block early (an exception, a --strict stop) stops the threads
+    after their current item.
     """
 
     def __init__(self, items: Sequence, work: Callable, *, num_workers: int, max_weight: float,

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import image_io
 from .checks import resolve_num_workers
-from .convert import labels_from_annotations, row_arrays
+from .convert.label_arrays import labels_from_annotations, row_arrays
 from .manifest import compute_dataset_id, load_manifest
 from .schema import FIELDS, SCHEMA_VERSION
 

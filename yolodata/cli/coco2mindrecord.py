@@ -1,0 +1,120 @@
+"""Convert a COCO-format detection dataset into MindRecord shards for the YOLOv5 pipelines.
+
+    yolo-coco2mindrecord --image_dir DIR --ann_file FILE --output_dir OUT \\
+        [--shard_num N] [--num_workers K] [--drop_empty] [--strict] [--exif_frame auto]
+    yolo-coco2mindrecord --verify OUT
+    (python tools/coco2mindrecord.py ... is the same command)
+
+OUT receives data.mindrecord0..N-1 (+ .db index files), manifest.json and annotations.json. The
+result replaces OUT only when complete: a failure or Ctrl-C leaves an existing OUT as it was.
+Problem images are skipped and listed (summary and manifest.json); with --strict the first problem
+stops the run and nothing is written. A shard file never stays empty: with fewer images than
+--shard_num, fewer shards are written, and the summary says so.
+
+Exit codes: 0 done; 1 --verify found problems; 2 bad input or arguments (message on stderr);
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image_dir", type=Path, help="folder the json's file_name entries are relative to")
+    parser.add_argument("--ann_file", type=Path, help="COCO instances json")
+    parser.add_argument("--output_dir", type=Path, help="output folder (created, or replaced when it holds "
+                                                        "an earlier conversion)")
+    parser.add_argument("--shard_num", type=int, default=1,
+                        help="number of MindRecord files (default 1; at most one per image: a shard is never empty)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="decode threads (default and ceiling: the CPU count)")
+    parser.add_argument("--drop_empty", action="store_true",
+                        help="leave out images without boxes (default: keep them as background rows)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first problem instead of skipping the image; nothing is written")
+    parser.add_argument("--exif_frame", choices=("auto", "displayed", "stored"), default="auto",
+                        help="which frame the json's width/height describe for EXIF-rotated images: auto "
+                             "(the displayed frame when it fits, else the stored one), displayed, stored")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify_after", action="store_true",
+                        help="after converting, re-read OUT with MindDataset and check it (as --verify)")
+    parser.add_argument("--verify", type=Path, metavar="OUT", default=None,
+                        help="only verify an existing output folder: re-read every shard with MindDataset and "
+                             "check rows, ids, boxes and decodability against the manifest")
+    return parser
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM cleans up like Ctrl-C while the command runs (the previous handler is restored after;
+    only the main thread can set handlers, elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_verify(folder: Path, num_workers) -> int:
+    from yolodata.verify import verify_output
+
+    report = verify_output(folder, num_workers=num_workers)
+    print(report.format())
+    return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with _sigterm_as_interrupt():
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from yolodata.convert import ConversionError, convert_coco
+    from yolodata.manifest import ManifestError
+
+    try:
+        if args.verify is not None:
+            if args.image_dir or args.ann_file or args.output_dir:
+                parser.error("--verify OUT checks an existing folder; give it alone (or use --verify_after)")
+            return run_verify(args.verify, args.num_workers)
+        missing = [name for name in ("image_dir", "ann_file", "output_dir") if getattr(args, name) is None]
+        if missing:
+            parser.error("the following arguments are required: " + ", ".join("--" + m for m in missing))
+        summary = convert_coco(args.image_dir, args.ann_file, args.output_dir, shard_num=args.shard_num,
+                               num_workers=args.num_workers, drop_empty=args.drop_empty, strict=args.strict,
+                               exif_frame=args.exif_frame, progress=not args.no_progress)
+        print(summary.format_table())
+        if args.verify_after:
+            return run_verify(args.output_dir, args.num_workers)
+        return EXIT_OK
+    except (ConversionError, ManifestError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:  # e.g. no space left, permission denied on the output folder
+        print(f"error: {error}; {args.output_dir or args.verify} was left as it was", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        where = args.output_dir or args.verify
+        print(f"interrupted; {where} was left as it was and no temporary files remain", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

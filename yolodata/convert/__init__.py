@@ -1,0 +1,42 @@
+"""COCO-format annotations + image folder -> MindRecord shards, ``manifest.json`` and ``annotations.json``.
+
+Stages, one module each:
+
+1. ``coco_json``: the annotation document (a COCO instances json read member by member, or a
+   COCO-style document built in memory by a reader of another format: ``SourceDocument``).
+2. ``plan``: check every image and annotation record, the file names and that the files exist; map
+   category ids to contiguous indices in id order; build every image's label array
+   (``label_arrays``: boxes clipped to the image, empty ones dropped and counted). Problems are
+   collected per image (``problems``); a document that is not COCO at all stops here, and with
+   ``strict`` so does any problem, before anything is written.
+3. ``rows``: threads read and fully decode every planned image while the calling thread writes the
+   rows, in image-id order, into the shards (``yolodata.mindrecord_shards``).
+4. ``output``: ``manifest.json`` (with the warnings of ``area_check`` and the shard count) and
+   ``annotations.json`` (the COCO json of exactly the converted images), then the finished folder
+   replaces the output by rename.
+
+``run`` ties them together (``convert_coco``, ``convert_document``) and overlaps stages 1 to 3.
+"""
+from .area_check import AreaFindings, check_areas
+from .coco_json import COCO_KEYS, SourceDocument, check_coco_shape, parse_categories, read_annotation_file, \
+    read_coco_document
+from .label_arrays import labels_for_images, labels_from_annotations, row_arrays
+from .output import CONVERTER_VERSION, ConversionSummary, annotations_document, build_manifest, check_output_target
+from .plan import ImageCandidate, ImageChecks, ImageEntry, Plan, check_images, file_name_problem, plan_conversion, \
+    plan_source
+from .problems import ConversionError, ConversionWarning, Problem
+from .rows import ConvertedImage, planned_shard_count, shard_of_position, shard_starts
+from .run import convert_coco, convert_document
+
+__all__ = [
+    "AreaFindings", "check_areas",
+    "COCO_KEYS", "SourceDocument", "check_coco_shape", "parse_categories", "read_annotation_file",
+    "read_coco_document",
+    "labels_for_images", "labels_from_annotations", "row_arrays",
+    "CONVERTER_VERSION", "ConversionSummary", "annotations_document", "build_manifest", "check_output_target",
+    "ImageCandidate", "ImageChecks", "ImageEntry", "Plan", "check_images", "file_name_problem", "plan_conversion",
+    "plan_source",
+    "ConversionError", "ConversionWarning", "Problem",
+    "ConvertedImage", "planned_shard_count", "shard_of_position", "shard_starts",
+    "convert_coco", "convert_document",
+]
