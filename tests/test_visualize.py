@@ -304,7 +304,8 @@ def test_pipeline_grid_beyond_one_epoch_follows_training_and_says_so(four_image_
                                    num_workers=1)
     rows = np.concatenate([padded_epoch_order(4, seed=0, epoch=epoch, dataset_key=manifest.dataset_id,
                                               global_batch_size=2) for epoch in range(3)])[:10]
-    assert [s.caption for s in samples] == [f"id {image_ids[r]}" for r in rows]
+    epochs = ["", "", "", "", "  epoch 1", "  epoch 1", "  epoch 1", "  epoch 1", "  epoch 2", "  epoch 2"]
+    assert [s.caption for s in samples] == [f"id {image_ids[r]}{e}" for r, e in zip(rows, epochs)]
     # the same image in two epochs is drawn with different augmentation
     again = 4 + int(np.flatnonzero(rows[4:8] == rows[0])[0])  # rows[0] in epoch 1
     assert not np.array_equal(samples[0].image, samples[again].image)

@@ -16,7 +16,7 @@ Stages of the grid:
           same batch).
   (mosaic and full: more samples than stored images repeat images as training does, each with its
   own augmentation draw: an epoch is padded to whole batches, then the next epoch begins; a note
-  says so.)
+  says so, and the captions of tiles after epoch 0 name their epoch.)
 Every box is outlined in its class colour and labelled with its class name (crowd boxes are marked).
 The same arguments give the same output bytes.
 
@@ -42,14 +42,14 @@ AUGMENT_FLAGS = ("mosaic", "degrees", "translate", "scale", "shear", "perspectiv
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolo-visualize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindrecord", type=Path, required=True,
                         help="output folder of tools/coco2mindrecord.py (shards + manifest.json)")
     parser.add_argument("--output", type=Path, default=None, help="grid image to write (.jpg, .png, .bmp)")
     parser.add_argument("--labels", type=Path, default=None,
                         help="label statistics figure to write (.jpg, .png, .pdf, .svg ...)")
-    parser.add_argument("--num", type=int, default=16, help="number of tiles in the grid (default 16)")
+    parser.add_argument("--num", type=int, default=16,
+                        help="number of tiles in the grid (default 16; raw: at most the stored images)")
     parser.add_argument("--seed", type=int, default=0, help="the training seed (default 0)")
     parser.add_argument("--stage", choices=STAGES, default="full",
                         help="what the tiles show (default full; see above)")
@@ -85,12 +85,10 @@ def _check_suffixes(args) -> None:
             raise ValueError(f"--labels {args.labels}: {error}") from None
 
 
-def write_grid(args) -> str:
+def write_grid(args, manifest) -> str:
     from yolodata.fileio import write_file_atomic
-    from yolodata.manifest import load_manifest
     from yolodata.visualize import encode_grid, read_samples, render_grid, sample_span, span_note
 
-    manifest = load_manifest(args.mindrecord)
     note = span_note(sample_span(args.stage, num=args.num, num_images=manifest.num_images,
                                  per_batch_size=args.per_batch_size))
     if note:
@@ -138,11 +136,12 @@ def main(argv=None) -> int:
             from yolodata.sampler import multiscale_shapes
 
             multiscale_shapes(args.training_shape)  # a multiple of 32, else a message saying so
-        load_manifest(args.mindrecord)  # a missing or incomplete folder fails here, before MindSpore starts
+        # a missing or incomplete folder fails here, before MindSpore starts
+        manifest = load_manifest(args.mindrecord)
         if args.labels is not None:
             print(write_labels(args))
         if args.output is not None:
-            print(write_grid(args))
+            print(write_grid(args, manifest))
         return EXIT_OK
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

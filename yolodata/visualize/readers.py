@@ -214,7 +214,8 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
                      augment: dict | None = None) -> list[Sample]:
     """The first ``num`` samples of the train pipeline for ``seed`` from epoch 0 on (batches of
     ``per_batch_size``, default ``num``; into later epochs when ``num`` needs them, as training goes
-    on), with the labels of the batch's ``boxes`` column.
+    on), with the labels of the batch's ``boxes`` column, captioned with the image id (and the epoch
+    after the first).
 
     ``stage="full"``: exactly what training with these settings sees. ``stage="mosaic"``: the same
     geometry without colour jitter, flips and pixel extras (``stage_augment``).
@@ -232,7 +233,9 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
     for columns in dataset.take(span.num_steps).create_tuple_iterator(output_numpy=True, num_epochs=1):
         named = dict(zip(TRAIN_COLUMNS, columns))
         for image, image_id, boxes in zip(named["image"], named["image_id"], named["boxes"]):
-            samples.append(Sample(image, batch_boxes_to_labels(boxes), f"id {int(image_id)}"))
+            epoch = len(samples) // span.samples_per_epoch
+            caption = f"id {int(image_id)}" + (f"  epoch {epoch}" if epoch else "")
+            samples.append(Sample(image, batch_boxes_to_labels(boxes), caption))
     return samples[:num]
 
 
