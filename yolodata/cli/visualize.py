@@ -33,8 +33,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from yolodata.pipeline import AugmentConfig  # light: numpy and the augment modules
-from yolodata.visualize import STAGES  # light: numpy and OpenCV (MindSpore and matplotlib load when used)
+from yolodata.fileio import write_file_atomic
+from yolodata.manifest import ManifestError, load_manifest
+from yolodata.pipeline import AugmentConfig
+# importing these loads numpy and OpenCV; MindSpore and matplotlib load only when a grid or figure is made
+from yolodata.visualize import (GRID_IMAGE_SUFFIXES, STAGES, check_figure_suffix, dataset_label_statistics,
+                                encode_figure, encode_grid, format_statistics, label_figure, read_samples,
+                                render_grid, sample_span, span_note)
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 AUGMENT_FLAGS = ("mosaic", "degrees", "translate", "scale", "shear", "perspective", "hsv_h", "hsv_s", "hsv_v",
@@ -73,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_suffixes(args) -> None:
     """Refuse unsupported output formats before any work is done."""
-    from yolodata.visualize import GRID_IMAGE_SUFFIXES, check_figure_suffix
-
     if args.output is not None and args.output.suffix.lower() not in GRID_IMAGE_SUFFIXES:
         raise ValueError(f"--output {args.output}: name the grid file with one of "
                          f"{', '.join(GRID_IMAGE_SUFFIXES)}")
@@ -86,9 +89,6 @@ def _check_suffixes(args) -> None:
 
 
 def write_grid(args, manifest) -> str:
-    from yolodata.fileio import write_file_atomic
-    from yolodata.visualize import encode_grid, read_samples, render_grid, sample_span, span_note
-
     note = span_note(sample_span(args.stage, num=args.num, num_images=manifest.num_images,
                                  per_batch_size=args.per_batch_size))
     if note:
@@ -106,9 +106,6 @@ def write_grid(args, manifest) -> str:
 
 
 def write_labels(args) -> str:
-    from yolodata.fileio import write_file_atomic
-    from yolodata.visualize import dataset_label_statistics, encode_figure, format_statistics, label_figure
-
     stats, manifest = dataset_label_statistics(args.mindrecord, num_workers=args.num_workers)
     print(format_statistics(stats, manifest.category_keys))
     figure = label_figure(stats, manifest.class_names)
@@ -121,8 +118,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.output is None and args.labels is None:
         parser.error("nothing to do: give --output FILE (sample grid), --labels FILE (statistics) or both")
-    from yolodata.manifest import ManifestError, load_manifest
-
     try:
         if args.num < 1:
             raise ValueError(f"--num must be at least 1, got {args.num}")
