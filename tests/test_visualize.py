@@ -1,7 +1,7 @@
-"""tools/visualize.py and yolodata/visualize.py: sample grids with their boxes, label statistics."""
+"""yolodata.visualize (package) and its command line (yolodata.cli.visualize, tools/visualize.py):
+sample grids with their boxes, label statistics."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,11 +13,12 @@ import pytest
 
 from conftest import PROJECT_ROOT, write_rectangle_coco
 from yolodata import visualize as vis
+from yolodata.cli import visualize as visualize_cli
 from yolodata.convert import convert_coco
 from yolodata.fileio import write_file_atomic
 from yolodata.manifest import load_manifest
 from yolodata.pipeline import TRAIN_COLUMNS, create_train_dataset
-from yolodata.sampler import epoch_order
+from yolodata.sampler import epoch_order, padded_epoch_order
 
 TOOL = PROJECT_ROOT / "tools" / "visualize.py"
 MIN_CHECKED_BOX = 36  # tile pixels: more than twice a name plate's height at the tile sizes used here
@@ -39,6 +40,19 @@ def rect_dataset(tmp_path_factory):
     out = folder / "shards"
     convert_coco(image_dir=image_dir, ann_file=ann_file, output_dir=out, shard_num=2)
     return out, document, image_dir
+
+
+@pytest.fixture(scope="module")
+def four_image_dataset(tmp_path_factory):
+    """4 small rectangle images in one shard: fewer images than the default 16 tiles.
+
+    Returns (shard folder, image ids in row order).
+    """
+    folder = tmp_path_factory.mktemp("vis_four")
+    image_dir, ann_file = write_rectangle_coco(folder, num_images=4, seed=11, size_range=(120, 200))
+    out = folder / "shards"
+    convert_coco(image_dir=image_dir, ann_file=ann_file, output_dir=out, shard_num=1)
+    return out, [1, 2, 3, 4]
 
 
 # --- helpers: an independent check of where outlines are -----------------------------------------
@@ -110,13 +124,6 @@ def standing_apart(labels, margin):
 
 def batches(dataset):
     return [dict(zip(TRAIN_COLUMNS, b)) for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("visualize_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- pure layout and drawing ----------------------------------------------------------------------
@@ -216,10 +223,12 @@ def test_mosaic_stage_is_the_full_pipeline_without_colour_and_flips(rect_dataset
 
 def test_raw_stage_shows_stored_images_and_boxes(rect_dataset):
     """Raw tiles: the rows epoch 0 visits first, each the stored picture with its stored boxes,
-    captioned with id and file name; outlines on the letterboxed boxes."""
+    captioned with id and file name; outlines on the letterboxed boxes. Asking for more tiles than
+    the 13 images shows each image once."""
     shards, document, image_dir = rect_dataset
     manifest = load_manifest(shards)
-    samples = vis.raw_samples(shards, num=16, seed=2)  # more than the 13 images: the order wraps
+    samples = vis.raw_samples(shards, num=16, seed=2)
+    assert len(samples) == 13
     order = epoch_order(13, seed=2, epoch=0, dataset_key=manifest.dataset_id)
     records = sorted(document["images"], key=lambda r: r["id"])
     annotations = {}
@@ -227,7 +236,7 @@ def test_raw_stage_shows_stored_images_and_boxes(rect_dataset):
         annotations.setdefault(ann["image_id"], []).append(ann)
     grid, geometry = vis.render_grid(samples, manifest.class_names, tile_size=192)
     checked = 0
-    for index, (sample, row) in enumerate(zip(samples, order[np.arange(16) % 13])):
+    for index, (sample, row) in enumerate(zip(samples, order)):
         record = records[row]
         assert sample.caption == f"id {record['id']}  {record['file_name']}"
         stored = cv2.cvtColor(cv2.imread(str(image_dir / record["file_name"])), cv2.COLOR_BGR2RGB)
@@ -239,6 +248,76 @@ def test_raw_stage_shows_stored_images_and_boxes(rect_dataset):
         pad = ((192 - round(record["width"] * scale)) // 2, (192 - round(record["height"] * scale)) // 2)
         checked += check_outlines(grid, geometry, index, sample.labels, scale, pad)
     assert checked >= 10
+
+
+# --- more tiles than stored images -------------------------------------------------------------
+
+def test_sample_span_caps_raw_and_counts_the_epochs_of_the_pipeline():
+    raw = vis.sample_span("raw", num=16, num_images=4)
+    assert (raw.num_shown, raw.is_capped, raw.repeats_images) == (4, True, False)
+    assert "4 stored images" in vis.span_note(raw) and "16 asked for" in vis.span_note(raw)
+    # one batch of 16 from 4 images: epoch 0 padded to 16 samples, as training pads it
+    padded = vis.sample_span("full", num=16, num_images=4)
+    assert (padded.num_shown, padded.per_batch_size, padded.samples_per_epoch, padded.num_epochs,
+            padded.num_steps) == (16, 16, 16, 1, 1)
+    assert "pads its 4 images to 16 samples" in vis.span_note(padded)
+    # batches of 2 from 4 images: 2 steps per epoch, 10 samples need 5 steps, so epochs 0, 1, 2
+    epochs = vis.sample_span("mosaic", num=10, num_images=4, per_batch_size=2)
+    assert (epochs.samples_per_epoch, epochs.num_epochs, epochs.num_steps) == (4, 3, 5)
+    assert "span epochs 0 to 2" in vis.span_note(epochs)
+    # 13 images in batches of 4: an epoch is 16 samples, the 17th sample starts epoch 1
+    assert vis.sample_span("full", num=16, num_images=13, per_batch_size=4).num_epochs == 1
+    assert vis.sample_span("full", num=17, num_images=13, per_batch_size=4).num_epochs == 2
+    for stage, num in (("raw", 13), ("raw", 4), ("full", 13), ("mosaic", 8)):
+        assert vis.span_note(vis.sample_span(stage, num=num, num_images=13, per_batch_size=4)) is None
+    with pytest.raises(ValueError, match="stage must be one of"):
+        vis.sample_span("augmented", num=4, num_images=4)
+
+
+def test_raw_grid_of_a_small_set_shows_each_image_once_and_says_so(four_image_dataset, tmp_path, capsys):
+    shards, image_ids = four_image_dataset
+    grid_path = tmp_path / "raw.png"
+    assert visualize_cli.main(["--mindrecord", str(shards), "--stage", "raw", "--num", "16", "--tile_size", "64",
+                               "--output", str(grid_path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: the dataset has 4 stored images: the raw grid shows each once, 4 tiles instead of the 16" in out
+    assert "4 raw samples" in out and "2x2 grid" in out
+    grid = cv2.imread(str(grid_path))
+    assert grid.shape[:2] == vis.grid_geometry(4, 64).grid_hw
+    samples = vis.raw_samples(shards, num=16, seed=0)
+    assert sorted(int(s.caption.split()[1]) for s in samples) == image_ids  # every image, once
+
+
+def test_pipeline_grid_beyond_one_epoch_follows_training_and_says_so(four_image_dataset, tmp_path, capsys):
+    """10 mosaic samples in batches of 2 from 4 images: the samples of epochs 0, 1 and 2 in training's
+    order, and a note that says they span those epochs."""
+    shards, image_ids = four_image_dataset
+    manifest = load_manifest(shards)
+    argv = ["--mindrecord", str(shards), "--stage", "mosaic", "--num", "10", "--per_batch_size", "2",
+            "--training_shape", "64", "--tile_size", "64", "--num_workers", "1", "--output", str(tmp_path / "m.jpg")]
+    assert visualize_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: 10 mosaic samples from 4 stored images, so images repeat" in out
+    assert "span epochs 0 to 2 of training" in out and "10 mosaic samples" in out.splitlines()[-1]
+
+    samples = vis.pipeline_samples(shards, num=10, stage="mosaic", per_batch_size=2, training_shape=64,
+                                   num_workers=1)
+    rows = np.concatenate([padded_epoch_order(4, seed=0, epoch=epoch, dataset_key=manifest.dataset_id,
+                                              global_batch_size=2) for epoch in range(3)])[:10]
+    epochs = ["", "", "", "", "  epoch 1", "  epoch 1", "  epoch 1", "  epoch 1", "  epoch 2", "  epoch 2"]
+    assert [s.caption for s in samples] == [f"id {image_ids[r]}{e}" for r, e in zip(rows, epochs)]
+    # the same image in two epochs is drawn with different augmentation
+    again = 4 + int(np.flatnonzero(rows[4:8] == rows[0])[0])  # rows[0] in epoch 1
+    assert not np.array_equal(samples[0].image, samples[again].image)
+
+    assert visualize_cli.main(["--mindrecord", str(shards), "--stage", "full", "--training_shape", "64",
+                               "--tile_size", "64", "--num_workers", "1", "--output", str(tmp_path / "f.jpg")]) == 0
+    out = capsys.readouterr().out  # the default: 16 tiles in one batch of 16
+    assert "note: 16 full samples from 4 stored images" in out and "pads its 4 images to 16 samples" in out
+    assert visualize_cli.main(["--mindrecord", str(shards), "--stage", "full", "--num", "4", "--training_shape",
+                               "64", "--tile_size", "64", "--num_workers", "1", "--output",
+                               str(tmp_path / "f4.jpg")]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 # --- label statistics -----------------------------------------------------------------------------
@@ -331,7 +410,6 @@ def test_cli_missing_folder_is_a_clear_error(tmp_path):
 
 def test_cli_bad_arguments_exit_2(rect_dataset, tmp_path, capsys):
     shards, _, _ = rect_dataset
-    tool = load_tool()
     (tmp_path / "empty").mkdir()
     cases = [
         (["--mindrecord", str(tmp_path / "empty"), "--labels", str(tmp_path / "l.png")], "manifest.json is missing"),
@@ -341,10 +419,10 @@ def test_cli_bad_arguments_exit_2(rect_dataset, tmp_path, capsys):
         (["--mindrecord", str(shards), "--output", str(tmp_path / "g.jpg"), "--fliplr", "2"], "fliplr"),
     ]
     for argv, message in cases:
-        assert tool.main(argv) == 2
+        assert visualize_cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err, (argv, err)
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--mindrecord", str(shards)])  # nothing to write
+        visualize_cli.main(["--mindrecord", str(shards)])  # nothing to write
     assert exit_info.value.code == 2
     assert not list(tmp_path.glob("*.jpg")) and not list(tmp_path.glob("*.png"))
