@@ -61,6 +61,7 @@ def test_bad_max_workers_is_refused(small_shards, tmp_path):
     assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_device_fps_is_measured_with_the_train_step_benchmark():
     fps = input_vs_device.measure_device_fps("yolov5n", 64, 2, "CPU", 1)
     assert fps > 0

@@ -178,6 +178,7 @@ def test_inference_net_concatenates_decoded_strides(yolov5n):
     assert np.all((predictions[..., 4:] >= 0) & (predictions[..., 4:] <= 1))
 
 
+@pytest.mark.slow
 def test_graph_mode_matches_pynative_for_several_input_sizes(yolov5n, graph_mode):
     for shape in [(2, 64, 96, 3), (1, 128, 64, 3)]:
         images = random_images(shape, key=shape[1])
@@ -190,6 +191,7 @@ def test_graph_mode_matches_pynative_for_several_input_sizes(yolov5n, graph_mode
             np.testing.assert_allclose(output.asnumpy(), reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inference_net_under_ms_jit_matches_pynative(yolov5n):
     inference = InferenceNet(yolov5n)
     images = random_images((2, 64, 64, 3), key=4)
@@ -202,6 +204,7 @@ def test_inference_net_under_ms_jit_matches_pynative(yolov5n):
     np.testing.assert_allclose(predict(images).asnumpy(), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_mindspore(yolov5n, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import mindspore.onnx
