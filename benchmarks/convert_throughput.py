@@ -3,7 +3,7 @@
     python benchmarks/convert_throughput.py [--num_images 2048] [--num_workers 2] [--shard_num 1]
                                             [--repeats 2]
 
-The image set is coco128 repeated: ../shared/data/coco128's 128 real JPEGs are symlinked under new
+The image set is coco128 repeated: its 128 real JPEGs (``benchmarks.real_data.COCO128``) are symlinked under new
 file names (in subfolders) with new image ids, and the json repeats their annotations under new ids,
 until --num_images images. Both passes below read exactly these files with the same number of threads:
 
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-COCO128 = ROOT.parent / "shared" / "data" / "coco128"
+from benchmarks.real_data import COCO128  # noqa: E402
+
 COCO128_JSON = Path("annotations") / "instances_val2017.json"
 COCO128_IMAGES = Path("val2017")
 
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if not (COCO128 / COCO128_JSON).is_file():
-        print(f"error: {COCO128} not found; the benchmark needs ../shared/data/coco128", file=sys.stderr)
+        print(f"error: {COCO128} not found; the benchmark needs coco128 (set YOLO_REAL_DATA to the folder that holds it)", file=sys.stderr)
         return 2
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

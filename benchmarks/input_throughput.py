@@ -4,7 +4,7 @@
         --num_parallel_workers 2 [--json FILE]
 
 Without --mindrecord, the 2048-image set is built first in a temporary folder by repeating
-../shared/data/coco128 under new file names and ids (the JPEG bytes stay real) and converting it.
+coco128 (``benchmarks.real_data.COCO128``) under new file names and ids (the JPEG bytes stay real) and converting it.
 
 The decode-only reference decodes one stored image per sample (cv2.imdecode) with the same number of
 threads, on image bytes read through MindDataset beforehand: it is the floor any pipeline pays.
@@ -179,9 +179,9 @@ def run_round_in_child(argv_without_rounds: list, mindrecord: str, round_index: 
 def build_repeated_coco128(num_images: int, workdir: Path) -> Path:
     """Convert coco128 repeated to ``num_images`` images into ``workdir``; returns the shard folder."""
     from benchmarks.convert_throughput import make_repeated_coco
+    from benchmarks.real_data import COCO128 as source
     from yolodata.convert import convert_coco
 
-    source = ROOT.parent / "shared" / "data" / "coco128"
     if not source.exists():
         raise SystemExit(f"{source} not found: pass --mindrecord DIR instead")
     image_dir, ann_file = make_repeated_coco(source, workdir / "coco", num_images)
@@ -229,7 +229,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="input_throughput_") as tmp:
         mindrecord = args.mindrecord
         if mindrecord is None:
-            print(f"building {args.num_images} images from ../shared/data/coco128 repeated under new ids ...")
+            print(f"building {args.num_images} images from coco128 repeated under new ids ...")
             mindrecord = str(build_repeated_coco128(args.num_images, Path(tmp)))
         rounds = []
         for round_index in range(args.rounds):

@@ -1,6 +1,7 @@
 """Shared test fixtures.
 
-Real data lives in ../shared/data (relative to the project root). A user's fresh clone lacks it: the
+Real data lives in ``benchmarks.real_data.REAL_DATA`` (``shared/data`` beside the project, or the folder
+the environment variable YOLO_REAL_DATA names). A user's fresh clone lacks it: the
 tests that need it skip there, saying why. In CI (CI=true) it must be present: a missing folder fails
 instead of skipping, so CI never silently skips what its machine can run.
 """
@@ -11,15 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.real_data import REAL_DATA
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_DATA = REAL_DATA
 
 
 def shared_data_path(*parts: str) -> Path:
-    """Path under ../shared/data, or skip (fail in CI) when it is absent."""
+    """Path under the real-data folder, or skip (fail in CI) when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        reason = f"real test data not found at {path} (a fresh clone has no ../shared/data)"
+        reason = f"real test data not found at {path} (a fresh clone has no shared/data beside it; YOLO_REAL_DATA may name the folder)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason + "; CI must have it")
         pytest.skip(reason)

@@ -3,7 +3,7 @@
 One row per image. Field names are a public contract: users and other tools read them by name.
 
 MindRecord cannot carry an empty array through ``MindDataset`` (a (0, 4) float32 field reads back as
-a 0-d scalar holding garbage, see ../shared/NOTES.md). So every row stores at least one box row:
+a 0-d scalar holding garbage; ``mindspore.mindrecord.FileReader`` reads it right). So every row stores at least one box row:
 an image without boxes stores one all-zero placeholder box with class -1, and ``num_boxes`` says how
 many leading rows are real. Every reader must slice with ``num_boxes`` (``row_labels`` does it).
 """
