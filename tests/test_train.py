@@ -141,6 +141,9 @@ def test_bad_yaml_value_names_the_option(tmp_path):
         config_lib.parse_config(["--config", str(config_file), "--mindrecord", "x"])
     with pytest.raises(SystemExit):
         config_lib.parse_config(["--mindrecord", "x", "--training_shape", "100"])
+    config_file.write_text(yaml.safe_dump({"augment": {"mosiac": 0.5}}))
+    with pytest.raises(ValueError, match="augment: unknown augmentation option"):
+        config_lib.parse_config(["--config", str(config_file), "--mindrecord", "x"])
 
 
 # --- small pieces ---------------------------------------------------------------------------------

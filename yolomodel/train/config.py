@@ -2,7 +2,7 @@
 
 Precedence: built-in defaults < ``--config FILE.yaml`` < the command line. The YAML file holds flag
 names as keys (like the reference's default_config.yaml) and may add an ``augment`` mapping with the
-pipeline's augmentation options (``yolodata.pipeline.AugmentConfig``: mosaic, degrees, translate, scale,
+pipeline's augmentation options (``yolodata.augment.policy.AugmentConfig``: mosaic, degrees, translate, scale,
 shear, perspective, hsv_h, hsv_s, hsv_v, fliplr, flipud, extras). Keys this program does not know (the
 reference's yaml has many, e.g. ``enable_modelarts``) are reported and ignored.
 
@@ -213,6 +213,12 @@ def validate(args: argparse.Namespace) -> None:
                          "(converted to MindRecord first)")
     if not isinstance(args.augment, dict):
         raise ValueError(f"--config: 'augment' must be a mapping of augmentation options, got {args.augment!r}")
+    from yolodata.augment.policy import AugmentConfig
+
+    try:  # a misspelt or out-of-range option fails here, before any network is built
+        AugmentConfig.from_mapping(args.augment)
+    except ValueError as error:
+        raise ValueError(f"--config: augment: {error}") from None
     if not isinstance(args.max_boxes, int) or args.max_boxes < 1:
         raise ValueError(f"--config: 'max_boxes' must be a positive integer, got {args.max_boxes!r}")
 
