@@ -371,3 +371,18 @@ def test_two_ranks_give_exactly_the_single_process_results(script_run, val_dir, 
     single_results = _check_results_file(single_out / "results.json", val_dir)
     assert json.loads((tmp_path / "ranks.json").read_text()) == single_results
     assert summary_numbers(rank0) == summary_numbers(single.stdout)
+
+
+def test_yolov5_val_flag_sets_val_py_settings_and_explicit_flags_win():
+    from yolodata.eval_batches import EvalGeometry
+    from yolomodel.evaluation import eval_settings
+
+    geometry, nms = eval_settings(yolov5_val=True)
+    assert geometry == EvalGeometry(rect=True, scaleup=True, interpolation="yolov5", pad=0.5)
+    assert (nms.conf_thresh, nms.nms_thresh, nms.max_det, nms.multi_label) == (0.001, 0.6, 300, True)
+    geometry, nms = eval_settings(yolov5_val=True, nms_thresh=0.7, interpolation="linear")
+    assert nms.nms_thresh == 0.7 and geometry.interpolation == "linear" and geometry.rect
+    geometry, nms = eval_settings()
+    assert geometry == EvalGeometry() and (nms.nms_thresh, nms.multi_label) == (0.65, False)
+    with pytest.raises(ValueError, match="--nms_thresh"):
+        eval_settings(nms_thresh=1.5)

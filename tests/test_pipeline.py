@@ -12,6 +12,7 @@ import pytest
 from conftest import RECT_COLOURS_BGR, shared_data_path, write_rectangle_coco
 from yolodata.augment.policy import AugmentConfig
 from yolodata.convert import convert_coco
+from yolodata.eval_batches import EvalGeometry
 from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
 from yolodata.sampler import multiscale_shapes
 from yolodata.targets import STRIDES
@@ -189,16 +190,23 @@ def eval_batches(dataset):
     return [dict(zip(EVAL_COLUMNS, b)) for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)]
 
 
-def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards):
+@pytest.mark.parametrize("geometry", [EvalGeometry(), EvalGeometry(rect=True), EvalGeometry.yolov5_val()],
+                         ids=["square", "rect", "yolov5-val"])
+def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards, geometry):
     manifest = json.loads((rect_shards / "manifest.json").read_text())
     annotations = json.loads((rect_shards / "annotations.json").read_text())
     by_id = {img["id"]: img for img in annotations["images"]}
-    seen = []
+    seen, shapes = [], set()
     for rank in range(3):
         dataset = create_eval_dataset(rect_shards, per_batch_size=4, testing_shape=256, rank=rank, group_size=3,
-                                      num_parallel_workers=2)
+                                      num_parallel_workers=2, geometry=geometry)
         for batch in eval_batches(dataset):
-            assert batch["image"].shape == (4, 256, 256, 3) and batch["image"].dtype == np.uint8
+            height, width = batch["image"].shape[1:3]
+            shapes.add((height, width))
+            assert batch["image"].shape[0] == 4 and batch["image"].dtype == np.uint8
+            assert height % 32 == 0 and width % 32 == 0 and max(height, width) <= 256 + 32
+            if not geometry.rect:
+                assert (height, width) == (256, 256)
             for image, image_id, hw, scale, pad in zip(batch["image"], batch["image_id"], batch["orig_hw"],
                                                        batch["scale"], batch["pad"]):
                 if image_id < 0:
@@ -206,7 +214,11 @@ def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards):
                 seen.append(int(image_id))
                 info = by_id[int(image_id)]
                 assert tuple(hw) == (info["height"], info["width"])
-                assert scale <= 1.0  # no upscaling for eval
+                original_long_side = max(info["height"], info["width"])
+                # the long side becomes the test size; smaller images are enlarged only with scaleup
+                expected = 256 if geometry.scaleup else min(256, original_long_side)
+                assert original_long_side * scale == pytest.approx(expected, abs=1e-3)
+                assert scale <= 1.0 or geometry.scaleup
                 # a ground-truth box mapped into the letterboxed image and back lands where it started,
                 # and its rectangle is there in the pixels
                 ann = next(a for a in annotations["annotations"] if a["image_id"] == image_id)
@@ -218,6 +230,20 @@ def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards):
                 colour_rgb = RECT_COLOURS_BGR[category][::-1]
                 assert _colour_extent_ok(image, mapped, colour_rgb)
     assert sorted(seen) == sorted(by_id)
+    assert dataset.batch_shapes  # the last rank's distinct shapes are listed
+    if geometry.rect:
+        assert len(shapes) > 1  # the rectangle set has wide and tall images
+
+
+def test_eval_enlarges_small_images_only_with_scaleup(rect_shards):
+    """The rectangle images are 300-700 px: at 768 they are enlarged with scaleup (as YOLOv5's val.py)."""
+    for geometry in (EvalGeometry.yolov5_val(), EvalGeometry(rect=True)):
+        dataset = create_eval_dataset(rect_shards, per_batch_size=8, testing_shape=768, geometry=geometry)
+        batch = eval_batches(dataset)[0]
+        for hw, scale, image_id in zip(batch["orig_hw"], batch["scale"], batch["image_id"]):
+            if image_id >= 0:
+                expected = 768 / max(hw) if geometry.scaleup else 1.0
+                assert scale == pytest.approx(expected, rel=1e-6)
 
 
 def test_eval_pixels_equal_opencv_letterbox(rect_shards):

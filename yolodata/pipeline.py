@@ -31,12 +31,15 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
+from . import eval_batches
 from . import sampler as sampler_lib
 from .augment import letterbox
 from .augment.policy import AugmentConfig, augment_sample
-from .checks import check_multiple_of, resolve_num_workers
+from .checks import resolve_num_workers
+from .eval_batches import EvalGeometry
 from .image_io import decode_stored
 from .manifest import Manifest, load_manifest
 from .schema import row_labels
@@ -47,8 +50,6 @@ logger = logging.getLogger(__name__)
 SOURCE_COLUMNS = ["image", "height", "width", "image_id", "num_boxes", "boxes", "classes", "iscrowd", "row_index"]
 # columns of a training sample's key: epoch, global position in the epoch order, step, expected row
 KEY_EPOCH, KEY_POSITION, KEY_STEP, KEY_ROW = range(4)
-# columns of an eval sample's key: MindRecord row, 1 for a real image or 0 for padding
-EVAL_KEY_ROW, EVAL_KEY_VALID = range(2)
 
 TRAIN_COLUMNS = ["image", "image_id", "boxes"] + [
     f"target_{kind}_s{stride}" for stride in STRIDES for kind in ("indices", "values")]
@@ -347,83 +348,89 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
 
 
 class EvalBatchBuilder:
-    """The per-batch function of the eval pipeline: decode, letterbox without upscaling, RGB.
+    """The per-batch function of the eval pipeline: decode, letterbox into the batch's shape, RGB.
 
+    Each image is scaled so that its long side is ``testing_shape`` (never enlarged unless the geometry
+    says ``scaleup``) and centred in its batch's shape (square, or the rect shape of ``eval_batches``).
     Images are decoded straight to RGB (``IMREAD_COLOR_RGB``: the same pixels as BGR decoding, in the
     output's order, without a conversion pass) and letterboxed straight into their slot of the batch
     array: one output buffer per batch, no per-image canvas and no ``np.stack`` copy. MindDataset
     hands the returned arrays on without copying them, so the buffer is new for every batch.
     """
 
-    def __init__(self, testing_shape: int, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int):
+    def __init__(self, testing_shape: int, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int,
+                 geometry: EvalGeometry):
         self.testing_shape = int(testing_shape)
         self.decoder = decoder
-        self.keys = np.asarray(keys, np.int64)  # (S * B, 2): row, valid of every sample
+        self.keys = np.asarray(keys, np.int64)  # (S * B, 4): row, valid, batch height, batch width
         self.per_batch_size = int(per_batch_size)
+        self.geometry = geometry
+        self.shrink_interpolation = cv2.INTER_AREA if geometry.interpolation == "yolov5" else cv2.INTER_LINEAR
 
     def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
         return self
 
     def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, batch_info):
-        keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 2)
-        check_rows(row_index, keys[:, EVAL_KEY_ROW])
-        size = self.testing_shape
+        keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
+        check_rows(row_index, keys[:, eval_batches.KEY_ROW])
+        batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
         images, _ = self.decoder.decode_batch(columns, rgb=True)
-        valid = keys[:, EVAL_KEY_VALID] == 1
-        batch_images = np.empty((len(images), size, size, 3), np.uint8)
+        valid = keys[:, eval_batches.KEY_VALID] == 1
+        batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
         scales = np.empty(len(images), np.float32)
         pads = np.empty((len(images), 2), np.float32)
         orig_hw = np.empty((len(images), 2), np.int32)
         for k, img in enumerate(images):
-            scales[k], pads[k] = letterbox.letterbox_into(img, batch_images[k], scaleup=False)
+            scale = letterbox.long_side_scale(img.shape[:2], self.testing_shape, scaleup=self.geometry.scaleup)
+            scales[k], pads[k] = letterbox.letterbox_into(img, batch_images[k], scale=scale,
+                                                          shrink_interpolation=self.shrink_interpolation)
             orig_hw[k] = img.shape[:2]
         image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
         image_ids = np.where(valid, image_ids, -1)
         return batch_images, image_ids, orig_hw, scales, pads
 
 
-def eval_rows(num_samples: int, *, per_batch_size: int, rank: int, group_size: int):
-    """(rows, valid) of one rank: a contiguous block of the images, padded to whole batches.
+def stored_image_sizes(manifest: Manifest) -> np.ndarray:
+    """int64 (num_images, 2): the stored height and width of every row, in row order (no image decoded)."""
+    import mindspore.dataset as ds
 
-    Each image is read by exactly one rank; every rank runs the same number of batches (collective
-    operations need that); padding rows repeat the rank's first row and are marked invalid.
-    """
-    if not 0 <= int(rank) < int(group_size):
-        raise ValueError(f"rank must be in [0, group_size={group_size}), got {rank}")
-    per_rank = -(-num_samples // group_size)
-    batches = max(1, -(-per_rank // per_batch_size))
-    start = min(num_samples, rank * per_rank)
-    stop = min(num_samples, start + per_rank)
-    rows = np.arange(start, stop, dtype=np.int64)
-    pad_count = batches * per_batch_size - len(rows)
-    filler = rows[:1] if len(rows) else np.zeros(1, np.int64)
-    valid = np.concatenate([np.ones(len(rows), np.int64), np.zeros(pad_count, np.int64)])
-    rows = np.concatenate([rows, np.repeat(filler, pad_count)])
-    return rows, valid
+    reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["height", "width", "row_index"],
+                            shuffle=False)
+    sizes = np.zeros((manifest.num_images, 2), np.int64)
+    for row in reader.create_dict_iterator(output_numpy=True, num_epochs=1):
+        sizes[int(row["row_index"])] = (int(row["height"]), int(row["width"]))
+    return sizes
 
 
 def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int = 640,
-                        num_parallel_workers: int | None = None, rank: int = 0, group_size: int = 1,
-                        skip_bad_rows: bool = False, opencv_threads: int | None = 1):
+                        geometry: EvalGeometry = EvalGeometry(), num_parallel_workers: int | None = None,
+                        rank: int = 0, group_size: int = 1, skip_bad_rows: bool = False,
+                        opencv_threads: int | None = 1):
     """A MindSpore dataset of eval batches (columns ``EVAL_COLUMNS``, see README).
 
-    Images are letterboxed into ``testing_shape`` without upscaling. The last batch is padded with
-    rows whose ``image_id`` is -1; each image appears exactly once across all ranks.
-    ``opencv_threads``: as in ``create_train_dataset``.
+    Each image's long side becomes ``testing_shape`` (smaller images are not enlarged unless
+    ``geometry.scaleup``); batches are square, or rectangular with ``geometry.rect``
+    (``yolodata.eval_batches``). Padding rows have ``image_id`` -1; each image appears exactly once
+    across all ranks. ``opencv_threads``: as in ``create_train_dataset``. Attributes set on the
+    returned dataset: ``num_steps``, ``manifest``, ``dataset_id``, ``batch_shapes`` (the distinct
+    (height, width) input shapes of this rank's batches).
     """
-    if int(per_batch_size) < 1:
-        raise ValueError(f"per_batch_size must be at least 1, got {per_batch_size}")
-    check_multiple_of("testing_shape", testing_shape)
+    if not isinstance(geometry, EvalGeometry):
+        raise ValueError(f"geometry must be a yolodata.eval_batches.EvalGeometry, got {geometry!r}")
     workers = resolve_num_workers(num_parallel_workers)
     files, manifest, folder = resolve_mindrecord(mindrecord)
     limit_opencv_threads(opencv_threads)
     num_samples = manifest.num_images
-    rows, valid = eval_rows(num_samples, per_batch_size=int(per_batch_size), rank=int(rank),
-                            group_size=int(group_size))
-    keys = np.stack([rows, valid], axis=1)
+    if geometry.rect:
+        sizes = stored_image_sizes(manifest)
+    else:
+        sizes = np.ones((num_samples, 2), np.int64)  # square batches do not depend on the sizes
+    keys = eval_batches.eval_keys(sizes, per_batch_size=per_batch_size, testing_shape=testing_shape, rank=rank,
+                                  group_size=group_size, geometry=geometry)
+    rows = keys[:, eval_batches.KEY_ROW]
     builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, SkippedRowLog()),
-                               keys=keys, per_batch_size=per_batch_size)
+                               keys=keys, per_batch_size=per_batch_size, geometry=geometry)
     dataset = _source(files, rows, num_samples, workers)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
                             input_columns=SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
@@ -431,4 +438,6 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
     dataset.dataset_id = manifest.dataset_id
+    dataset.batch_shapes = sorted({(int(h), int(w)) for h, w in keys[:, [eval_batches.KEY_HEIGHT,
+                                                                         eval_batches.KEY_WIDTH]]})
     return dataset

@@ -1,8 +1,9 @@
 """COCO evaluation of a network on converted shards: predict over the eval pipeline, gather the ranks, score.
 
-``evaluate`` is the one entry point (the eval command and, later, validation during training call
-it): every image of a shard folder is letterboxed into ``testing_shape`` (no upscaling; the eval
-pipeline of ``yolodata.pipeline``), run through the ``InferenceNet``, reduced by class-aware NMS
+``evaluate`` is the one entry point (the eval command and validation during training call it): every
+image of a shard folder is letterboxed as ``geometry`` says (``yolodata.eval_batches.EvalGeometry``:
+square ``testing_shape`` batches without enlarging by default, or YOLOv5 val.py's rectangular batches
+with enlarging; the eval pipeline of ``yolodata.pipeline``), run through the ``InferenceNet``, reduced by class-aware NMS
 (``yolomodel.nms``), mapped back to original image pixels and turned into COCO results entries with
 the original image and category ids (``yolomodel.coco_eval``); the entries are scored with pycocotools
 against the folder's ``annotations.json`` (or another ground truth).
@@ -12,7 +13,8 @@ each rank evaluates a contiguous block of the images (every rank runs the same n
 padding rows are marked and skipped); the results of all ranks are then collected with two AllGather
 operations (row counts, then the rows padded to the longest rank, carried bit for bit as int32
 words), so every image is counted exactly once and no shared file system is needed. Rank 0 writes the
-results file and scores; the other ranks return without scores.
+results file and scores; the other ranks return without scores, unless ``score_on_every_rank``
+(training: every rank then takes the same best-checkpoint and early-stopping decisions).
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from .nms import NmsOptions
+from yolodata.eval_batches import EvalGeometry
+
+from .nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH, NmsOptions
 
 RESULT_WORDS = 14  # int32 words per results row: image_id, category_id (int64) + x, y, w, h, score (float64)
 
@@ -112,6 +116,34 @@ def gather_results(results: list[dict], group_size: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+def eval_settings(*, rect: bool = False, scaleup: bool = False, interpolation: str | None = None,
+                  multi_label: bool = False, nms_thresh: float | None = None, conf_thresh: float = EVAL_CONF_THRESH,
+                  max_det: int = DEFAULT_MAX_DET, yolov5_val: bool = False) -> tuple[EvalGeometry, NmsOptions]:
+    """(geometry, NMS options) from the eval flags; ``yolov5_val`` switches on YOLOv5 val.py's settings
+    (rect batches, enlarged small images, area shrinking, multi-label NMS at IoU 0.6), and a value given
+    explicitly still wins. ValueError naming the flag when one is out of range."""
+    geometry = EvalGeometry(rect=bool(rect or yolov5_val), scaleup=bool(scaleup or yolov5_val),
+                            interpolation=interpolation or ("yolov5" if yolov5_val else "linear"))
+    if nms_thresh is None:
+        nms_thresh = YOLOV5_VAL_NMS_THRESH if yolov5_val else EVAL_NMS_THRESH
+    try:
+        nms = NmsOptions(conf_thresh=conf_thresh, nms_thresh=nms_thresh, max_det=max_det,
+                         multi_label=bool(multi_label or yolov5_val))
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None
+    return geometry, nms
+
+
+def describe_settings(geometry: EvalGeometry, nms: NmsOptions) -> str:
+    """One line for logs: the geometry and the NMS settings."""
+    return (f"{geometry.describe()}; NMS conf {nms.conf_thresh:g}, IoU {nms.nms_thresh:g}, "
+            f"{'multi-label' if nms.multi_label else 'best class'}, at most {nms.max_det} per image")
+
+
+# ---------------------------------------------------------------------------------------------
 # Model for a dataset, and the whole evaluation
 # ---------------------------------------------------------------------------------------------
 
@@ -139,9 +171,10 @@ def check_class_count(num_classes: int, num_categories: int) -> None:
 
 
 def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: int,
-             nms: NmsOptions = NmsOptions(), rank: int = 0, group_size: int = 1,
-             results_file: str | os.PathLike | None = None, ground_truth=None,
-             num_parallel_workers: int | None = None, show_progress: bool = True) -> EvalReport:
+             nms: NmsOptions = NmsOptions(), geometry: EvalGeometry = EvalGeometry(), rank: int = 0,
+             group_size: int = 1, results_file: str | os.PathLike | None = None, ground_truth=None,
+             num_parallel_workers: int | None = None, show_progress: bool = True,
+             score_on_every_rank: bool = False) -> EvalReport:
     """COCO bbox scores of ``inference_net`` on every image of the shard folder ``mindrecord``.
 
     ``inference_net``: an ``InferenceNet`` (``yolomodel.loading.load_inference_net``) whose class count is
@@ -175,7 +208,8 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
     if network_classes is not None:
         check_class_count(network_classes, len(category_ids))
     dataset = create_eval_dataset(mindrecord, per_batch_size=per_batch_size, testing_shape=testing_shape,
-                                  num_parallel_workers=num_parallel_workers, rank=rank, group_size=group_size)
+                                  geometry=geometry, num_parallel_workers=num_parallel_workers, rank=rank,
+                                  group_size=group_size)
     predict = network_predictor(inference_net)
     with tqdm(total=dataset.num_steps, unit="batch", desc="eval", file=sys.stderr,
               disable=None if show_progress and rank == 0 else True) as bar:
@@ -184,6 +218,7 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
     if group_size > 1:
         results = gather_results(results, group_size)
         if rank != 0:
-            return EvalReport(None, manifest.num_images, len(results), None)
+            scores = score_detections(ground_truth, results) if score_on_every_rank else None
+            return EvalReport(scores, manifest.num_images, len(results), None)
     written = write_results_json(results, results_file) if results_file is not None else None
     return EvalReport(score_detections(ground_truth, results), manifest.num_images, len(results), written)

@@ -32,7 +32,8 @@ import numpy as np
 # COCO mAP evaluation keeps nearly every candidate (score above 0.001) so that the precision-recall curve
 # reaches low scores. Boxes drawn for people use stricter values (``yolomodel.infer.DISPLAY_CONF_THRESH``).
 EVAL_CONF_THRESH = 0.001
-EVAL_NMS_THRESH = 0.65
+EVAL_NMS_THRESH = 0.65    # the reference's eval default
+YOLOV5_VAL_NMS_THRESH = 0.6   # YOLOv5's val.py (with multi_label=True)
 DEFAULT_MAX_DET = 300      # detections kept per image (COCO scores at most 100; YOLOv5 keeps 300)
 DEFAULT_MAX_NMS = 30000    # candidates, the best scores, that go into the suppression
 

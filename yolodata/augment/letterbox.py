@@ -1,7 +1,10 @@
 """Letterbox: resize keeping the aspect ratio, pad to the target size with gray 114, centred.
 
 Used for the non-mosaic training path (as a matrix composed with the random affine, one warp) and for
-evaluation (``scaleup=False``: images smaller than the target are not enlarged, as in YOLOv5's val).
+evaluation, where the scale is ``long_side_scale``: the image's long side becomes the test size, and
+with ``scaleup=False`` (this project's default) images smaller than that are not enlarged. YOLOv5's
+val.py does enlarge them (its ``load_image`` resizes every image so that its long side equals the test
+size, in v5.0 as in v6.1 and v7.0; its letterbox then only pads); ``scaleup=True`` does the same.
 
 The mapping is ``letterboxed = original * scale + pad`` on both axes (edge coordinates, see
 affine.py), with integer pads so the image starts on a pixel boundary; ``unletterbox_boxes`` is its
@@ -31,6 +34,13 @@ def letterbox_scale(src_hw, dst_hw, *, scaleup: bool = True) -> float:
     return scale if scaleup else min(scale, 1.0)
 
 
+def long_side_scale(src_hw, long_side: int, *, scaleup: bool) -> float:
+    """The evaluation scale: ``long_side / max(h, w)``, at most 1 unless ``scaleup``."""
+    src_h, src_w = check_hw("src_hw", src_hw)
+    scale = int(long_side) / max(src_h, src_w)
+    return scale if scaleup else min(scale, 1.0)
+
+
 def resized_hw(src_hw, scale: float) -> tuple[int, int]:
     """Size of ``src_hw`` resized by ``scale``, rounded as ``cv2.resize(fx=scale)`` does (at least 1)."""
     src_h, src_w = src_hw
@@ -38,15 +48,19 @@ def resized_hw(src_hw, scale: float) -> tuple[int, int]:
     return max(1, round(src_h * scale)), max(1, round(src_w * scale))
 
 
-def letterbox_matrix(src_hw, dst_hw, *, scaleup: bool = True):
+def letterbox_matrix(src_hw, dst_hw, *, scaleup: bool = True, scale: float | None = None):
     """(float64 (3, 3) matrix, scale, (pad_x, pad_y)) of the letterbox of ``src_hw`` into ``dst_hw``.
 
     The matrix maps original edge coordinates to letterboxed ones: ``x * scale + pad_x``. The pads are
-    integers: the resized image is centred, the odd pixel going to the right/bottom.
+    integers: the resized image is centred, the odd pixel going to the right/bottom. ``scale`` (for
+    example ``long_side_scale``) replaces the largest scale that fits; the resized image must fit.
     """
-    scale = letterbox_scale(src_hw, dst_hw, scaleup=scaleup)
+    if scale is None:
+        scale = letterbox_scale(src_hw, dst_hw, scaleup=scaleup)
     dst_h, dst_w = check_hw("dst_hw", dst_hw)
     new_h, new_w = resized_hw(check_hw("src_hw", src_hw), scale)
+    if new_h > dst_h or new_w > dst_w:
+        raise ValueError(f"scale {scale} makes {tuple(src_hw)} {new_h}x{new_w}, larger than {dst_h}x{dst_w}")
     pad_x, pad_y = (dst_w - new_w) // 2, (dst_h - new_h) // 2
     matrix = np.array([[scale, 0, pad_x], [0, scale, pad_y], [0, 0, 1]], np.float64)
     return matrix, scale, (pad_x, pad_y)
@@ -91,14 +105,17 @@ def _fill(region: np.ndarray, colour) -> None:
         region[:] = colour
 
 
-def letterbox_into(image: np.ndarray, out: np.ndarray, *, scaleup: bool = True,
+def letterbox_into(image: np.ndarray, out: np.ndarray, *, scaleup: bool = True, scale: float | None = None,
+                   shrink_interpolation: int = cv2.INTER_LINEAR,
                    border_value=BORDER_VALUE) -> tuple[float, tuple[int, int]]:
     """(scale, (pad_x, pad_y)): the pixels of ``letterbox`` written into the caller's ``out``.
 
     ``out`` is a uint8 (H, W, 3) array (for example one slot of a batch array), overwritten entirely:
     the border is filled with ``border_value`` and the picture resized straight into its place, so no
     canvas is allocated and no pixel is written twice. ``image`` is not modified. The channel order
-    is whatever ``image`` has (resizing treats channels alike).
+    is whatever ``image`` has (resizing treats channels alike). ``scale``: as in ``letterbox_matrix``.
+    Enlarging is bilinear; shrinking uses ``shrink_interpolation`` (bilinear by default; YOLOv5's val
+    loader shrinks with ``cv2.INTER_AREA``).
     """
     image = check_image(image)
     if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3):
@@ -107,8 +124,9 @@ def letterbox_into(image: np.ndarray, out: np.ndarray, *, scaleup: bool = True,
     if np.shares_memory(image, out):
         raise ValueError("out must not overlap the image being letterboxed")
     dst_h, dst_w = check_hw("out.shape[:2]", out.shape[:2])
-    _, scale, (pad_x, pad_y) = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
+    _, scale, (pad_x, pad_y) = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup, scale=scale)
     new_h, new_w = resized_hw(image.shape[:2], scale)
+    interpolation = shrink_interpolation if scale < 1 else cv2.INTER_LINEAR
     # the border: full-width bands above and below, then the strips left and right of the picture
     _fill(out[:pad_y], border_value)
     _fill(out[pad_y + new_h:], border_value)
@@ -120,12 +138,12 @@ def letterbox_into(image: np.ndarray, out: np.ndarray, *, scaleup: bool = True,
     elif (new_h, new_w) == (round(image.shape[0] * scale), round(image.shape[1] * scale)):
         # fx/fy given and no dsize: OpenCV samples with exactly ``scale`` (see the module docstring)
         # and writes into the view in place (it has the size OpenCV computes).
-        resized = cv2.resize(image, None, dst=view, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(image, None, dst=view, fx=scale, fy=scale, interpolation=interpolation)
         if not np.shares_memory(resized, out):  # OpenCV allocated elsewhere after all: copy it in
             view[:] = resized
     else:
         # An extreme aspect ratio rounded a side to 0 pixels; it is widened to 1 (sub-pixel mismatch).
-        view[:] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        view[:] = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     return scale, (pad_x, pad_y)
 
 

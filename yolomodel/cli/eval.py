@@ -4,12 +4,14 @@ Evaluate a checkpoint (runs the network):
 
     yolo-eval --mindrecord VAL_DIR --pretrained CKPT --testing_shape 640 \\
         [--per_batch_size 16] [--conf_thresh 0.001] [--nms_thresh 0.65] [--max_det 300] [--multi_label]
+        [--rect] [--scaleup] [--interpolation linear|yolov5] [--yolov5_val]
         [--results_file PATH] [--device_target CPU] [--is_distributed 0|1]
         [--yolov5_version yolov5s] [--num_classes N]
     (or: python tools/eval.py ...)
 
 VAL_DIR is a folder written by yolo-coco2mindrecord. Every image is letterboxed into testing_shape (no
-upscaling), run through the network (the EMA weights when the checkpoint has ``ema.*`` parameters),
+upscaling; square batches by default, YOLOv5 val.py's rectangular batches with --rect, small images
+enlarged with --scaleup, all of val.py's settings with --yolov5_val), run through the network (the EMA weights when the checkpoint has ``ema.*`` parameters),
 decoded, reduced by class-aware NMS, mapped back to original image pixels and written as a COCO
 results json (original image and category ids) to --results_file (default outputs/eval/results.json);
 that file is then scored with pycocotools against VAL_DIR/annotations.json (or --ann_file). The model
@@ -41,7 +43,8 @@ from pathlib import Path
 
 from yolomodel.cli import EXIT_OK, report_user_error
 from yolomodel.device import DEVICE_TARGETS
-from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH
+from yolodata.eval_batches import INTERPOLATIONS
+from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH
 
 RESULT_HEADER = "=============coco eval result========="
 DEFAULT_RESULTS_FILE = Path("outputs") / "eval" / "results.json"
@@ -61,10 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per_batch_size", type=int, default=16, help="images per batch (per rank)")
     parser.add_argument("--conf_thresh", type=float, default=EVAL_CONF_THRESH,
                         help="minimum objectness * class score")
-    parser.add_argument("--nms_thresh", type=float, default=EVAL_NMS_THRESH, help="IoU above which NMS suppresses")
+    parser.add_argument("--nms_thresh", type=float, default=None,
+                        help=f"IoU above which NMS suppresses (default {EVAL_NMS_THRESH}; "
+                             f"{YOLOV5_VAL_NMS_THRESH} with --yolov5_val)")
     parser.add_argument("--max_det", type=int, default=DEFAULT_MAX_DET, help="detections kept per image")
     parser.add_argument("--multi_label", action="store_true",
                         help="every class above conf_thresh is a candidate (default: each box's best class)")
+    geometry = parser.add_argument_group("input geometry (default: square batches, small images not enlarged)")
+    geometry.add_argument("--rect", action="store_true",
+                          help="rectangular batches: images ordered by aspect ratio, each batch letterboxed to the "
+                               "smallest multiple-of-32 shape that holds its images (YOLOv5's val.py)")
+    geometry.add_argument("--scaleup", action="store_true",
+                          help="enlarge images smaller than --testing_shape so their long side equals it "
+                               "(YOLOv5's val.py does)")
+    geometry.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
+                          help="linear (default): bilinear resizing; yolov5: area averaging when shrinking, as "
+                               "YOLOv5's val loader")
+    geometry.add_argument("--yolov5_val", action="store_true",
+                          help="YOLOv5 val.py's settings in one flag: --rect --scaleup --interpolation yolov5 "
+                               f"--multi_label --nms_thresh {YOLOV5_VAL_NMS_THRESH} (flags given explicitly win)")
     parser.add_argument("--device_target", default="CPU", choices=DEVICE_TARGETS)
     parser.add_argument("--is_distributed", type=int, default=0, choices=(0, 1),
                         help="1: split the images over the ranks of an msrun launch")
@@ -92,9 +110,9 @@ def run_results_file(args, started: float) -> int:
 
 
 def check_model_args(args):
-    """The NMS options of the flags; ValueError naming the flag to fix (before anything slow)."""
+    """(geometry, NMS options) of the flags; ValueError naming the flag to fix (before anything slow)."""
     from yolodata.checks import check_int, check_multiple_of
-    from yolomodel.nms import NmsOptions
+    from yolomodel.evaluation import eval_settings
 
     if args.pretrained is None:
         raise ValueError("--mindrecord needs --pretrained CKPT (the checkpoint to evaluate)")
@@ -102,20 +120,18 @@ def check_model_args(args):
     check_int("--per_batch_size", args.per_batch_size, minimum=1)
     if args.num_classes is not None:
         check_int("--num_classes", args.num_classes, minimum=1)
-    try:
-        return NmsOptions(conf_thresh=args.conf_thresh, nms_thresh=args.nms_thresh, max_det=args.max_det,
-                          multi_label=args.multi_label)
-    except ValueError as error:
-        raise ValueError(f"--{error}") from None
+    return eval_settings(rect=args.rect, scaleup=args.scaleup, interpolation=args.interpolation,
+                         multi_label=args.multi_label, nms_thresh=args.nms_thresh, conf_thresh=args.conf_thresh,
+                         max_det=args.max_det, yolov5_val=args.yolov5_val)
 
 
 def run_model(args, started: float) -> int:
     from yolodata.manifest import load_manifest
     from yolomodel.coco_eval import load_ground_truth
     from yolomodel.device import setup_device
-    from yolomodel.evaluation import evaluate, load_model_for_dataset
+    from yolomodel.evaluation import describe_settings, evaluate, load_model_for_dataset
 
-    nms = check_model_args(args)
+    geometry, nms = check_model_args(args)
     manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
     ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)  # fails before the long run
     results_file = args.results_file or DEFAULT_RESULTS_FILE
@@ -125,9 +141,10 @@ def run_model(args, started: float) -> int:
                                     num_classes=args.num_classes)
     if group.rank == 0:
         print(f"evaluating {loaded.describe()} on {args.mindrecord} ({manifest.num_images} images, "
-              f"{group.group_size} rank(s)) at {args.testing_shape}", flush=True)
+              f"{group.group_size} rank(s)) at {args.testing_shape}: {describe_settings(geometry, nms)}", flush=True)
     report = evaluate(loaded.network, args.mindrecord, testing_shape=args.testing_shape,
-                      per_batch_size=args.per_batch_size, nms=nms, rank=group.rank, group_size=group.group_size,
+                      per_batch_size=args.per_batch_size, nms=nms, geometry=geometry, rank=group.rank,
+                      group_size=group.group_size,
                       results_file=results_file, ground_truth=ground_truth,
                       num_parallel_workers=args.num_parallel_workers)
     if report.scores is None:
