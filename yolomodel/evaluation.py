@@ -41,6 +41,7 @@ class EvalReport:
     num_images: int                # images of the shard folder (all ranks together)
     num_detections: int            # results entries of all ranks together
     results_file: Path | None      # written by rank 0 when asked for
+    images_evaluated: int = 0      # distinct images the ranks ran the network on (== num_images)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,17 +49,21 @@ class EvalReport:
 # ---------------------------------------------------------------------------------------------
 
 def predict_results(dataset, predict_batch: Callable[[dict], np.ndarray], category_ids: np.ndarray,
-                    nms: NmsOptions, progress: Callable[[], None] = lambda: None) -> list[dict]:
+                    nms: NmsOptions, progress: Callable[[], None] = lambda: None,
+                    seen_image_ids: list | None = None) -> list[dict]:
     """COCO results entries of every image in ``dataset`` (an eval dataset of ``create_eval_dataset``).
 
     ``predict_batch(batch)`` takes the batch dict of numpy columns and returns the decoded float32
     (B, N, 5 + C) predictions (``InferenceNet``'s output); a parameter so that the chain can be
-    checked without a trained network. ``progress`` is called after each batch.
+    checked without a trained network. ``progress`` is called after each batch; ``seen_image_ids``
+    (a list) receives the id of every real image the network ran on.
     """
     from .coco_eval import batch_results
 
     results = []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
+        if seen_image_ids is not None:
+            seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
         kept = nms.apply(predict_batch(batch))
         results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
                                      category_ids))
@@ -97,22 +102,45 @@ def merge_rank_parts(parts: list[np.ndarray]) -> list[dict]:
     return [entry for words in parts for entry in words_to_results(words)]
 
 
-def gather_results(results: list[dict], group_size: int) -> list[dict]:
-    """Every rank's results, in rank order, on every rank (AllGather; call it on all ranks).
+def gather_words(words: np.ndarray, group_size: int) -> list[np.ndarray]:
+    """Every rank's int32 (K_r, W) rows, in rank order, on every rank (AllGather; call it on all ranks).
 
     Two collectives: the row counts, then each rank's rows padded to the largest count.
     """
     import mindspore as ms
     from mindspore import ops
 
-    words = results_to_words(results)
+    words = np.ascontiguousarray(words, np.int32)
+    width = words.shape[1]
     counts = ops.AllGather()(ms.Tensor(np.asarray([len(words)], np.int32))).asnumpy()
     longest = max(1, int(counts.max()))
-    padded = np.zeros((longest, RESULT_WORDS), np.int32)
+    padded = np.zeros((longest, width), np.int32)
     padded[:len(words)] = words
-    # (group_size * longest, 14) -> per rank (longest, 14), cut to that rank's count
-    gathered = ops.AllGather()(ms.Tensor(padded)).asnumpy().reshape(group_size, longest, RESULT_WORDS)
-    return merge_rank_parts([gathered[r, :counts[r]] for r in range(group_size)])
+    # (group_size * longest, W) -> per rank (longest, W), cut to that rank's count
+    gathered = ops.AllGather()(ms.Tensor(padded)).asnumpy().reshape(group_size, longest, width)
+    return [gathered[r, :counts[r]] for r in range(group_size)]
+
+
+def gather_results(results: list[dict], group_size: int) -> list[dict]:
+    """Every rank's results, in rank order, on every rank (AllGather; call it on all ranks)."""
+    return merge_rank_parts(gather_words(results_to_words(results), group_size))
+
+
+def gather_image_ids(image_ids: list[int], group_size: int) -> list[int]:
+    """Every rank's evaluated image ids, in rank order, on every rank (int64 ids as two int32 words)."""
+    words = np.ascontiguousarray(np.asarray(image_ids, np.int64).reshape(-1, 1)).view(np.int32)
+    return [int(i) for part in gather_words(words, group_size)
+            for i in np.ascontiguousarray(part).view(np.int64).reshape(-1)]
+
+
+def check_each_image_once(image_ids: list[int], num_images: int) -> int:
+    """The number of distinct evaluated images; RuntimeError when one was evaluated twice or one is missing
+    (a broken rank split would bias the scores silently)."""
+    distinct = len(set(image_ids))
+    if distinct != len(image_ids) or distinct != num_images:
+        raise RuntimeError(f"evaluation ran the network on {len(image_ids)} rows ({distinct} distinct images) of a "
+                           f"{num_images}-image folder: every image must be evaluated exactly once")
+    return distinct
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,14 +239,18 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
                                   geometry=geometry, num_parallel_workers=num_parallel_workers, rank=rank,
                                   group_size=group_size)
     predict = network_predictor(inference_net)
+    seen = []
     with tqdm(total=dataset.num_steps, unit="batch", desc="eval", file=sys.stderr,
               disable=None if show_progress and rank == 0 else True) as bar:
         results = predict_results(dataset, lambda batch: predict(batch["image"]), category_ids, nms,
-                                  progress=bar.update)
+                                  progress=bar.update, seen_image_ids=seen)
     if group_size > 1:
         results = gather_results(results, group_size)
-        if rank != 0:
-            scores = score_detections(ground_truth, results) if score_on_every_rank else None
-            return EvalReport(scores, manifest.num_images, len(results), None)
+        seen = gather_image_ids(seen, group_size)
+    images_evaluated = check_each_image_once(seen, manifest.num_images)
+    if rank != 0:
+        scores = score_detections(ground_truth, results) if score_on_every_rank else None
+        return EvalReport(scores, manifest.num_images, len(results), None, images_evaluated)
     written = write_results_json(results, results_file) if results_file is not None else None
-    return EvalReport(score_detections(ground_truth, results), manifest.num_images, len(results), written)
+    return EvalReport(score_detections(ground_truth, results), manifest.num_images, len(results), written,
+                      images_evaluated)

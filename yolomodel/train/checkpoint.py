@@ -13,8 +13,12 @@ Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
 * metadata entries (``METADATA_KEYS``): ``format`` (str, ``CHECKPOINT_FORMAT``), ``epoch`` and ``step``
   (the position to continue from: 0-based epoch and the number of steps of that epoch already done),
   ``steps_completed`` (all steps so far), ``seed``, ``dataset_id`` (str), ``yolov5_version`` (str),
-  ``num_classes``, ``training_shape``, ``global_batch_size``. Integers are stored as 0-d int64 entries
-  (MindSpore's append_dict), strings as strings; ``read_checkpoint`` returns them as Python values.
+  ``num_classes``, ``training_shape``, ``global_batch_size``; the current epoch's loss sums so far
+  (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``) and the validation
+  state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from checkpoints of
+  older runs, read as "no evaluation yet"). Integers are stored as 0-d int64 entries (MindSpore's
+  append_dict), floats as their exact ``repr`` strings, strings as strings; ``read_checkpoint``
+  returns them as Python values.
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
 with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
@@ -36,17 +40,25 @@ from mindspore import Parameter, nn
 
 from yolodata.fileio import atomic_path
 
+from .results import VALIDATION_METADATA_KEYS, ValidationState
+
 CHECKPOINT_FORMAT = "yolov5-train-1"
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
 NOT_SAVED = ("learning_rate", "momentum")
 METADATA_KEYS = ("format", "epoch", "step", "steps_completed", "seed", "dataset_id", "yolov5_version",
-                 "num_classes", "training_shape", "global_batch_size")
+                 "num_classes", "training_shape", "global_batch_size", "epoch_box_sum", "epoch_obj_sum",
+                 "epoch_cls_sum", "epoch_loss_steps") + tuple(VALIDATION_METADATA_KEYS)
 _STRING_KEYS = ("format", "dataset_id", "yolov5_version")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainState:
-    """Where a run stands, stored in every checkpoint."""
+    """Where a run stands, stored in every checkpoint.
+
+    Besides the position, the sums of the box/obj/cls losses over the steps of the current epoch done
+    so far (so a run resumed mid-epoch reports the same epoch means) and the validation state (best
+    fitness, its epoch, evaluations since: the best checkpoint and patience continue exactly).
+    """
 
     epoch: int              # epoch of the next step (0-based)
     step: int               # steps of that epoch already done
@@ -57,11 +69,30 @@ class TrainState:
     num_classes: int
     training_shape: int
     global_batch_size: int
+    epoch_loss_sums: tuple = (0.0, 0.0, 0.0)   # box, obj, cls summed over this epoch's steps so far
+    epoch_loss_steps: int = 0
+    validation: ValidationState = ValidationState()
 
     def metadata(self) -> dict:
-        values = dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("epoch_loss_sums", "validation")}
+        values.update(zip(("epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum"),
+                          (float(v) for v in self.epoch_loss_sums)))
+        values.update(self.validation.metadata())
         values["format"] = CHECKPOINT_FORMAT
-        return values
+        # floats as their repr: exact (append_dict would keep a float32), so a resumed run compares and
+        # averages with the very numbers an uninterrupted one has
+        return {key: repr(value) if isinstance(value, float) else value for key, value in values.items()}
+
+    def after_step(self, epoch: int, step: int, steps_completed: int, losses) -> "TrainState":
+        """The state after one more step that moved the position to (``epoch``, ``step``) with loss parts
+        ``losses`` (box, obj, cls); when the step ended the epoch the sums start again from zero."""
+        if epoch != self.epoch:
+            return dataclasses.replace(self, epoch=epoch, step=step, steps_completed=steps_completed,
+                                       epoch_loss_sums=(0.0, 0.0, 0.0), epoch_loss_steps=0)
+        sums = tuple(float(a) + float(b) for a, b in zip(self.epoch_loss_sums, losses))
+        return dataclasses.replace(self, step=step, steps_completed=steps_completed, epoch_loss_sums=sums,
+                                   epoch_loss_steps=self.epoch_loss_steps + 1)
 
 
 def checkpoint_file_name(rank: int, epoch_number: int, step_in_epoch: int) -> str:
@@ -126,11 +157,12 @@ def train_state_from(metadata: dict, path) -> TrainState:
         raise ValueError(f"{path} is not a training checkpoint of this project (format "
                          f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}); --resume needs one "
                          f"written by tools/train.py. To start from its weights only, use --resume_yolov5.")
-    fields = {f.name: metadata[f.name] for f in dataclasses.fields(TrainState)}
-    for name in _STRING_KEYS:
-        if name in fields:
-            fields[name] = str(fields[name])
-    return TrainState(**{k: (v if isinstance(v, str) else int(v)) for k, v in fields.items()})
+    optional = ("epoch_loss_sums", "epoch_loss_steps", "validation")
+    fields = {f.name: metadata[f.name] for f in dataclasses.fields(TrainState) if f.name not in optional}
+    fields = {k: (str(v) if k in _STRING_KEYS else int(v)) for k, v in fields.items()}
+    sums = tuple(float(metadata.get(key, 0.0)) for key in ("epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum"))
+    return TrainState(**fields, epoch_loss_sums=sums, epoch_loss_steps=int(metadata.get("epoch_loss_steps", 0)),
+                      validation=ValidationState.from_metadata(metadata))
 
 
 def load_for_resume(train_cell: nn.Cell, path) -> TrainState:

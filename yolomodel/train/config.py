@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from yolodata.checks import check_multiple_of
+from yolomodel.nms import EVAL_CONF_THRESH
 from yolodata.fileio import write_file_atomic
 from yolomodel.device import DEVICE_TARGETS
 
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data_dir", default="", help="COCO folder (train2017/ and annotations/instances_train2017.json); "
         "converted to MindRecord first when --mindrecord holds no shards yet")
     add("--mindrecord", default="", help="training shards: a folder written by tools/coco2mindrecord.py")
-    add("--val_mindrecord", default="", help="validation shards (recorded in the saved config for eval)")
+    add("--val_mindrecord", default="", help="validation shards: the EMA weights are evaluated on them (COCO mAP) "
+        "every --eval_interval epochs, keeping best.ckpt by YOLOv5's fitness")
     add("--per_batch_size", type=int, default=8, help="batch size per device")
     add("--num_parallel_workers", type=int, default=None, help="input pipeline threads (clamped to the CPU count)")
     add("--training_shape", type=_shape, default="", help="fixed training shape; empty: multi-scale up to 640")
@@ -104,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--label_smooth", type=_int_flag, default=0, help="1: smooth the class targets")
     add("--label_smooth_factor", type=float, default=0.1)
     add("--iou_type", choices=("ciou", "giou"), default="ciou", help="box loss (the reference used GIoU)")
+    # validation during training (with --val_mindrecord, or the val split of --data_dir)
+    add("--eval_interval", type=int, default=1, help="validate every this many epochs, and after the last one")
+    add("--patience", type=int, default=0,
+        help="stop when this many validations in a row bring no better fitness (0: never stop early)")
+    add("--testing_shape", type=int, default=None,
+        help="validation input size (default: the fixed --training_shape, else 640)")
+    add("--val_per_batch_size", type=int, default=None, help="validation batch size (default: --per_batch_size)")
+    add("--val_rect", type=_int_flag, default=0, help="1: YOLOv5 val.py's rectangular validation batches")
+    add("--val_scaleup", type=_int_flag, default=0,
+        help="1: enlarge small validation images to the test size (YOLOv5's val.py does)")
+    add("--val_multi_label", type=_int_flag, default=0, help="1: multi-label NMS in validation")
+    add("--val_conf_thresh", type=float, default=EVAL_CONF_THRESH,
+        help="minimum objectness * class score of a validation detection (COCO evaluation's 0.001)")
+    add("--val_yolov5", type=_int_flag, default=0,
+        help="1: all of YOLOv5 val.py's settings in validation (rect, enlarging, area shrinking, multi-label "
+             "NMS at IoU 0.6)")
     # logging and checkpoints
     add("--log_interval", type=int, default=100, help="log every this many iterations")
     add("--ckpt_path", default="outputs/", help="folder for checkpoints (ckpt_<rank>/), logs and config.yaml")
@@ -205,6 +223,14 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed must not be negative, got {args.seed}")
     if args.profiler_steps < 1:
         raise ValueError(f"--profiler_steps must be at least 1, got {args.profiler_steps}")
+    if args.eval_interval < 1:
+        raise ValueError(f"--eval_interval must be at least 1, got {args.eval_interval}")
+    if args.patience < 0:
+        raise ValueError(f"--patience must not be negative (0: never stop early), got {args.patience}")
+    if args.testing_shape is not None:
+        check_multiple_of("--testing_shape", args.testing_shape)
+    if args.val_per_batch_size is not None and args.val_per_batch_size < 1:
+        raise ValueError(f"--val_per_batch_size must be at least 1, got {args.val_per_batch_size}")
     if args.resume and args.resume_yolov5:
         raise ValueError("--resume continues a run exactly and --resume_yolov5 starts a new one from weights; "
                          "pass only one of them")
@@ -245,3 +271,20 @@ def save_config(args: argparse.Namespace, folder, extra: dict | None = None) -> 
         text += "# resolved at start (informational, ignored by --config):\n"
         text += "".join(f"# {key}: {value}\n" for key, value in extra.items())
     return write_file_atomic(final, text.encode("utf-8"))
+
+
+def validation_settings(args: argparse.Namespace):
+    """The ``ValidationSettings`` of the flags, or None without validation shards."""
+    if not args.val_mindrecord:
+        return None
+    from yolomodel.evaluation import eval_settings
+    from yolomodel.train.validation import ValidationSettings
+
+    geometry, nms = eval_settings(rect=bool(args.val_rect), scaleup=bool(args.val_scaleup),
+                                  multi_label=bool(args.val_multi_label), conf_thresh=args.val_conf_thresh,
+                                  yolov5_val=bool(args.val_yolov5))
+    fixed_shape, _ = training_shape_of(args)
+    return ValidationSettings(
+        mindrecord=str(args.val_mindrecord), testing_shape=int(args.testing_shape or fixed_shape),
+        per_batch_size=int(args.val_per_batch_size or args.per_batch_size), geometry=geometry, nms=nms,
+        eval_interval=int(args.eval_interval), patience=int(args.patience))

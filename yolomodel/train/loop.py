@@ -32,6 +32,9 @@ from yolodata.manifest import Manifest
 from yolodata.targets import STRIDES
 
 from . import checkpoint as ckpt_lib
+from . import results as results_lib
+from .results import ValidationState
+from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, Validator, summary_line
 from . import config as config_lib
 
 logger = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class TrainSummary:
-    status: str                    # "finished", "interrupted" or "profiled"
+    status: str                    # "finished", "interrupted", "profiled" or "stopped_early" (--patience)
     steps: int                     # steps run by this process
     steps_completed: int           # steps since the start of training (the position)
     epoch: int
@@ -59,6 +62,7 @@ class TrainSummary:
     last_checkpoint: str | None
     signal: int | None = None
     profile_dir: str | None = None
+    validation: ValidationState | None = None   # the best fitness so far, when validating
 
 
 class StopSignals:
@@ -158,6 +162,12 @@ class CheckpointWriter:
                 old.unlink()
         return path
 
+    def save_named(self, train_cell, state: ckpt_lib.TrainState, name: str) -> Path | None:
+        """``folder/name`` (``last.ckpt``, ``best.ckpt``): a full training checkpoint outside the rotation."""
+        if not self.enabled:
+            return None
+        return ckpt_lib.save_train_checkpoint(self.folder / name, train_cell, state)
+
 
 @dataclasses.dataclass
 class Session:
@@ -175,6 +185,7 @@ class Session:
     position: ckpt_lib.TrainState
     writer: CheckpointWriter
     run_dir: Path
+    validator: Validator | None = None     # with validation shards
 
 
 def _existing_checkpoints(folder: Path) -> list[Path]:
@@ -249,8 +260,39 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     saving = rank == 0 or not args.is_save_on_master
     keep_max = args.keep_checkpoint_max or int(args.max_epoch)
     writer = CheckpointWriter(ckpt_dir, rank, saving, keep_max)
+    validator = None
+    settings = config_lib.validation_settings(args)
+    if settings is not None:
+        check_val_categories(manifest, load_manifest(settings.mindrecord), settings.mindrecord)
+        validator = Validator(
+            settings, ema=parts.ema, rank=rank, group_size=group_size, num_parallel_workers=args.num_parallel_workers,
+            build_network=lambda: builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed))
+        log(f"validating the EMA weights on {settings.mindrecord} every {settings.eval_interval} epoch(s) at "
+            f"{settings.testing_shape}"
+            + (f", stopping after {settings.patience} validations without a better fitness" if settings.patience
+               else ""))
+    if rank == 0 and args.resume:
+        carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir)
+                   position, writer, run_dir, validator)
+
+
+def check_val_categories(train_manifest: Manifest, val_manifest: Manifest, val_dir) -> None:
+    """ValueError unless the validation shards have the training shards' categories, in the same order."""
+    if val_manifest.categories != train_manifest.categories:
+        raise ValueError(f"--val_mindrecord {val_dir} has categories {val_manifest.class_names} (ids "
+                         f"{val_manifest.category_ids.tolist()}) but the training shards have "
+                         f"{train_manifest.class_names} (ids {train_manifest.category_ids.tolist()}); convert both "
+                         f"splits from annotation files with the same categories")
+
+
+def carry_results_over(resume_checkpoint: Path, run_dir: Path, epoch: int) -> None:
+    """When a run resumes into another folder, its ``results.csv`` starts with the earlier run's rows of
+    the epochs before ``epoch`` (the resumed run then adds the rest)."""
+    previous = resume_checkpoint.resolve().parent.parent / results_lib.RESULTS_CSV
+    target = run_dir / results_lib.RESULTS_CSV
+    if previous.is_file() and previous.resolve() != target.resolve() and not target.exists():
+        results_lib.write_results(target, [row for row in results_lib.read_results(previous) if row["epoch"] <= epoch])
 
 
 def step_inputs(columns) -> list:
@@ -330,6 +372,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
 
     train_step = session.parts.train_step
     meter = IntervalMeter()
+    validation_seconds = 0.0     # kept out of the logged images/s, which stay the train step's
     started = time.perf_counter()
     first_step_done_at = None
     last_log_time, last_log_iter = started, position.steps_completed - 1
@@ -346,6 +389,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         while epoch < args.max_epoch and status == "finished":
             dataset = _epoch_dataset(session, epoch, start_step)
             step_in_epoch = start_step
+            epoch_started, epoch_steps_run = time.perf_counter(), 0
             for columns in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
                 iteration = position.steps_completed
                 if batch_hook is not None:
@@ -369,9 +413,10 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                                    float(session.parts.loss_scale.scale.asnumpy()))
                 last_parts = parts
                 meter.update(parts)
+                epoch_steps_run += 1
                 next_epoch, next_step = position_after(epoch, step_in_epoch, session.steps_per_epoch)
-                position = dataclasses.replace(position, epoch=next_epoch, step=next_step,
-                                               steps_completed=iteration + 1)
+                epoch_losses = (np.add(position.epoch_loss_sums, parts[1:4]), position.epoch_loss_steps + 1)
+                position = position.after_step(next_epoch, next_step, iteration + 1, parts[1:4])
                 if iteration % args.log_interval == 0:
                     now = time.perf_counter()
                     fps = global_batch * (iteration - last_log_iter) / max(now - last_log_time, 1e-9)
@@ -383,10 +428,37 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                 interval_due = args.ckpt_interval is not None and (iteration + 1) % args.ckpt_interval == 0
                 # one process stops as soon as it sees the signal; ranks stop on the all-reduced votes
                 stopping = float(votes) > 0 or (group_size == 1 and signals.received is not None)
+                outcome = None
+                if epoch_end:
+                    epoch_seconds = time.perf_counter() - epoch_started
+                    if session.validator is not None and session.validator.settings.due(epoch + 1, args.max_epoch):
+                        outcome = session.validator.validate(position.validation, epoch + 1)
+                        validation_seconds += outcome.seconds
+                        last_log_time += outcome.seconds
+                        position = dataclasses.replace(position, validation=outcome.state)
+                        if rank == 0:
+                            log("validation of the EMA weights:\n" + outcome.scores.text)
+                            log(summary_line(outcome, epoch + 1, args.max_epoch))
+                    if rank == 0:
+                        record_epoch(session.run_dir, epoch + 1, epoch_losses, lr_value, epoch_seconds,
+                                     global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
                 if epoch_end or interval_due or stopping:
                     saved = session.writer.save(train_step, position, epoch + 1, step_in_epoch + 1)
                     if saved is not None:
                         log(f"saved checkpoint {saved}")
+                if epoch_end:
+                    session.writer.save_named(train_step, position, LAST_CHECKPOINT)
+                    if outcome is not None and outcome.improved:
+                        best = session.writer.save_named(train_step, position, BEST_CHECKPOINT)
+                        if best is not None:
+                            log(f"saved {best} (fitness {outcome.fitness:.4f}, the best so far)")
+                    if outcome is not None and outcome.state.patience_exhausted(session.validator.settings.patience):
+                        status = "stopped_early"
+                        log(f"stopping early: the fitness has not improved for {outcome.state.evaluations_since_best} "
+                            f"validations (--patience {session.validator.settings.patience}); the best, "
+                            f"{outcome.state.best_fitness:.4f} at epoch {outcome.state.best_epoch}, is in "
+                            f"{session.writer.folder / BEST_CHECKPOINT}")
+                        break
                 if profiler is not None and steps_run >= args.profiler_steps:
                     profiler.stop()
                     profiler = None
@@ -408,17 +480,32 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
 
     ended = time.perf_counter()
     timed_steps = max(steps_run - 1, 0)
-    steady = (ended - first_step_done_at) if first_step_done_at is not None else 0.0
+    steady = (ended - first_step_done_at - validation_seconds) if first_step_done_at is not None else 0.0
     summary = TrainSummary(
         status=status, steps=steps_run, steps_completed=position.steps_completed, epoch=position.epoch,
         step=position.step, seconds=ended - started,
         images_per_second=global_batch * timed_steps / steady if steady > 0 and timed_steps else 0.0,
         last_loss=float(last_parts[0]) if last_parts is not None else None,
         last_checkpoint=str(session.writer.last_path) if session.writer.last_path else None,
-        signal=signals.received, profile_dir=str(profile_dir) if profile_dir else None)
+        signal=signals.received, profile_dir=str(profile_dir) if profile_dir else None,
+        validation=position.validation if session.validator is not None else None)
     if rank == 0:
         log(summary_text(summary))
     return summary
+
+
+def record_epoch(run_dir: Path, epoch_number: int, epoch_losses, lr, epoch_seconds: float,
+                 images_per_second: float, outcome) -> None:
+    """The epoch's row of ``results.csv`` (mean box/obj/cls losses, lr, the COCO numbers when validated,
+    times) and the redrawn ``results.png``."""
+    sums, steps = epoch_losses
+    row = results_lib.results_row(
+        epoch_number=epoch_number, losses=np.asarray(sums, np.float64) / max(int(steps), 1), lr=float(lr),
+        epoch_seconds=epoch_seconds, images_per_second=images_per_second,
+        coco_stats=outcome.stats if outcome is not None else None,
+        val_seconds=outcome.seconds if outcome is not None else None)
+    rows = results_lib.write_results_row(run_dir / results_lib.RESULTS_CSV, row)
+    results_lib.plot_results(rows, run_dir / results_lib.RESULTS_PNG)
 
 
 def summary_text(summary: TrainSummary) -> str:
@@ -426,4 +513,6 @@ def summary_text(summary: TrainSummary) -> str:
     return (f"training {summary.status}: {summary.steps} steps in {summary.seconds:.1f} s "
             f"({summary.images_per_second:.2f} images/s after the first step), now at epoch {summary.epoch} "
             f"step {summary.step} ({summary.steps_completed} steps in all), last loss {loss}, last checkpoint "
-            f"{summary.last_checkpoint or 'none'} (its ema.* entries are the weights to evaluate and export)")
+            f"{summary.last_checkpoint or 'none'} (its ema.* entries are the weights to evaluate and export)"
+            + (f"; best fitness {summary.validation.best_fitness:.4f} at epoch {summary.validation.best_epoch} "
+               f"({BEST_CHECKPOINT})" if summary.validation is not None and summary.validation.best_epoch > 0 else ""))

@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 from pathlib import Path
 from typing import Sequence
 
 from yolodata.fileio import write_file_atomic
 
+RESULTS_CSV = "results.csv"
+RESULTS_PNG = "results.png"
 FITNESS_WEIGHTS = (0.1, 0.9)              # of mAP@0.5 and mAP@0.5:0.95, as YOLOv5's fitness()
 NO_FITNESS = -1.0                          # before the first evaluation (every real fitness is >= 0)
 COCO_COLUMNS = (                           # pycocotools' 12 summary numbers, in its order
@@ -35,6 +36,7 @@ RESULTS_COLUMNS = (
     "time/epoch_s", "speed/images_per_s", "time/val_s",
 )
 _METADATA_KEYS = {"best_fitness": float, "best_epoch": int, "evaluations_since_best": int}
+VALIDATION_METADATA_KEYS = tuple(_METADATA_KEYS)
 
 
 def fitness(map50: float, map50_95: float) -> float:
@@ -104,19 +106,24 @@ def _cell(value) -> str:
         return ""
     if isinstance(value, int):
         return str(value)
-    return "nan" if math.isnan(value) else f"{value:.6g}"
+    return repr(float(value))  # full precision: the numbers equal what yolo-eval computes
 
 
-def write_results_row(path, row: dict) -> Path:
-    """Add ``row`` to ``results.csv``, dropping rows of its epoch and later ones first; atomic."""
-    path = Path(path)
-    kept = [old for old in read_results(path) if old.get("epoch") is not None and old["epoch"] < row["epoch"]]
+def write_results(path, rows) -> Path:
+    """``rows`` as ``results.csv`` (columns ``RESULTS_COLUMNS``), atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RESULTS_COLUMNS)
-    for record in kept + [row]:
+    for record in rows:
         writer.writerow([_cell(record.get(column)) for column in RESULTS_COLUMNS])
     return write_file_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def write_results_row(path, row: dict) -> list[dict]:
+    """Add ``row`` to ``results.csv``, dropping rows of its epoch and later ones first; returns the rows."""
+    kept = [old for old in read_results(path) if old.get("epoch") is not None and old["epoch"] < row["epoch"]]
+    write_results(path, kept + [row])
+    return kept + [row]
 
 
 def plot_results(rows: Sequence[dict], path) -> Path:

@@ -1,0 +1,153 @@
+"""Validation during training: the numbers yolo-eval gives, best/last checkpoints, results.csv, patience, resume.
+
+Two real runs of yolov5n (64 px, 8 train and 4 val synthetic images, 3 epochs of 4 steps, validation
+after every epoch) share the compilations of this module: one uninterrupted, one interrupted by SIGTERM in
+the middle of epoch 2 and resumed into the same folder. A third run replaces the evaluation by a scripted
+fitness sequence to check early stopping without evaluating.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import yaml
+
+from yolodata.convert import convert_coco
+from yolodata.synthetic import make_synthetic_coco
+from yolomodel.cli import train as train_cli
+from yolomodel.train import checkpoint as ckpt_lib
+from yolomodel.train import results as results_lib
+
+pytestmark = pytest.mark.slow  # trains and evaluates yolov5n
+
+NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
+              "hsv_v": 0.0, "extras": 0.0}
+TIME_COLUMNS = {"time/epoch_s", "speed/images_per_s", "time/val_s"}
+INTERRUPT_AT = 5            # iteration (epoch 2 of 3, step 2 of 4)
+# after a few steps from scratch every score is below COCO's 0.001: a lower threshold lets the network's
+# boxes be scored, so that equal numbers mean something
+CONF_THRESH = 1e-5
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("val_data")
+    synthetic = make_synthetic_coco(root / "syn", num_images=12, seed=4, image_size=(96, 128), val_fraction=0.34,
+                                    background_fraction=0.0, object_size=(0.3, 0.6))
+    assert (synthetic.num_train, synthetic.num_val) == (8, 4)
+    shards = {}
+    for split, ann_file in (("train", synthetic.train_json), ("val", synthetic.val_json)):
+        shards[split] = root / split
+        convert_coco(synthetic.image_dir, ann_file, shards[split])
+    config_file = root / "no_augment.yaml"
+    config_file.write_text(yaml.safe_dump({"augment": NO_AUGMENT, "max_boxes": 16}))
+    return shards, config_file
+
+
+def train_argv(splits, run_dir, *extra):
+    shards, config_file = splits
+    return ["--config", str(config_file), "--mindrecord", str(shards["train"]), "--val_mindrecord",
+            str(shards["val"]), "--yolov5_version", "yolov5n", "--training_shape", "64", "--per_batch_size", "2",
+            "--max_epoch", "3", "--warmup_epochs", "0", "--lr", "0.01", "--log_interval", "1",
+            "--num_parallel_workers", "1", "--testing_shape", "64", "--val_conf_thresh", str(CONF_THRESH),
+            "--ckpt_path", str(run_dir), *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(splits, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert train_cli.main(train_argv(splits, run_dir)) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(splits, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resumed")
+
+    def interrupt(iteration, columns):
+        if iteration == INTERRUPT_AT:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes this step, saves and stops
+        return columns
+
+    status = train_cli.main(train_argv(splits, run_dir, "--ckpt_interval", "1"), batch_hook=interrupt)
+    assert status == 128 + signal.SIGTERM
+    rows_before = results_lib.read_results(run_dir / "results.csv")
+    saved = run_dir / "ckpt_0" / f"0-2_{INTERRUPT_AT + 1 - 4}.ckpt"
+    assert train_cli.main(train_argv(splits, run_dir, "--ckpt_interval", "1", "--resume", str(saved))) == 0
+    return run_dir, rows_before
+
+
+def untimed(rows):
+    return [{key: value for key, value in row.items() if key not in TIME_COLUMNS} for row in rows]
+
+
+def test_validation_numbers_equal_yolo_eval_on_the_saved_checkpoint(uninterrupted, splits):
+    from yolomodel.evaluation import evaluate
+    from yolomodel.loading import load_inference_net
+    from yolomodel.nms import NmsOptions
+
+    rows = results_lib.read_results(uninterrupted / "results.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert all(row["metrics/mAP_0.5"] is not None for row in rows)
+    shards, _ = splits
+    for epoch_number in (1, 3):
+        checkpoint = uninterrupted / "ckpt_0" / f"0-{epoch_number}_4.ckpt"
+        report = evaluate(load_inference_net(checkpoint).network, shards["val"], testing_shape=64, per_batch_size=2,
+                          nms=NmsOptions(conf_thresh=CONF_THRESH))
+        logged = [rows[epoch_number - 1][column] for column in results_lib.COCO_COLUMNS]
+        assert logged == [float(v) for v in report.scores.stats], epoch_number
+    # the comparison means something: the network detects some of the objects
+    assert max(rows[-1]["metrics/AR_100"], rows[-1]["metrics/mAP_0.5"]) > 0
+
+
+def test_best_and_last_checkpoints_and_curves(uninterrupted):
+    rows = results_lib.read_results(uninterrupted / "results.csv")
+    fitnesses = [row["fitness"] for row in rows]
+    best_epoch = int(np.argmax(fitnesses)) + 1  # the first of equal fitnesses, as YOLOv5
+    _, best = ckpt_lib.read_checkpoint(uninterrupted / "ckpt_0" / "best.ckpt")
+    _, last = ckpt_lib.read_checkpoint(uninterrupted / "ckpt_0" / "last.ckpt")
+    assert (best["epoch"], best["step"]) == (best_epoch, 0) and int(best["best_epoch"]) == best_epoch
+    assert float(best["best_fitness"]) == max(fitnesses)
+    assert (last["epoch"], last["step"]) == (3, 0)
+    weights_best, _ = ckpt_lib.read_checkpoint(uninterrupted / "ckpt_0" / "best.ckpt")
+    weights_periodic, _ = ckpt_lib.read_checkpoint(uninterrupted / "ckpt_0" / f"0-{best_epoch}_4.ckpt")
+    assert all(np.array_equal(weights_best[n].asnumpy(), weights_periodic[n].asnumpy()) for n in weights_periodic)
+    assert (uninterrupted / "results.png").stat().st_size > 10_000
+    assert (uninterrupted / "log_rank0.txt").read_text().count("validation epoch ") == 3
+
+
+def test_resumed_run_has_the_same_results_and_best_checkpoint(uninterrupted, interrupted_and_resumed):
+    resumed_dir, rows_before = interrupted_and_resumed
+    assert [row["epoch"] for row in rows_before] == [1]   # interrupted inside epoch 2
+    expected = results_lib.read_results(uninterrupted / "results.csv")
+    got = results_lib.read_results(resumed_dir / "results.csv")
+    assert untimed(got) == untimed(expected)   # every epoch once, equal losses (epoch means) and mAPs
+    for name in ("best.ckpt", "last.ckpt"):
+        want, want_meta = ckpt_lib.read_checkpoint(uninterrupted / "ckpt_0" / name)
+        have, have_meta = ckpt_lib.read_checkpoint(resumed_dir / "ckpt_0" / name)
+        assert want_meta == have_meta, name
+        assert sorted(want) == sorted(have)
+        assert all(np.array_equal(want[n].asnumpy(), have[n].asnumpy()) for n in want), name
+
+
+def test_patience_stops_on_a_scripted_fitness_sequence(splits, tmp_path, monkeypatch):
+    from yolomodel import evaluation
+
+    scripted = iter([0.30, 0.20, 0.10, 0.40])   # mAP@0.5:0.95 per validation; never better after the first
+
+    def fake_evaluate(inference_net, mindrecord, **kwargs):
+        stats = np.zeros(12)
+        stats[0] = stats[1] = next(scripted)
+        return evaluation.EvalReport(type("Scores", (), {"stats": stats, "text": "scripted"})(), 4, 0, None, 4)
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    run_dir = tmp_path / "run"
+    assert train_cli.main(train_argv(splits, run_dir, "--max_epoch", "4", "--patience", "2")) == 0
+    rows = results_lib.read_results(run_dir / "results.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]   # stopped after 2 validations without improvement
+    _, best = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "best.ckpt")
+    assert best["epoch"] == 1 and float(best["best_fitness"]) == pytest.approx(0.30)
+    log = (run_dir / "log_rank0.txt").read_text()
+    assert "stopping early" in log and "--patience 2" in log
