@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from yolomodel.demo import (Recipe, coco_scores, convert_splits, eval_command, generate_dataset,  # noqa: E402
-                            last_checkpoint, load_average, loss_curve, run_streaming, train_command)
+                            load_average, run_checkpoint, loss_curve, run_streaming, train_command)
 
 TARGET_MAP50 = 0.8
 TARGET_SECONDS = 15 * 60
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                                                keep_checkpoints=args.keep_checkpoints),
                                  log_file=output_dir / "train_output.txt")
     times["train"] = time.perf_counter() - mark
-    checkpoint = last_checkpoint(run_dir)
+    checkpoint = run_checkpoint(run_dir, "last.ckpt")
 
     mark = time.perf_counter()
     results_file = output_dir / "eval" / "results.json"

@@ -18,10 +18,13 @@ def test_demo_runs_the_whole_chain_and_prints_where_everything_went(tmp_path, ca
     assert status == 0
 
     assert load_manifest(out / "mindrecord_train").num_images + load_manifest(out / "mindrecord_val").num_images == 24
-    for figure in ("train_batches.jpg", "labels.png"):
+    for figure in ("train_batches.jpg", "labels.png", "results.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
-    checkpoints = list((out / "train" / "ckpt_0").glob("*.ckpt"))
-    assert len(checkpoints) == 1
+    checkpoints = sorted(p.name for p in (out / "train" / "ckpt_0").glob("*.ckpt"))
+    assert len(checkpoints) == 3 and checkpoints[0].startswith("0-1_") and checkpoints[1:] == ["best.ckpt", "last.ckpt"]
+    best = out / "train" / "ckpt_0" / "best.ckpt"
+    rows = (out / "train" / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("epoch,")   # the header and epoch 1, validated
     results = json.loads((out / "eval" / "results.json").read_text())
     assert isinstance(results, list)
     val_ids = {row["id"] for row in json.loads((out / "mindrecord_val" / "annotations.json").read_text())["images"]}
@@ -32,6 +35,6 @@ def test_demo_runs_the_whole_chain_and_prints_where_everything_went(tmp_path, ca
 
     summary = printed[printed.index("\nsummary"):]
     assert "mAP@0.5 " in summary and "mAP@0.5:0.95 " in summary
-    for where in (out / "mindrecord_train", out / "figures" / "labels.png", checkpoints[0], onnx_files[0],
-                  out / "eval" / "results.json"):
+    for where in (out / "mindrecord_train", out / "figures" / "labels.png", best, onnx_files[0],
+                  out / "eval" / "results.json", out / "train" / "results.csv", out / "figures" / "results.png"):
         assert str(where) in summary

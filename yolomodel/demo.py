@@ -134,8 +134,9 @@ def write_augment_yaml(recipe: Recipe, path: Path) -> Path:
 
 
 def train_command(recipe: Recipe, train_dir: Path, val_dir: Path, run_dir: Path, *, log_interval: int = 10,
-                  keep_checkpoints: int = 1) -> list[str]:
-    """The yolo-train command line of the recipe (cosine annealing over the whole run)."""
+                  keep_checkpoints: int = 1, eval_interval: int | None = None) -> list[str]:
+    """The yolo-train command line of the recipe (cosine annealing over the whole run), validating on
+    ``val_dir`` every ``eval_interval`` epochs (default: only after the last one)."""
     config = write_augment_yaml(recipe, run_dir / "augment.yaml")
     return tool_command(
         "yolo-train", "--config", config, "--mindrecord", train_dir, "--val_mindrecord", val_dir,
@@ -144,7 +145,8 @@ def train_command(recipe: Recipe, train_dir: Path, val_dir: Path, run_dir: Path,
         "--lr", repr(recipe.lr), "--warmup_epochs", repr(recipe.warmup_epochs), "--lr_scheduler", "cosine_annealing",
         "--t_max", recipe.max_epoch, "--eta_min", repr(recipe.eta_min), "--momentum", repr(recipe.momentum),
         "--weight_decay", repr(recipe.weight_decay), "--seed", recipe.seed, "--log_interval", log_interval,
-        "--ckpt_path", run_dir, "--keep_checkpoint_max", keep_checkpoints, "--device_target", "CPU")
+        "--ckpt_path", run_dir, "--keep_checkpoint_max", keep_checkpoints, "--device_target", "CPU",
+        "--eval_interval", eval_interval or recipe.max_epoch, "--testing_shape", recipe.testing_shape)
 
 
 def eval_command(recipe: Recipe, checkpoint: Path, val_dir: Path, results_file: Path) -> list[str]:
@@ -181,12 +183,12 @@ def run_streaming(command: list[str], log_file: Path | None = None, prefix: str 
     return "".join(lines)
 
 
-def last_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint yolo-train wrote for rank 0 in ``run_dir``."""
-    checkpoints = sorted((run_dir / "ckpt_0").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise RuntimeError(f"training wrote no checkpoint in {run_dir / 'ckpt_0'}")
-    return checkpoints[-1]
+def run_checkpoint(run_dir: Path, name: str = "last.ckpt") -> Path:
+    """``last.ckpt`` (the end of the last epoch) or ``best.ckpt`` (the best validation) of a yolo-train run."""
+    path = run_dir / "ckpt_0" / name
+    if not path.is_file():
+        raise RuntimeError(f"training wrote no {name} in {run_dir / 'ckpt_0'}")
+    return path
 
 
 def loss_curve(train_output: str) -> list[dict]:

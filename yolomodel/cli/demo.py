@@ -10,8 +10,9 @@
 4. draw what training sees (yolo-visualize): a grid of augmented training batches and the label
    statistics figure;
 5. train yolov5n from scratch for a few epochs on CPU (yolo-train; a short version of the recipe in
-   ``yolomodel.demo.Recipe``, with which benchmarks/synthetic_map.py reaches mAP@0.5 >= 0.8);
-6. evaluate the EMA weights on the val split with COCO mAP (yolo-eval);
+   ``yolomodel.demo.Recipe``, with which benchmarks/synthetic_map.py reaches mAP@0.5 >= 0.8), validating
+   on the val split every other epoch (results.csv, results.png, best.ckpt);
+6. evaluate best.ckpt's EMA weights on the val split with COCO mAP (yolo-eval);
 7. draw detections on a few val images (yolo-infer) and export the network to ONNX (yolo-export);
 and print where everything went. Steps 4-7 run the project's command-line tools as subprocesses with
 this Python, exactly as a user would; their output is shown as it comes.
@@ -30,12 +31,13 @@ import time
 from pathlib import Path
 
 from yolodata.checks import check_multiple_of
-from yolomodel.demo import (Recipe, coco_scores, convert_splits, eval_command, generate_dataset, last_checkpoint,
-                            load_average, run_streaming, tool_command, train_command)
+from yolomodel.demo import (Recipe, coco_scores, convert_splits, eval_command, generate_dataset, load_average,
+                            run_checkpoint, run_streaming, tool_command, train_command)
 
 STEPS = 7
 DEMO_EPOCHS = 8
 DEMO_IMAGES = 1200
+VALIDATE_EVERY = 2      # epochs between validations during training (and after the last one)
 
 
 def demo_recipe(args) -> Recipe:
@@ -160,9 +162,11 @@ def run_demo(args) -> int:
     banner(5, f"train {recipe.yolov5_version} from scratch for {recipe.max_epoch} epoch(s) (yolo-train)")
     mark = time.perf_counter()
     run_dir = out / "train"
-    run_streaming(train_command(recipe, shards["train"], shards["val"], run_dir), log_file=out / "train_output.txt",
-                  prefix="      ")
-    checkpoint = last_checkpoint(run_dir)
+    run_streaming(train_command(recipe, shards["train"], shards["val"], run_dir, eval_interval=VALIDATE_EVERY),
+                  log_file=out / "train_output.txt", prefix="      ")
+    checkpoint = run_checkpoint(run_dir, "best.ckpt")
+    curves = figures / "results.png"
+    shutil.copyfile(run_dir / "results.png", curves)
     times["train"] = time.perf_counter() - mark
 
     banner(6, "evaluate on the val split: COCO mAP (yolo-eval)")
@@ -194,7 +198,10 @@ def run_demo(args) -> int:
             ("train shards", f"{shards['train']}  ({synthetic.num_train} images)"),
             ("val shards", f"{shards['val']}  ({synthetic.num_val} images, annotations.json beside them)"),
             ("training batches", grid), ("label statistics", labels),
-            ("checkpoint", f"{checkpoint}  (EMA weights inside)"),
+            ("checkpoint", f"{checkpoint}  (best validation fitness; EMA weights inside)"),
+            ("last checkpoint", run_dir / "ckpt_0" / "last.ckpt"),
+            ("results table", f"{run_dir / 'results.csv'}  (losses, lr, the 12 COCO numbers per epoch)"),
+            ("training curves", curves),
             ("training log", run_dir / "log_rank0.txt"), ("training config", run_dir / "config.yaml"),
             ("COCO results", results_file), ("detections drawn", detections), ("ONNX model", onnx_file)]
     for name, where in rows:

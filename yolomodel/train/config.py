@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from yolodata.checks import check_multiple_of
-from yolomodel.nms import EVAL_CONF_THRESH
 from yolodata.fileio import write_file_atomic
 from yolomodel.device import DEVICE_TARGETS
+from yolomodel.nms import EVAL_CONF_THRESH
 
 logger = logging.getLogger(__name__)
 
