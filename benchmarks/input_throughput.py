@@ -37,7 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yolodata.checks import resolve_num_workers  # noqa: E402
+from yolodata.eval_batches import EvalGeometry  # noqa: E402
 from yolodata.pipeline import create_eval_dataset, create_train_dataset  # noqa: E402
+
+
+# the eval pipelines measured: square batches (the default) and YOLOv5 val.py's rectangular ones
+EVAL_GEOMETRIES = {"eval": EvalGeometry(), "eval_rect": EvalGeometry(rect=True)}
 
 
 class PeakRss:
@@ -151,18 +156,22 @@ def measure_round(args, mindrecord: str, workers: int, testing_shape: int, round
     decode_ips, decode_cpu = decode_only(buffers, workers)
     del block, buffers
     gc.collect()
-    with PeakRss() as eval_rss:
-        evaluation = create_eval_dataset(mindrecord, per_batch_size=args.per_batch_size,
-                                         testing_shape=testing_shape, num_parallel_workers=workers)
-        batches = min(args.max_batches, evaluation.num_steps - args.warmup_batches - 1)
-        eval_ips, eval_cpu = time_batches(evaluation, args.warmup_batches, batches, args.per_batch_size)
-    return {"train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
-            "decode_images_per_s": round(decode_ips, 1),
-            "train_over_decode": round(train_ips / decode_ips, 3),
-            "eval_over_decode": round(eval_ips / decode_ips, 3),
-            "train_cpu_ms_per_image": round(train_cpu, 2), "eval_cpu_ms_per_image": round(eval_cpu, 2),
-            "decode_cpu_ms_per_image": round(decode_cpu, 2),
-            "peak_rss_mb": round(max(train_rss.peak_mb, eval_rss.peak_mb), 1)}
+    figures = {"train_images_per_s": round(train_ips, 1), "decode_images_per_s": round(decode_ips, 1),
+               "train_over_decode": round(train_ips / decode_ips, 3), "train_cpu_ms_per_image": round(train_cpu, 2),
+               "decode_cpu_ms_per_image": round(decode_cpu, 2)}
+    peak_mb = train_rss.peak_mb
+    for name, geometry in EVAL_GEOMETRIES.items():
+        with PeakRss() as eval_rss:
+            evaluation = create_eval_dataset(mindrecord, per_batch_size=args.per_batch_size,
+                                             testing_shape=testing_shape, num_parallel_workers=workers,
+                                             geometry=geometry)
+            batches = min(args.max_batches, evaluation.num_steps - args.warmup_batches - 1)
+            eval_ips, eval_cpu = time_batches(evaluation, args.warmup_batches, batches, args.per_batch_size)
+        peak_mb = max(peak_mb, eval_rss.peak_mb)
+        figures.update({f"{name}_images_per_s": round(eval_ips, 1), f"{name}_over_decode": round(eval_ips / decode_ips, 3),
+                        f"{name}_cpu_ms_per_image": round(eval_cpu, 2)})
+    figures["peak_rss_mb"] = round(peak_mb, 1)
+    return figures
 
 
 def run_round_in_child(argv_without_rounds: list, mindrecord: str, round_index: int) -> dict:
@@ -239,25 +248,24 @@ def main(argv=None):
                 rounds.append(run_round_in_child(child_argv(args), mindrecord, round_index))
                 r = rounds[-1]
                 print(f"round {round_index + 1}: train {r['train_images_per_s']:.1f}, eval "
-                      f"{r['eval_images_per_s']:.1f}, decode-only {r['decode_images_per_s']:.1f} images/s; "
-                      f"train/decode {r['train_over_decode']:.3f}, eval/decode {r['eval_over_decode']:.3f}; "
+                      f"{r['eval_images_per_s']:.1f}, eval rect {r['eval_rect_images_per_s']:.1f}, decode-only "
+                      f"{r['decode_images_per_s']:.1f} images/s; train/decode {r['train_over_decode']:.3f}, "
+                      f"eval/decode {r['eval_over_decode']:.3f}, eval rect/decode {r['eval_rect_over_decode']:.3f}; "
                       f"CPU ms/image train {r['train_cpu_ms_per_image']:.2f}, eval {r['eval_cpu_ms_per_image']:.2f}, "
-                      f"decode {r['decode_cpu_ms_per_image']:.2f}; peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                      f"eval rect {r['eval_rect_cpu_ms_per_image']:.2f}, decode {r['decode_cpu_ms_per_image']:.2f}; "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 
     def median(key):
         return float(np.median([r[key] for r in rounds]))
 
-    train_ips, eval_ips, decode_ips = (median("train_images_per_s"), median("eval_images_per_s"),
-                                       median("decode_images_per_s"))
-    train_ratio, eval_ratio = median("train_over_decode"), median("eval_over_decode")
-    cpu_ms = {name: median(f"{name}_cpu_ms_per_image") for name in ("train", "eval", "decode")}
+    pipelines = ("train", *EVAL_GEOMETRIES)
+    images_per_s = {name: median(f"{name}_images_per_s") for name in (*pipelines, "decode")}
+    ratios = {name: median(f"{name}_over_decode") for name in pipelines}
+    cpu_ms = {name: median(f"{name}_cpu_ms_per_image") for name in (*pipelines, "decode")}
     peak_rss = max(r["peak_rss_mb"] for r in rounds)
     figures = {
-        "train_images_per_s": round(train_ips, 1),
-        "eval_images_per_s": round(eval_ips, 1),
-        "decode_images_per_s": round(decode_ips, 1),
-        "train_over_decode": round(train_ratio, 3),
-        "eval_over_decode": round(eval_ratio, 3),
+        **{f"{name}_images_per_s": round(value, 1) for name, value in images_per_s.items()},
+        **{f"{name}_over_decode": round(value, 3) for name, value in ratios.items()},
         "peak_rss_mb": round(peak_rss, 1),
         "cpu_ms_per_image": {name: round(value, 2) for name, value in cpu_ms.items()},
         "rounds": rounds,
@@ -270,15 +278,15 @@ def main(argv=None):
     if not args.quiet:
         label = f"median of {args.rounds} rounds" if args.rounds > 1 else "one round"
         print(f"{'pipeline':<12}{'images/s':>10}{'vs decode':>11}   ({label})")
-        print(f"{'train':<12}{train_ips:>10.1f}{train_ratio:>11.3f}")
-        print(f"{'eval':<12}{eval_ips:>10.1f}{eval_ratio:>11.3f}")
-        print(f"{'decode-only':<12}{decode_ips:>10.1f}{1.0:>11.3f}")
+        for name in pipelines:
+            print(f"{name.replace('_', ' '):<12}{images_per_s[name]:>10.1f}{ratios[name]:>11.3f}")
+        print(f"{'decode-only':<12}{images_per_s['decode']:>10.1f}{1.0:>11.3f}")
         print(f"peak RSS {peak_rss:.0f} MB (largest of the rounds); {workers} workers, batch {args.per_batch_size}, "
               f"train {args.training_shape}, eval {testing_shape}")
         # On a shared machine the wall-clock ratios move with the other processes' load; CPU time per
         # image (all threads of this process) moves much less and shows where a change helped.
-        print(f"CPU ms per image (median): train {cpu_ms['train']:.2f}, eval {cpu_ms['eval']:.2f}, "
-              f"decode-only {cpu_ms['decode']:.2f}")
+        print("CPU ms per image (median): " + ", ".join(f"{name.replace('_', ' ')} {value:.2f}"
+                                                        for name, value in cpu_ms.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.quiet:
