@@ -39,11 +39,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist_data")
-    synthetic = make_synthetic_coco(root / "syn", num_images=5, seed=7, image_size=(96, 128), val_fraction=0.2,
+    synthetic = make_synthetic_coco(root / "syn", num_images=7, seed=7, image_size=(96, 128), val_fraction=0.4,
                                     background_fraction=0.0)
     out = root / "shards"
     convert_coco(synthetic.image_dir, synthetic.train_json, out, shard_num=2)
-    assert synthetic.num_train == 4
+    convert_coco(synthetic.image_dir, synthetic.val_json, root / "val")
+    assert (synthetic.num_train, synthetic.num_val) == (4, 3)
     return out
 
 
@@ -58,7 +59,8 @@ def two_rank_run(shards, tmp_path_factory):
              "--training_shape", str(SETTINGS["training_shape"]), "--per_batch_size", str(SETTINGS["per_batch_size"]),
              "--lr", str(SETTINGS["lr"]), "--max_epoch", str(SETTINGS["max_epoch"]), "--warmup_epochs", "0",
              "--seed", str(SETTINGS["seed"]), "--log_interval", "1", "--ckpt_path", str(out / "ckpt"),
-             "--num_parallel_workers", "1"]
+             "--num_parallel_workers", "1", "--val_mindrecord", str(shards.parent / "val"), "--testing_shape", "64",
+             "--val_per_batch_size", "1"]
     result = subprocess.run(["bash", str(ROOT / "scripts" / "run_distribute_train.sh"), "2", *flags], cwd=out,
                             env=env, capture_output=True, text=True, timeout=500)
     logs = {p.name: p.read_text() for p in (out / "msrun_log").glob("worker_*.log")}
@@ -116,6 +118,9 @@ def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run,
     assert "2 steps per epoch of 2 images (2 rank(s) x 1)" in rank0
     assert "epoch[0], iter[1], loss:" in rank0 and "iter[" not in logs["worker_1.log"]   # rank 0 logs
     assert not (out / "ckpt" / "ckpt_1").exists()                                        # is_save_on_master 1
+    # validation: 3 val images over 2 ranks (2 and 1, rank 1 padded), every image counted once, rank 0 writes
+    assert "validation epoch 1/1:" in rank0 and "; 3 images in " in rank0
+    assert (out / "ckpt" / "results.csv").read_text().count("\n") == 2 and (out / "ckpt" / "ckpt_0" / "best.ckpt").exists()
     saved, metadata = ckpt_lib.read_checkpoint(out / "ckpt" / "ckpt_0" / "0-1_2.ckpt")
     assert (metadata["epoch"], metadata["step"], metadata["global_batch_size"]) == (1, 0, 2)
 
