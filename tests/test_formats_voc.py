@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_exports import category_order, polygon_extent_document, write_voc
+from benchmarks.format_exports import category_order, polygon_extent_document, write_voc
 from test_formats_yolo import assert_same_boxes, boxes_by_name, coco128_document
 from yolodata.formats import FormatError, read_voc_dataset
 from yolodata.formats.voc import XmlProblem, parse_xml, read_annotation, voc_corners_to_xyxy

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_exports import category_order, write_yolo
+from benchmarks.format_exports import category_order, write_yolo
 from yolodata.formats import FormatError, read_yolo_dataset
 from yolodata.formats.yolo_txt import parse_label_text, ultralytics_label_path
 

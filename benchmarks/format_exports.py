@@ -1,5 +1,6 @@
 """Write a COCO-style dataset out as YOLO txt and as Pascal VOC XML, following each format's conventions,
-for the tests of the format readers (images are symbolic links to the originals: the bytes stay real).
+for benchmarks/convert_throughput.py and the tests of the format readers (images are symbolic links to
+the originals: the bytes stay real).
 
 Conventions written here (the readers must undo them exactly):
 - YOLO: ``class cx cy w h`` normalised by the image width and height (or a polygon ``class x1 y1 ...``),
