@@ -253,3 +253,11 @@ def test_reading_does_not_modify_the_source_files(labelme_dir, tmp_path):
     assert {p: p.read_bytes() for p in voc_dir.rglob("*") if p.is_file()} == before
     assert np.array_equal(np.fromfile(labelme_dir / "JPEGImages" / "2011_000003.jpg", np.uint8),
                           np.fromfile(voc_dir / "JPEGImages" / "2011_000003.jpg", np.uint8))
+
+
+def test_a_filename_escaping_jpegimages_is_not_followed(labelme_dir, tmp_path):
+    text = xml_text(GOOD_OBJECT.format(1, 1, 50, 50, name="person"), filename="../../names.txt")
+    voc_dir = voc_with(labelme_dir, tmp_path / "voc", {"2011_000003": text})
+    dataset = read_voc_dataset(voc_dir, "train", names_file=voc_dir / "names.txt")
+    assert dataset.problems == []
+    assert "JPEGImages/2011_000003.jpg" in [r["file_name"] for r in dataset.document["images"]]

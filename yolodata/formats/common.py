@@ -112,8 +112,11 @@ def choose_image_root(paths: list, preferred: str) -> str:
 
 
 def relative_file_name(path: str, root: str) -> str:
-    """``path`` relative to ``root`` with '/' separators (the json's file_name)."""
-    return Path(os.path.relpath(path, root)).as_posix()
+    """``path`` (normalised, under ``root``) relative to ``root`` with '/' separators (the json's file_name)."""
+    if not is_within(path, root) or path == root:
+        raise ValueError(f"{path} is not under {root}")
+    relative = path[len(root.rstrip(os.sep)) + 1:]
+    return relative if os.sep == "/" else relative.replace(os.sep, "/")
 
 
 def image_size_or_problem(path: str, file_name: str, image_id: int):

@@ -33,8 +33,10 @@ split line whose XML does not exist is listed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
+from xml.etree import ElementTree
 from xml.parsers import expat
 
 from .common import (COORDINATE_TOLERANCE, IMAGE_SUFFIXES, DocumentBuilder, FormatError, SourceDataset,
@@ -116,7 +118,7 @@ class VocObject:
     name: str
     corners: tuple                # xmin, ymin, xmax, ymax as written (1-based, inclusive)
     difficult: bool
-    line: int
+    line: int | None              # None when read by the fast path (see read_annotation)
 
 
 @dataclasses.dataclass
@@ -128,51 +130,71 @@ class VocAnnotation:
     objects: list
 
 
-def _number(element: XmlElement | None, what: str, parent: XmlElement) -> float:
-    if element is None or not element.text:
-        raise XmlProblem(parent.line, f"<{parent.tag}> has no <{what}>")
+def _text(element) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _line(element) -> int | None:
+    return getattr(element, "line", None)  # an ElementTree element (fast path) has none
+
+
+def _number(element, what: str, parent) -> float:
+    text = _text(element)
+    if not text:
+        raise XmlProblem(_line(parent), f"<{parent.tag}> has no <{what}>")
     try:
-        value = float(element.text)
+        value = float(text)
     except ValueError:
-        raise XmlProblem(element.line, f"<{what}> {element.text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise XmlProblem(element.line, f"<{what}> {element.text!r} is not a finite number")
+        raise XmlProblem(_line(element), f"<{what}> {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise XmlProblem(_line(element), f"<{what}> {text!r} is not a finite number")
     return value
 
 
-def read_annotation(data: bytes) -> VocAnnotation:
-    """The parts of a VOC XML the converter uses; XmlProblem naming the line of the first bad element."""
-    root = parse_xml(data)
+def _annotation_from_tree(root) -> VocAnnotation:
+    """The VocAnnotation of an element tree (ElementTree's or parse_xml's: the same checks)."""
     if root.tag != "annotation":
-        raise XmlProblem(root.line, f"the root element is <{root.tag}>, expected <annotation>")
+        raise XmlProblem(_line(root), f"the root element is <{root.tag}>, expected <annotation>")
     filename = root.find("filename")
     size, size_wh = root.find("size"), None
     if size is not None and size.find("width") is not None and size.find("height") is not None:
         width, height = _number(size.find("width"), "width", size), _number(size.find("height"), "height", size)
         if width != int(width) or height != int(height) or width < 0 or height < 0:
-            raise XmlProblem(size.line, f"<size> {width:g} x {height:g} is not a pixel count")
+            raise XmlProblem(_line(size), f"<size> {width:g} x {height:g} is not a pixel count")
         if width > 0 and height > 0:
             size_wh = (int(width), int(height))
     objects = []
     for element in root.findall("object"):
-        name = element.find("name")
-        if name is None or not name.text:
-            raise XmlProblem(element.line, "<object> has no <name>")
+        name = _text(element.find("name"))
+        if not name:
+            raise XmlProblem(_line(element), "<object> has no <name>")
         box = element.find("bndbox")
         if box is None:
-            raise XmlProblem(element.line, f"<object> {name.text!r} has no <bndbox>")
+            raise XmlProblem(_line(element), f"<object> {name!r} has no <bndbox>")
         corners = tuple(_number(box.find(key), key, box) for key in ("xmin", "ymin", "xmax", "ymax"))
         if corners[2] < corners[0] or corners[3] < corners[1]:
-            raise XmlProblem(box.line, f"<bndbox> of {name.text!r} has xmax < xmin or ymax < ymin "
-                                       f"({', '.join(f'{v:g}' for v in corners)})")
+            raise XmlProblem(_line(box), f"<bndbox> of {name!r} has xmax < xmin or ymax < ymin "
+                                         f"({', '.join(f'{v:g}' for v in corners)})")
         difficult = element.find("difficult")
-        flag = difficult.text if difficult is not None and difficult.text else "0"
+        flag = _text(difficult) or "0"
         if flag not in ("0", "1"):
-            raise XmlProblem(difficult.line, f"<difficult> {flag!r} must be 0 or 1")
-        objects.append(VocObject(name.text, corners, flag == "1", element.line))
-    return VocAnnotation(filename.text if filename is not None and filename.text else None,
-                         filename.line if filename is not None else None, size_wh,
-                         size.line if size is not None else None, objects)
+            raise XmlProblem(_line(difficult), f"<difficult> {flag!r} must be 0 or 1")
+        objects.append(VocObject(name, corners, flag == "1", _line(element)))
+    return VocAnnotation(_text(filename) or None, _line(filename), size_wh, _line(size), objects)
+
+
+def read_annotation(data: bytes, *, lines: bool = False) -> VocAnnotation:
+    """The parts of a VOC XML the converter uses; XmlProblem naming the line of the first bad element.
+
+    ElementTree's C parser reads the file (fast); the line-keeping parser (``parse_xml``) reads it again
+    only when something is wrong, to name the line, or when ``lines`` asks for every element's line.
+    """
+    if not lines and b"<!DOCTYPE" not in data and b"<!ENTITY" not in data:
+        try:
+            return _annotation_from_tree(ElementTree.fromstring(data))
+        except (ElementTree.ParseError, XmlProblem):
+            pass
+    return _annotation_from_tree(parse_xml(data))
 
 
 def voc_corners_to_xyxy(corners: tuple) -> tuple:
@@ -238,16 +260,18 @@ def _split_ids(voc_dir: Path, split: str | None) -> tuple[list, str | None, list
 
 
 def _image_path(voc_dir: Path, image_key: str, annotation: VocAnnotation) -> str | None:
-    images = voc_dir / IMAGES_FOLDER
+    """JPEGImages/<filename> when it exists (a <filename> escaping JPEGImages is not used), else
+    JPEGImages/<id>.<image suffix>; None when neither exists."""
+    images = os.path.join(str(voc_dir), IMAGES_FOLDER)
     if annotation.filename is not None:
-        candidate = normalised_path(images / annotation.filename)
-        if candidate.startswith(normalised_path(images) + os.sep) and os.path.isfile(candidate):
+        candidate = normalised_path(os.path.join(images, annotation.filename))
+        if candidate.startswith(images + os.sep) and os.path.isfile(candidate):
             return candidate
     for suffix in sorted(IMAGE_SUFFIXES):
         for name in (image_key + suffix, image_key + suffix.upper()):
-            candidate = images / name
-            if candidate.is_file():
-                return normalised_path(candidate)
+            candidate = os.path.join(images, name)
+            if os.path.isfile(candidate):
+                return candidate
     return None
 
 
@@ -283,6 +307,49 @@ def _choose_frame(size, annotation: VocAnnotation, exif_frame: str) -> tuple[tup
     if size.stored_hw != size.displayed_hw:
         shown += f" displayed, {size.stored_hw[1]}x{size.stored_hw[0]} as stored"
     return None, (f"<size> says {stated[1]}x{stated[0]} (width x height) but the image is {shown}")
+
+
+@dataclasses.dataclass
+class _CheckedImage:
+    file_name: str | None
+    frame: tuple | None           # (height, width) the XML describes
+    problems: list
+    from_file_size: bool = False  # the problem is the image file's own (no line of the XML to name)
+
+
+def _check_image(voc_dir: Path, key: str, where: str, annotation: VocAnnotation, image_id: int, index_of: dict,
+                 names_file, exif_frame: str) -> _CheckedImage:
+    """The image of one parsed XML, its frame, and what is wrong with the pair (see the module docstring)."""
+    path = _image_path(voc_dir, key, annotation)
+    if path is None:
+        named = annotation.filename or f"{key}.<image suffix>"
+        return _CheckedImage(None, None, [SourceProblem(
+            "missing_image", f"image {named} not found in {voc_dir / IMAGES_FOLDER}", where, annotation.filename_line,
+            image=f"{IMAGES_FOLDER}/{named}", image_id=image_id)])
+    file_name = relative_file_name(path, str(voc_dir))
+    size, problem = image_size_or_problem(path, file_name, image_id)
+    if problem is not None:
+        return _CheckedImage(file_name, None, [problem], from_file_size=True)
+    frame, mismatch = _choose_frame(size, annotation, exif_frame)
+    if mismatch is not None:
+        return _CheckedImage(file_name, None, [SourceProblem("size_mismatch", mismatch, where, annotation.size_line,
+                                                             image=file_name, image_id=image_id)])
+    height, width = frame
+    limits = (-COORDINATE_TOLERANCE * width, -COORDINATE_TOLERANCE * height,
+              (1 + COORDINATE_TOLERANCE) * width, (1 + COORDINATE_TOLERANCE) * height)
+    problems = []
+    for obj in annotation.objects:
+        if obj.name not in index_of:
+            problems.append(SourceProblem("unknown_class", f"class {obj.name!r} is not in {names_file}", where,
+                                          obj.line, image=file_name, image_id=image_id))
+            continue
+        x1, y1, x2, y2 = voc_corners_to_xyxy(obj.corners)
+        if x1 < limits[0] or y1 < limits[1] or x2 > limits[2] or y2 > limits[3]:
+            problems.append(SourceProblem(
+                "coordinates_out_of_range", f"<bndbox> of {obj.name!r} ({', '.join(f'{v:g}' for v in obj.corners)}) "
+                f"reaches more than {COORDINATE_TOLERANCE:.0%} outside the {width}x{height} image", where, obj.line,
+                image=file_name, image_id=image_id))
+    return _CheckedImage(file_name, frame, problems)
 
 
 def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, names_file=None,
@@ -333,50 +400,23 @@ def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, na
     builder = DocumentBuilder(names)
     num_difficult = {"ignore": 0, "keep": 0, "drop": 0}
     for image_id, key, xml_path, annotation in parsed:
-        where = str(xml_path)
-        path = _image_path(voc_dir, key, annotation)
-        if path is None:
-            named = annotation.filename or f"{key}.<image suffix>"
-            problems.append(SourceProblem("missing_image", f"image {named} not found in {voc_dir / IMAGES_FOLDER}",
-                                          where, annotation.filename_line, image=f"{IMAGES_FOLDER}/{named}",
-                                          image_id=image_id))
+        checked = _check_image(voc_dir, key, str(xml_path), annotation, image_id, index_of, names_file, exif_frame)
+        if checked.problems and not checked.from_file_size:
+            # name the lines: read the file again with the line-keeping parser (only for bad files)
+            lined = read_annotation(xml_path.read_bytes(), lines=True)
+            checked = _check_image(voc_dir, key, str(xml_path), lined, image_id, index_of, names_file, exif_frame)
+        if checked.problems:
+            problems += checked.problems
             continue
-        file_name = relative_file_name(path, str(voc_dir))
-        size, problem = image_size_or_problem(path, file_name, image_id)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        frame, mismatch = _choose_frame(size, annotation, exif_frame)
-        if mismatch is not None:
-            problems.append(SourceProblem("size_mismatch", mismatch, where, annotation.size_line, image=file_name,
-                                          image_id=image_id))
-            continue
-        height, width = frame
-        bad = []
-        for obj in annotation.objects:
-            if obj.name not in index_of:
-                bad.append(SourceProblem("unknown_class", f"class {obj.name!r} is not in {names_file}", where,
-                                         obj.line, image=file_name, image_id=image_id))
-                continue
-            x1, y1, x2, y2 = voc_corners_to_xyxy(obj.corners)
-            limits = (-COORDINATE_TOLERANCE * width, -COORDINATE_TOLERANCE * height,
-                      (1 + COORDINATE_TOLERANCE) * width, (1 + COORDINATE_TOLERANCE) * height)
-            if x1 < limits[0] or y1 < limits[1] or x2 > limits[2] or y2 > limits[3]:
-                bad.append(SourceProblem("coordinates_out_of_range",
-                                         f"<bndbox> of {obj.name!r} ({', '.join(f'{v:g}' for v in obj.corners)}) "
-                                         f"reaches more than {COORDINATE_TOLERANCE:.0%} outside the {width}x{height} "
-                                         f"image", where, obj.line, image=file_name, image_id=image_id))
-        if bad:
-            problems += bad
-            continue
-        builder.add_image(image_id, file_name, frame)
+        builder.add_image(image_id, checked.file_name, checked.frame)
         for obj in annotation.objects:
             mode = difficult if obj.difficult else None
             if mode is not None:
                 num_difficult[mode] += 1
             if mode == "drop":
                 continue
-            builder.add_box(image_id, index_of[obj.name], *voc_corners_to_xyxy(obj.corners), iscrowd=int(mode == "ignore"))
+            builder.add_box(image_id, index_of[obj.name], *voc_corners_to_xyxy(obj.corners),
+                            iscrowd=int(mode == "ignore"))
     source = {"format": "voc", "voc_dir": str(voc_dir), "split": split, "split_file": split_file,
               "names_file": None if names_file is None else str(names_file), "class_order": class_order,
               "difficult": difficult, "exif_frame": exif_frame, "num_images_found": len(ids),

@@ -54,67 +54,65 @@ class ParsedLabels:
     notes: list                   # (line, reason, message): fixed (duplicate dropped, value slightly outside)
 
 
-def _line_values(fields: list) -> tuple[list | None, str | None]:
-    try:
-        values = [float(field) for field in fields]
-    except ValueError:
-        bad = next(field for field in fields if not _is_float(field))
-        return None, f"{bad!r} is not a number"
-    if not all(math.isfinite(value) for value in values):
-        return None, "a value is not finite"
-    return values, None
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _not_a_number(fields: list) -> str:
+    """Why ``fields`` do not parse as finite numbers."""
+    for field in fields:
+        try:
+            value = float(field)
+        except ValueError:
+            return f"{field!r} is not a number"
+        if not math.isfinite(value):
+            return f"{field!r} is not finite"
+    return "a value is not finite"
 
 
 def parse_label_text(text: str, num_classes: int, tolerance: float = COORDINATE_TOLERANCE) -> ParsedLabels:
     """Parse a YOLO label file's text (see the module docstring for the rules)."""
     parsed = ParsedLabels([], [], [])
     first_line_of: dict = {}
+    low, high = -tolerance, 1 + tolerance
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
-        if not fields:
-            continue
         count = len(fields)
+        if not count:
+            continue
         if count != 5 and not (count >= 7 and count % 2 == 1):
             parsed.errors.append((number, "wrong_field_count",
                                   f"{count} fields; a box line has 5 (class cx cy w h), a polygon line 1 + an "
                                   f"even number of at least 6 (class x1 y1 x2 y2 x3 y3 ...)"))
             continue
-        values, why = _line_values(fields)
-        if values is None:
-            parsed.errors.append((number, "not_a_number", why))
+        try:
+            values = list(map(float, fields))
+        except ValueError:
+            values = None
+        if values is None or not math.isfinite(sum(values)):
+            parsed.errors.append((number, "not_a_number", _not_a_number(fields)))
             continue
         class_value, coordinates = values[0], values[1:]
-        if class_value != int(class_value):
+        class_index = int(class_value)
+        if class_value != class_index:
             parsed.errors.append((number, "unknown_class", f"class {fields[0]!r} is not an integer"))
             continue
-        class_index = int(class_value)
         if not 0 <= class_index < num_classes:
             parsed.errors.append((number, "unknown_class",
                                   f"class {class_index} is outside names (0..{num_classes - 1})"))
             continue
-        far = [value for value in coordinates if not -tolerance <= value <= 1 + tolerance]
-        if far:
+        smallest, largest = min(coordinates), max(coordinates)
+        if smallest < low or largest > high:
+            far = smallest if smallest < low else largest
             parsed.errors.append((number, "coordinates_out_of_range",
-                                  f"value {far[0]:g} is outside [0, 1] by more than {tolerance:g}; YOLO "
+                                  f"value {far:g} is outside [0, 1] by more than {tolerance:g}; YOLO "
                                   f"coordinates are normalised to the image size"))
             continue
-        key = (class_index, tuple(coordinates))
+        key = (class_index, *coordinates)
         if key in first_line_of:
             parsed.notes.append((number, "duplicate_line", f"same as line {first_line_of[key]}; dropped"))
             continue
         first_line_of[key] = number
-        slight = [value for value in coordinates if value < 0 or value > 1]
-        if slight:
+        if smallest < 0 or largest > 1:
+            slight = smallest if smallest < 0 else largest
             parsed.notes.append((number, "slightly_outside",
-                                 f"value {slight[0]:g} is slightly outside [0, 1]; the box is clipped to the image"))
+                                 f"value {slight:g} is slightly outside [0, 1]; the box is clipped to the image"))
         if count == 5:
             cx, cy, w, h = coordinates
             parsed.boxes.append((number, class_index, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
