@@ -56,9 +56,13 @@ class SourceProblem:
     def location(self) -> str:
         return self.file if self.line is None else f"{self.file}:{self.line}"
 
+    def describe_where(self) -> str:
+        """``file:line: message``."""
+        return f"{self.location}: {self.message}"
+
     def describe(self) -> str:
         tail = f" (image {self.image} skipped)" if self.image is not None and self.is_error else ""
-        return f"{self.location}: {self.message}{tail}"
+        return f"{self.describe_where()}{tail}"
 
     def manifest_entry(self) -> dict:
         entry = {"file": self.file, "line": self.line, "reason": self.reason, "message": self.message}
