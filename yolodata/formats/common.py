@@ -61,7 +61,7 @@ class SourceProblem:
         return f"{self.location}: {self.message}"
 
     def describe(self) -> str:
-        tail = f" (image {self.image} skipped)" if self.image is not None and self.is_error else ""
+        tail = f" (image {self.image})" if self.image is not None and self.is_error else ""
         return f"{self.describe_where()}{tail}"
 
     def manifest_entry(self) -> dict:
