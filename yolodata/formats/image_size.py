@@ -13,8 +13,8 @@ the converter's cost; reading the header costs one small read per file (measured
 - Anything else (BMP, TIFF, WebP, ...), or a header this module cannot follow: decoded with OpenCV
   (both frames), which is exact and only slower.
 
-Checked against ``cv2.imdecode`` on every picture of ../shared/data/coco128 and image_quirks
-(tests/test_formats_image_size.py).
+Checked against ``cv2.imdecode`` on every picture of the real-data folder's coco128, image_quirks and
+labelme_voc3 (tests/test_formats_image_size.py).
 """
 from __future__ import annotations
 
