@@ -344,3 +344,11 @@ def test_darknet_paths_relative_to_the_folder_above_obj_data(coco128_dir, tmp_pa
     assert len(dataset.document["images"]) == 4 and dataset.problems == []
     assert dataset.image_root == dest
     assert dataset.document["images"][0]["file_name"].startswith("obj_val_data/")
+
+
+def test_reading_a_large_set_shows_progress(coco128_dir, tmp_path, capsys):
+    data, _ = small_yolo(coco128_dir, tmp_path / "d")
+    read_yolo_dataset(data, progress=True)
+    assert "reading labels" in capsys.readouterr().err
+    read_yolo_dataset(data)
+    assert capsys.readouterr().err == ""

@@ -42,7 +42,7 @@ def convert_yolo(data_file, output_dir, *, split: str = "train", shard_num: int 
     """Convert the ``split`` of a YOLO txt dataset (Ultralytics ``data.yaml`` or Darknet ``obj.data``;
     ``yolodata.formats.yolo_txt``) into ``output_dir``. Options, output and guarantees as ``convert_coco``;
     ``exif_frame`` also says which frame of an EXIF-rotated picture the normalised labels refer to."""
-    return _convert_dataset(lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame),
+    return _convert_dataset(lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
                             f"YOLO dataset {data_file} (split {split})", Path(data_file).name, output_dir, log=log, shard_num=shard_num, num_workers=num_workers, drop_empty=drop_empty,
                             strict=strict, exif_frame=exif_frame, progress=progress)
 
@@ -58,6 +58,6 @@ def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=Non
     annotation_file = "Annotations" if split is None else f"{split}.txt"
     name = f"VOC dataset {voc_dir} ({'every XML' if split is None else 'split ' + split})"
     return _convert_dataset(lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult,
-                                                     exif_frame=exif_frame),
+                                                     exif_frame=exif_frame, progress=progress),
                             name, annotation_file, output_dir, log=log, shard_num=shard_num, num_workers=num_workers,
                             drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, progress=progress)

@@ -158,10 +158,19 @@ class DocumentBuilder:
         return {"images": self.images, "annotations": self.annotations, "categories": self.categories}
 
 
+def progress_iter(items: list, enabled: bool, what: str):
+    """``items``, with a tqdm bar on stderr when ``enabled`` (reading labels of a large set takes seconds)."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="img", desc=what, dynamic_ncols=True, leave=False)
+
+
 def sorted_problems(problems: list) -> list:
     return sorted(problems, key=lambda p: (p.file, p.line if p.line is not None else 0, p.reason))
 
 
 __all__ = ["COORDINATE_TOLERANCE", "DocumentBuilder", "FormatError", "IMAGE_SUFFIXES", "ImageSize", "SourceDataset",
            "SourceProblem", "check_exif_frame", "choose_image_root", "image_size_or_problem", "is_within",
-           "normalised_path", "relative_file_name", "sorted_problems"]
+           "normalised_path", "progress_iter", "relative_file_name", "sorted_problems"]

@@ -40,8 +40,8 @@ from xml.etree import ElementTree
 from xml.parsers import expat
 
 from .common import (COORDINATE_TOLERANCE, IMAGE_SUFFIXES, DocumentBuilder, FormatError, SourceDataset,
-                     SourceProblem, check_exif_frame, image_size_or_problem, normalised_path, relative_file_name,
-                     sorted_problems)
+                     SourceProblem, check_exif_frame, image_size_or_problem, normalised_path, progress_iter,
+                     relative_file_name, sorted_problems)
 
 DIFFICULT_MODES = ("ignore", "keep", "drop")
 ANNOTATIONS_FOLDER, IMAGES_FOLDER, SPLITS_FOLDER = "Annotations", "JPEGImages", os.path.join("ImageSets", "Main")
@@ -353,7 +353,7 @@ def _check_image(voc_dir: Path, key: str, where: str, annotation: VocAnnotation,
 
 
 def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, names_file=None,
-                     difficult: str = "ignore", exif_frame: str = "auto") -> SourceDataset:
+                     difficult: str = "ignore", exif_frame: str = "auto", progress: bool = False) -> SourceDataset:
     """Read a Pascal VOC folder (every XML, or the ids of ``ImageSets/Main/<split>.txt``) into a
     SourceDataset. Raises FormatError when the folder, split or names file cannot be used."""
     check_exif_frame(exif_frame)
@@ -368,7 +368,7 @@ def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, na
         raise FormatError(f"no annotations to convert in {split_file or voc_dir / ANNOTATIONS_FOLDER}")
     names = read_names_file(names_file) if names_file is not None else None
     parsed: list = []
-    for image_id, (key, split_line) in enumerate(ids, start=1):
+    for image_id, (key, split_line) in enumerate(progress_iter(ids, progress, "reading XML"), start=1):
         xml_path = voc_dir / ANNOTATIONS_FOLDER / f"{key}.xml"
         try:
             annotation = read_annotation(xml_path.read_bytes())
@@ -399,7 +399,7 @@ def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, na
     index_of = {name: index for index, name in enumerate(names)}
     builder = DocumentBuilder(names)
     num_difficult = {"ignore": 0, "keep": 0, "drop": 0}
-    for image_id, key, xml_path, annotation in parsed:
+    for image_id, key, xml_path, annotation in progress_iter(parsed, progress, "checking images"):
         checked = _check_image(voc_dir, key, str(xml_path), annotation, image_id, index_of, names_file, exif_frame)
         if checked.problems and not checked.from_file_size:
             # name the lines: read the file again with the line-keeping parser (only for bad files)

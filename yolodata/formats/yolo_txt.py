@@ -34,7 +34,7 @@ from typing import Callable
 
 from .common import (COORDINATE_TOLERANCE, IMAGE_SUFFIXES, DocumentBuilder, FormatError, SourceDataset,
                      SourceProblem, check_exif_frame, choose_image_root, image_size_or_problem, normalised_path,
-                     relative_file_name, sorted_problems)
+                     progress_iter, relative_file_name, sorted_problems)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 DARKNET_SPLIT_KEYS = {"val": "valid"}     # --split val reads obj.data's "valid"
@@ -409,13 +409,14 @@ def _read_labels(label_path: str, num_classes: int) -> tuple[ParsedLabels | None
     return parse_label_text(text, num_classes), None
 
 
-def read_yolo_dataset(data_file: str | os.PathLike, split: str = "train", *,
-                      exif_frame: str = "auto") -> SourceDataset:
+def read_yolo_dataset(data_file: str | os.PathLike, split: str = "train", *, exif_frame: str = "auto",
+                      progress: bool = False) -> SourceDataset:
     """Read the ``split`` of a YOLO txt dataset (``data.yaml`` or ``obj.data``) into a SourceDataset.
 
     ``exif_frame`` says which frame of an EXIF-rotated picture the normalised labels refer to: "auto" and
     "displayed" the displayed one (what Ultralytics and labelling tools use), "stored" the stored one.
-    Raises FormatError when the dataset cannot be read at all.
+    ``progress`` shows a tqdm bar while the labels and image headers are read. Raises FormatError when
+    the dataset cannot be read at all.
     """
     check_exif_frame(exif_frame)
     spec = read_split_spec(data_file, split)
@@ -427,7 +428,7 @@ def read_yolo_dataset(data_file: str | os.PathLike, split: str = "train", *,
     builder = DocumentBuilder(spec.names)
     problems = list(spec.problems) + list_problems
     num_duplicates = num_slight = 0
-    for image_id, path in enumerate(paths, start=1):
+    for image_id, path in enumerate(progress_iter(paths, progress, "reading labels"), start=1):
         file_name = relative_file_name(path, root)
         label_path = spec.label_path(path)
         parsed, unreadable = _read_labels(label_path, len(spec.names))
