@@ -100,6 +100,8 @@ class Manifest:
     skipped_annotations: tuple = ()      # {image_id, annotation_id, reason, message}: annotations of no image
     reencoded: tuple = ()                # {image_id, file_name, note}
     warnings: tuple = ()                 # {kind, count, message}: converted as given, but worth knowing
+    source: dict = dataclasses.field(default_factory=dict)   # YOLO txt / VOC: layout, files, split, class order
+    source_problems: tuple = ()          # YOLO txt / VOC: {file, line, reason, message[, image_id, file_name]}
     annotation_file: str | None = None
     options: dict = dataclasses.field(default_factory=dict)
     folder: Path | None = dataclasses.field(default=None, compare=False)
@@ -159,7 +161,7 @@ class Manifest:
     # ------------------------------------------------------------------ writing
     def to_dict(self) -> dict:
         """The ``manifest.json`` content (key order as written since converter 1.0)."""
-        return {
+        written = {
             "converter_version": self.converter_version,
             "schema_version": self.schema_version,
             "source_format": self.source_format,
@@ -181,6 +183,10 @@ class Manifest:
             "shards": [dataclasses.asdict(entry) for entry in self.shards],
             "dataset_id": self.dataset_id,
         }
+        if self.source or self.source_problems:  # a source other than a COCO json (yolodata.formats)
+            written["source"] = dict(self.source)
+            written["source_problems"] = [dict(entry) for entry in self.source_problems]
+        return written
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
@@ -265,6 +271,7 @@ def manifest_from_dict(document, where, folder: Path | None = None) -> Manifest:
         boxes_dropped=dict(document.get("boxes_dropped", {})),
         skipped=tuple(document["skipped"]), skipped_annotations=tuple(document.get("skipped_annotations", ())),
         reencoded=tuple(document.get("reencoded", ())), warnings=tuple(document.get("warnings", ())),
+        source=dict(document.get("source") or {}), source_problems=tuple(document.get("source_problems", ())),
         annotation_file=document.get("annotation_file"),
         options=dict(document.get("options", {})), folder=folder)
 

@@ -1,7 +1,11 @@
-"""Convert a COCO-format detection dataset into MindRecord shards for the YOLOv5 pipelines.
+"""Convert a detection dataset (COCO json, YOLO txt or Pascal VOC XML) into MindRecord shards for the
+YOLOv5 pipelines.
 
     yolo-coco2mindrecord --image_dir DIR --ann_file FILE --output_dir OUT \\
         [--shard_num N] [--num_workers K] [--drop_empty] [--strict] [--exif_frame auto]
+    yolo-coco2mindrecord --format yolo --data data.yaml|obj.data [--split train] --output_dir OUT [...]
+    yolo-coco2mindrecord --format voc --voc_dir DIR [--split train] [--names FILE] \\
+        [--difficult ignore|keep|drop] --output_dir OUT [...]
     yolo-coco2mindrecord --verify OUT
     (python tools/coco2mindrecord.py ... is the same command)
 
@@ -23,13 +27,33 @@ import sys
 import threading
 from pathlib import Path
 
+from yolodata.formats import DIFFICULT_MODES, SOURCE_FORMATS
+
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The flags each source format reads; the others are refused with that format.
+FORMAT_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data", "split"),
+                "voc": ("voc_dir", "split", "names", "difficult")}
+REQUIRED_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data",), "voc": ("voc_dir",)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image_dir", type=Path, help="folder the json's file_name entries are relative to")
-    parser.add_argument("--ann_file", type=Path, help="COCO instances json")
+    parser.add_argument("--format", choices=SOURCE_FORMATS, default="coco",
+                        help="the annotations: coco (--image_dir, --ann_file; the default), yolo (--data) or voc "
+                             "(--voc_dir)")
+    parser.add_argument("--image_dir", type=Path, help="coco: folder the json's file_name entries are relative to")
+    parser.add_argument("--ann_file", type=Path, help="coco: COCO instances json")
+    parser.add_argument("--data", type=Path, help="yolo: the dataset's data.yaml (Ultralytics) or obj.data (Darknet)")
+    parser.add_argument("--voc_dir", type=Path, help="voc: the folder holding Annotations/, JPEGImages/, ImageSets/")
+    parser.add_argument("--split", default=None,
+                        help="yolo: the data file's split (train, val, test; default train); voc: the ids of "
+                             "ImageSets/Main/SPLIT.txt (default: every XML of Annotations/)")
+    parser.add_argument("--names", type=Path, default=None,
+                        help="voc: class names, one a line, in class-index order (default: the sorted names of "
+                             "every XML)")
+    parser.add_argument("--difficult", choices=DIFFICULT_MODES, default=None,
+                        help="voc: difficult objects as crowd-like boxes that training and evaluation ignore "
+                             "(ignore, the default), as ordinary objects (keep), or left out (drop)")
     parser.add_argument("--output_dir", type=Path, help="output folder (created, or replaced when it holds "
                                                         "an earlier conversion)")
     parser.add_argument("--shard_num", type=int, default=1,
@@ -78,6 +102,31 @@ def run_verify(folder: Path, num_workers) -> int:
     return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
 
 
+def check_format_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """parser.error for a flag of another source format, or a missing one of this format."""
+    for flag in sorted({f for flags in FORMAT_FLAGS.values() for f in flags} - set(FORMAT_FLAGS[args.format])):
+        if getattr(args, flag) is not None:
+            owners = " or ".join(name for name, flags in FORMAT_FLAGS.items() if flag in flags)
+            parser.error(f"--{flag} is for --format {owners}, not --format {args.format}")
+    missing = [flag for flag in REQUIRED_FLAGS[args.format] + ("output_dir",) if getattr(args, flag) is None]
+    if missing:
+        parser.error(f"--format {args.format} needs " + ", ".join("--" + m for m in missing))
+
+
+def convert(args: argparse.Namespace):
+    """The conversion the arguments ask for; returns its ConversionSummary."""
+    from yolodata.convert import convert_coco, convert_voc, convert_yolo
+
+    common = dict(shard_num=args.shard_num, num_workers=args.num_workers, drop_empty=args.drop_empty,
+                  strict=args.strict, exif_frame=args.exif_frame, progress=not args.no_progress)
+    if args.format == "yolo":
+        return convert_yolo(args.data, args.output_dir, split=args.split or "train", **common)
+    if args.format == "voc":
+        return convert_voc(args.voc_dir, args.output_dir, split=args.split, names_file=args.names,
+                           difficult=args.difficult or "ignore", **common)
+    return convert_coco(args.image_dir, args.ann_file, args.output_dir, **common)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,20 +135,16 @@ def main(argv=None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from yolodata.convert import ConversionError, convert_coco
+    from yolodata.convert import ConversionError
     from yolodata.manifest import ManifestError
 
     try:
         if args.verify is not None:
-            if args.image_dir or args.ann_file or args.output_dir:
+            if any(getattr(args, flag) for flag in ("image_dir", "ann_file", "data", "voc_dir", "output_dir")):
                 parser.error("--verify OUT checks an existing folder; give it alone (or use --verify_after)")
             return run_verify(args.verify, args.num_workers)
-        missing = [name for name in ("image_dir", "ann_file", "output_dir") if getattr(args, name) is None]
-        if missing:
-            parser.error("the following arguments are required: " + ", ".join("--" + m for m in missing))
-        summary = convert_coco(args.image_dir, args.ann_file, args.output_dir, shard_num=args.shard_num,
-                               num_workers=args.num_workers, drop_empty=args.drop_empty, strict=args.strict,
-                               exif_frame=args.exif_frame, progress=not args.no_progress)
+        check_format_flags(parser, args)
+        summary = convert(args)
         print(summary.format_table())
         if args.verify_after:
             return run_verify(args.output_dir, args.num_workers)

@@ -15,7 +15,9 @@ Stages, one module each:
    ``annotations.json`` (the COCO json of exactly the converted images), then the finished folder
    replaces the output by rename.
 
-``run`` ties them together (``convert_coco``, ``convert_document``) and overlaps stages 1 to 3.
+``run`` ties them together (``convert_coco``, ``convert_document``) and overlaps stages 1 to 3;
+``sources`` feeds it YOLO txt and Pascal VOC datasets through the readers of ``yolodata.formats``
+(``convert_yolo``, ``convert_voc``).
 """
 from .area_check import AreaFindings, check_areas
 from .coco_json import COCO_KEYS, SourceDocument, check_coco_shape, parse_categories, read_annotation_file, \
@@ -27,6 +29,7 @@ from .plan import ImageCandidate, ImageChecks, ImageEntry, Plan, check_images, f
 from .problems import ConversionError, ConversionWarning, Problem
 from .rows import ConvertedImage, planned_shard_count, shard_of_position, shard_starts
 from .run import convert_coco, convert_document
+from .sources import convert_voc, convert_yolo
 
 __all__ = [
     "AreaFindings", "check_areas",
@@ -38,5 +41,5 @@ __all__ = [
     "plan_source",
     "ConversionError", "ConversionWarning", "Problem",
     "ConvertedImage", "planned_shard_count", "shard_of_position", "shard_starts",
-    "convert_coco", "convert_document",
+    "convert_coco", "convert_document", "convert_voc", "convert_yolo",
 ]

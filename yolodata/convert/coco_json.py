@@ -44,14 +44,21 @@ class SourceDocument:
     sha256: str
     source_format: str = "coco"
     annotation_file: str | None = None     # manifest.json's annotation_file (a file name)
+    details: dict | None = None            # manifest.json's ``source`` (a reader of another format fills it)
+    problems: tuple = ()                   # what that reader found (yolodata.formats.SourceProblem)
 
     @classmethod
-    def from_document(cls, document: dict, name: str, *, source_format: str,
-                      annotation_file: str | None = None) -> "SourceDocument":
-        """Wrap a document built in memory; raises ConversionError unless it has COCO's shape."""
+    def from_document(cls, document: dict, name: str, *, source_format: str, annotation_file: str | None = None,
+                      details: dict | None = None, problems=()) -> "SourceDocument":
+        """Wrap a document built in memory; raises ConversionError unless it has COCO's shape.
+
+        ``problems`` are the reader's: each has ``reason``, ``message``, ``is_error``, ``image`` and
+        ``image_id`` (the image it leaves out, or None), ``describe()`` and ``manifest_entry()``.
+        """
         check_coco_shape(document, name)
         data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return cls(document, name, data, hashlib.sha256(data).hexdigest(), source_format, annotation_file)
+        return cls(document, name, data, hashlib.sha256(data).hexdigest(), source_format, annotation_file,
+                   details, tuple(problems))
 
 
 def read_annotation_file(ann_file: str | os.PathLike) -> tuple[bytes, str]:

@@ -78,6 +78,8 @@ def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, 
         skipped_annotations=tuple(p.manifest_entry() for p in plan.annotation_problems),
         reencoded=tuple(reencoded),
         warnings=tuple(w.manifest_entry() for w in warnings),
+        source=dict(source.details or {}),
+        source_problems=tuple(p.manifest_entry() for p in source.problems),
         annotation_file=source.annotation_file,
         annotation_sha256=source.sha256,
         options=dict(options),
@@ -108,6 +110,8 @@ class ConversionSummary:
     num_workers: int
     dataset_id: str
     warnings: list = dataclasses.field(default_factory=list)   # ConversionWarnings, one per kind
+    source_format: str = "coco"
+    source_problems: list = dataclasses.field(default_factory=list)  # a reader's (yolodata.formats.SourceProblem)
 
     @property
     def skipped_by_reason(self) -> dict:
@@ -119,7 +123,7 @@ class ConversionSummary:
         return self.num_images / self.convert_seconds if self.convert_seconds > 0 else float("inf")
 
     def format_table(self, max_listed: int = 50) -> str:
-        rows = [("output", self.output_dir),
+        rows = [("output", self.output_dir + ("" if self.source_format == "coco" else f" (from {self.source_format})")),
                 ("images", f"{self.num_images} ({self.num_background} without boxes)"),
                 ("boxes", f"{self.num_boxes} ({self.boxes_clipped} clipped to the image, "
                           f"{self.boxes_dropped} dropped: empty after clipping)")]
@@ -132,6 +136,12 @@ class ConversionSummary:
         rows.append(("time", f"{self.seconds:.2f} s in all; images {self.convert_seconds:.2f} s "
                              f"({self.images_per_second:.0f} images/s, {self.num_workers} decode threads)"))
         rows += [("warning", warning.message) for warning in self.warnings]
+        # a reader's problems that skip no image (an image it skips is listed under skipped)
+        noted = [p for p in self.source_problems if not (p.is_error and p.image is not None)]
+        if self.source_problems:
+            counts = collections.Counter(p.reason for p in self.source_problems)
+            rows.append(("source", f"{len(self.source_problems)} problem(s) in the {self.source_format} files: "
+                                   + ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))))
         width = max(len(key) for key, _ in rows)
         lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
         listed = self.skipped + self.skipped_annotations
@@ -139,4 +149,8 @@ class ConversionSummary:
             lines.append(f"  skipped {problem.describe()}")
         if len(listed) > max_listed:
             lines.append(f"  ... and {len(listed) - max_listed} more, listed in {MANIFEST_NAME}")
+        for problem in noted[:max_listed]:
+            lines.append(f"  {'problem' if problem.is_error else 'fixed'} ({problem.reason}) {problem.describe()}")
+        if len(noted) > max_listed:
+            lines.append(f"  ... and {len(noted) - max_listed} more, listed in {MANIFEST_NAME} (source_problems)")
         return "\n".join(lines)

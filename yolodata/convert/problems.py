@@ -91,6 +91,20 @@ def strict_stop(problems: list, stage: str) -> ConversionError:
                            + "\n  ".join(lines) + tail)
 
 
+def skipped_by_source(source_problems) -> list:
+    """One Problem per image that a reader of another format left out (``SourceDocument.problems``):
+    its first error, named by file and line, and how many more that image has."""
+    by_image: dict = {}
+    for problem in source_problems:
+        if problem.is_error and problem.image is not None:
+            by_image.setdefault((problem.image_id, problem.image), []).append(problem)
+    skipped = []
+    for (image_id, file_name), found in by_image.items():
+        more = f" (and {len(found) - 1} more problem(s) of this image in source_problems)" if len(found) > 1 else ""
+        skipped.append(Problem(found[0].reason, found[0].describe_where() + more, image_id, file_name))
+    return skipped
+
+
 @dataclasses.dataclass(frozen=True)
 class ConversionWarning:
     """Something converted as given that the user should know about, told once with its count.

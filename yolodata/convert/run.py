@@ -29,7 +29,7 @@ from .coco_json import SourceDocument, check_coco_shape, parse_categories, read_
     read_coco_document
 from .output import ConversionSummary, build_manifest, check_output_target, write_annotations
 from .plan import check_images, plan_conversion
-from .problems import ConversionError, problem_order, reporting_write_errors, strict_stop
+from .problems import ConversionError, problem_order, reporting_write_errors, skipped_by_source, strict_stop
 from .rows import decode_ahead, planned_shard_count, shards_warning, write_rows
 
 GIL_SWITCH_INTERVAL = 1e-4           # seconds, while the plan runs next to the decode threads
@@ -87,10 +87,21 @@ def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_num
                      log: Callable[[str], None] | None = None) -> ConversionSummary:
     """``convert_coco`` for a COCO-style document already in memory (a reader of another annotation
     format builds one: ``SourceDocument.from_document``); ``image_dir`` is what its file names are
-    relative to. Same options, checks, output and guarantees."""
+    relative to. Same options, checks, output and guarantees.
+
+    The reader's problems (``source.problems``) are listed in the summary and in manifest.json
+    (``source_problems``; the images they leave out also under ``skipped``); with ``strict`` any of
+    them that is an error stops the run here, before an image is read.
+    """
     started = time.perf_counter()
     workers = _check_arguments(shard_num, exif_frame, num_workers, image_dir)
     check_coco_shape(source.document, source.name)
+    reader_errors = [problem for problem in source.problems if problem.is_error]
+    if strict and reader_errors:
+        raise strict_stop(reader_errors, f"in {source.name}")
+    if not source.document["images"]:
+        raise ConversionError(f"no image of {source.name} can be converted ({len(reader_errors)} problem(s)"
+                              + "".join(f"\n  {p.describe()}" for p in reader_errors[:20]) + "); nothing was written")
 
     def parse(on_images: Callable[[list], None]) -> SourceDocument:
         on_images(source.document["images"])
@@ -158,7 +169,8 @@ def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, starte
                 with reporting_write_errors(output_dir):
                     shards = writer.close()
                 convert_seconds = time.perf_counter() - decoding["started"]
-                skipped = sorted(plan.problems + written.skipped, key=problem_order)
+                skipped = sorted(plan.problems + written.skipped + skipped_by_source(source.problems),
+                                 key=problem_order)
                 converted_annotations = [ann for image in written.converted for ann in image.entry.annotations]
                 warnings = [warning for warning in (check_areas(converted_annotations).warning(),
                                                     shards_warning(shard_num, len(plan.entries), len(shards)))
@@ -185,4 +197,5 @@ def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, starte
         bytes_written=sum(st.st_size for st in stats),
         disk_bytes=sum(getattr(st, "st_blocks", 0) * 512 or st.st_size for st in stats),
         seconds=time.perf_counter() - started, convert_seconds=convert_seconds, num_workers=workers,
-        dataset_id=manifest.dataset_id, warnings=warnings)
+        dataset_id=manifest.dataset_id, warnings=warnings, source_format=source.source_format,
+        source_problems=list(source.problems))

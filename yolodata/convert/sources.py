@@ -1,0 +1,63 @@
+"""YOLO txt and Pascal VOC datasets through the converter: a reader of ``yolodata.formats`` builds the
+COCO-style document, which ``convert_document`` checks and writes exactly as a COCO json.
+
+The reader's problems travel with the document (``SourceDocument.problems``): listed in the summary
+and in manifest.json (``source_problems``, each with its file and line), and with ``strict`` any error
+among them stops the run before an image is read. manifest.json also records the source
+(``source_format``, ``source``: layout, files, split, class order, counts).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..formats import FormatError, read_voc_dataset, read_yolo_dataset
+from ..formats.common import SourceDataset
+from .coco_json import SourceDocument
+from .output import ConversionSummary
+from .problems import ConversionError
+from .run import convert_document
+
+
+def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_file: str, output_dir, *, log,
+                     **options):
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    try:
+        dataset = read()
+    except FormatError as error:
+        raise ConversionError(str(error)) from error
+    log(f"{name}: read {len(dataset.document['images'])} images, {len(dataset.document['annotations'])} boxes, "
+        f"{len(dataset.problems)} problem(s) in {time.perf_counter() - started:.2f} s")
+    source = SourceDocument.from_document(dataset.document, name, source_format=dataset.source_format,
+                                          annotation_file=annotation_file, details=dataset.source,
+                                          problems=dataset.problems)
+    return convert_document(source, dataset.image_root, output_dir, log=log, **options)
+
+
+def convert_yolo(data_file, output_dir, *, split: str = "train", shard_num: int = 1, num_workers: int | None = None,
+                 drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto", progress: bool = False,
+                 log: Callable[[str], None] | None = None) -> ConversionSummary:
+    """Convert the ``split`` of a YOLO txt dataset (Ultralytics ``data.yaml`` or Darknet ``obj.data``;
+    ``yolodata.formats.yolo_txt``) into ``output_dir``. Options, output and guarantees as ``convert_coco``;
+    ``exif_frame`` also says which frame of an EXIF-rotated picture the normalised labels refer to."""
+    return _convert_dataset(lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
+                            f"YOLO dataset {data_file} (split {split})", Path(data_file).name, output_dir, log=log, shard_num=shard_num, num_workers=num_workers, drop_empty=drop_empty,
+                            strict=strict, exif_frame=exif_frame, progress=progress)
+
+
+def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=None, difficult: str = "ignore",
+                shard_num: int = 1, num_workers: int | None = None, drop_empty: bool = False, strict: bool = False,
+                exif_frame: str = "auto", progress: bool = False,
+                log: Callable[[str], None] | None = None) -> ConversionSummary:
+    """Convert a Pascal VOC folder (every XML of Annotations/, or the ids of ImageSets/Main/<split>.txt;
+    ``yolodata.formats.voc``) into ``output_dir``. ``names_file`` fixes the class order (default: sorted
+    names); ``difficult`` is "ignore" (crowd-like ignored boxes), "keep" or "drop". Options, output and
+    guarantees as ``convert_coco``."""
+    annotation_file = "Annotations" if split is None else f"{split}.txt"
+    name = f"VOC dataset {voc_dir} ({'every XML' if split is None else 'split ' + split})"
+    return _convert_dataset(lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult,
+                                                     exif_frame=exif_frame, progress=progress),
+                            name, annotation_file, output_dir, log=log, shard_num=shard_num, num_workers=num_workers,
+                            drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, progress=progress)
