@@ -230,6 +230,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             args.seed = resume_state.seed
 
     amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
+    if args.loss_scale is None:
+        args.loss_scale = step_lib.default_loss_scale(amp_level, args.loss_scale_type)
     network = builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed, amp_level=amp_level)
     if not args.resume:
         if args.pretrained_backbone:
@@ -346,6 +348,14 @@ def _diverged_message(parts, finite_loss: bool, epoch: int, iteration: int, writ
             f"check the data, or use --loss_scale_type dynamic")
 
 
+def _non_finite_weights_message(epoch: int, iteration: int, writer: CheckpointWriter) -> str:
+    kept = (f"the last good checkpoint is {writer.last_path}" if writer.last_path is not None
+            else "no checkpoint was written in this run")
+    return (f"training stopped at epoch[{epoch}], iter[{iteration}]: the weights are no longer finite (a gradient "
+            f"overflowed while the loss stayed finite), so no checkpoint was written; {kept}. Try a lower --lr or "
+            f"a longer --warmup_epochs, or --loss_scale_type dynamic, which checks every gradient")
+
+
 def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logger.info) -> TrainSummary:
     """Run training as configured by ``args`` (``config.parse_config``), after ``yolomodel.device.setup_device``.
 
@@ -353,6 +363,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
     import mindspore as ms
+
+    from . import step as step_lib
 
     session = prepare(args, rank, group_size, log=log)
     if rank == 0:
@@ -371,6 +383,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         + (f" (multi-scale, a new shape every {session.resize_rate} steps)" if session.resize_rate else ""))
 
     train_step = session.parts.train_step
+    # with a unit loss scale the step checks the loss only; the weights are checked before each save
+    checks_gradients = train_step.apply_gradients.check_gradients
     meter = IntervalMeter()
     validation_seconds = 0.0     # kept out of the logged images/s, which stay the train step's
     started = time.perf_counter()
@@ -443,6 +457,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                         record_epoch(session.run_dir, epoch + 1, epoch_losses, lr_value, epoch_seconds,
                                      global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
                 if epoch_end or interval_due or stopping:
+                    if not checks_gradients and not step_lib.weights_finite(session.parts.network):
+                        raise TrainingDiverged(_non_finite_weights_message(epoch, iteration, session.writer))
                     saved = session.writer.save(train_step, position, epoch + 1, step_in_epoch + 1)
                     if saved is not None:
                         log(f"saved checkpoint {saved}")
