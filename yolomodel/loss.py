@@ -3,8 +3,17 @@
 The pipeline (``yolodata.targets.build_targets``) has already done YOLOv5's matching: for each stride it
 delivers ``target_indices`` int32 (B, K), a flat row index a*H*W + gy*W + gx into that stride's head
 output, and ``target_values`` float32 (B, K, 6) = tx, ty, tw, th, class, valid in grid units. The loss
-only gathers the predicted rows at those indices; it never matches. Shapes never depend on the data:
-the number of valid entries varies, so everything is masked and every mean divides by max(count, 1).
+only gathers the predicted rows at those indices; it never matches. The number of valid entries
+varies from batch to batch (about 500 of the 16 x 2304 slots per stride at batch 16, max_boxes 256);
+every mean divides by max(count, 1). Two ways to reach them, with the same results:
+
+* "compact" (CPU): the valid entries (plus entry 0, always kept so that a batch without targets never
+  gives an empty shape; its valid flag still masks it) are gathered with ``ops.nonzero`` before the
+  per-entry work, so its cost follows the number of targets, not ``max_boxes``. The shape inside the
+  graph changes with the data; MindSpore's CPU backend runs that without recompiling.
+* "padded" (GPU, Ascend): the per-entry work runs on all B*K slots and invalid ones are masked, so
+  every shape is static, what Ascend's graph sinking needs; this project has no device to check a
+  dynamic-shape loss there.
 
 Per stride s (nl strides, usually 3), with the head output viewed as (B, A*H*W, 5 + C) raw logits:
 
