@@ -231,18 +231,23 @@ def run_breakdown(args) -> dict:
         compile_seconds[key] = round(time.perf_counter() - started, 2)
         run()                                   # warm up
     per_round = {key: [] for key in callables}
+    cpu_per_round = {key: [] for key in callables}
     for round_number in range(args.rounds):
         for key, run in callables.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 run()
             per_round[key].append(1000.0 * (time.perf_counter() - started) / args.steps)
+            cpu_per_round[key].append(1000.0 * (time.process_time() - cpu_started) / args.steps)
         print(f"round {round_number + 1}/{args.rounds}: "
               + ", ".join(f"{key} {per_round[key][-1]:.1f}" for key in callables), flush=True)
     result = {key: round(statistics.median(values), 2) for key, values in per_round.items()}
     result.update({
         "ranges_ms": {key: [round(min(values), 2), round(max(values), 2)] for key, values in per_round.items()},
         "rounds_ms": {key: [round(v, 2) for v in values] for key, values in per_round.items()},
+        # CPU seconds of this process (all its threads) per call: less sensitive than wall time to other
+        # processes on the machine, though not free of them
+        "cpu_ms": {key: round(statistics.median(values), 2) for key, values in cpu_per_round.items()},
         "compile_seconds": compile_seconds,
         "images_per_second": round(args.per_batch_size * 1000.0 / result["step_ms"], 2),
         "step_over_network_forward_backward": round(result["step_ms"] / result["network_forward_backward_ms"], 3),
@@ -254,11 +259,12 @@ def run_breakdown(args) -> dict:
 
 
 def breakdown_table(result: dict) -> str:
-    lines = ["| part | ms per step (median) | range over rounds | share of the step |", "| --- | --- | --- | --- |"]
+    lines = ["| part | ms per step (median) | range over rounds | share of the step | CPU ms (median) |",
+             "| --- | --- | --- | --- | --- |"]
     for key, label in PARTS:
         low, high = result["ranges_ms"][key]
         lines.append(f"| {label} | {result[key]:.1f} | {low:.1f}-{high:.1f} | "
-                     f"{100.0 * result[key] / result['step_ms']:.0f}% |")
+                     f"{100.0 * result[key] / result['step_ms']:.0f}% | {result['cpu_ms'][key]:.1f} |")
     return "\n".join(lines)
 
 
