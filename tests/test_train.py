@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
               "hsv_v": 0.0, "extras": 0.0}
 LOG_LINE = re.compile(r"epoch\[(\d+)\], iter\[(\d+)\], loss:(\d+\.\d{6}), fps:\d+\.\d\d imgs/sec, lr:([0-9.e-]+), "
-                      r"box:\d+\.\d{6}, obj:\d+\.\d{6}, cls:\d+\.\d{6}$")
+                      r"box:\d+\.\d{6}, obj:\d+\.\d{6}, cls:\d+\.\d{6}, data_wait:\d+\.\dms, step:\d+\.\dms$")
 NAN_ITERATION = 4
 
 
@@ -164,6 +164,8 @@ def test_log_line_has_the_reference_format():
     line = loop.log_line(0, 600, [296.308071, 1.5, 2.25, 3.0], 44.444, np.float32(0.00010661844862625003))
     assert line == ("epoch[0], iter[600], loss:296.308071, fps:44.44 imgs/sec, lr:0.00010661844862625003, "
                     "box:1.500000, obj:2.250000, cls:3.000000")
+    timed = loop.log_line(0, 600, [296.308071, 1.5, 2.25, 3.0], 44.444, np.float32(1e-4), (12.34, 701.25))
+    assert timed.endswith("cls:3.000000, data_wait:12.3ms, step:701.2ms")
 
 
 def test_weight_decay_only_on_conv_weights():

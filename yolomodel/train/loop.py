@@ -103,30 +103,45 @@ class StopSignals:
 
 
 class IntervalMeter:
-    """Mean of the loss parts (loss, box, obj, cls) since the last log line."""
+    """Mean of the loss parts (loss, box, obj, cls) since the last log line, and where the time went:
+    waiting for the input pipeline's next batch versus the step (host copies, compiled step, results)."""
 
     def __init__(self):
         self.total = np.zeros(4, np.float64)
         self.count = 0
+        self.data_seconds = 0.0
+        self.step_seconds = 0.0
 
-    def update(self, parts) -> None:
+    def update(self, parts, data_seconds: float = 0.0, step_seconds: float = 0.0) -> None:
         self.total += np.asarray(parts, np.float64)
         self.count += 1
+        self.data_seconds += data_seconds
+        self.step_seconds += step_seconds
 
     def mean(self) -> np.ndarray:
         return self.total / max(self.count, 1)
 
+    def mean_ms(self) -> tuple[float, float]:
+        """(data wait, step) milliseconds per step since the last log line."""
+        count = max(self.count, 1)
+        return 1000.0 * self.data_seconds / count, 1000.0 * self.step_seconds / count
+
     def reset(self) -> None:
         self.total[:] = 0
         self.count = 0
+        self.data_seconds = 0.0
+        self.step_seconds = 0.0
 
 
-def log_line(epoch: int, iteration: int, parts, fps: float, lr) -> str:
+def log_line(epoch: int, iteration: int, parts, fps: float, lr, timing_ms=None) -> str:
     """The reference's line, ``epoch[0], iter[600], loss:296.308071, fps:44.44 imgs/sec, lr:0.000106...``,
-    followed by the loss parts."""
+    followed by the loss parts and, given ``timing_ms`` = (data wait, step), where a step's time went."""
     loss, box, obj, cls = (float(v) for v in parts)
-    return (f"epoch[{epoch}], iter[{iteration}], loss:{loss:f}, fps:{fps:.2f} imgs/sec, "
+    line = (f"epoch[{epoch}], iter[{iteration}], loss:{loss:f}, fps:{fps:.2f} imgs/sec, "
             f"lr:{float(np.float32(lr))!r}, box:{box:f}, obj:{obj:f}, cls:{cls:f}")
+    if timing_ms is not None:
+        line += f", data_wait:{timing_ms[0]:.1f}ms, step:{timing_ms[1]:.1f}ms"
+    return line
 
 
 def position_after(epoch: int, step_in_epoch: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -404,7 +419,13 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
             dataset = _epoch_dataset(session, epoch, start_step)
             step_in_epoch = start_step
             epoch_started, epoch_steps_run = time.perf_counter(), 0
-            for columns in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+            batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+            while True:
+                waited_from = time.perf_counter()
+                columns = next(batches, None)
+                if columns is None:
+                    break
+                step_from = time.perf_counter()
                 iteration = position.steps_completed
                 if batch_hook is not None:
                     columns = batch_hook(iteration, list(columns))
@@ -412,6 +433,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                 lr_value = session.lr[min(iteration, total_steps - 1)]
                 outputs = train_step(*inputs, ms.Tensor(lr_value), stop if signals.received else no_stop)
                 parts, finite, scale, votes = (o.asnumpy() for o in outputs)
+                step_done = time.perf_counter()
                 steps_run += 1
                 if first_step_done_at is None:
                     first_step_done_at = time.perf_counter()
@@ -426,7 +448,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                                    "the dynamic loss scale is now %g", epoch, iteration, float(scale),
                                    float(session.parts.loss_scale.scale.asnumpy()))
                 last_parts = parts
-                meter.update(parts)
+                meter.update(parts, step_from - waited_from, step_done - step_from)
                 epoch_steps_run += 1
                 next_epoch, next_step = position_after(epoch, step_in_epoch, session.steps_per_epoch)
                 epoch_losses = (np.add(position.epoch_loss_sums, parts[1:4]), position.epoch_loss_steps + 1)
@@ -435,7 +457,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                     now = time.perf_counter()
                     fps = global_batch * (iteration - last_log_iter) / max(now - last_log_time, 1e-9)
                     if rank == 0:
-                        log(log_line(epoch, iteration, meter.mean(), fps, lr_value))
+                        log(log_line(epoch, iteration, meter.mean(), fps, lr_value, meter.mean_ms()))
                     meter.reset()
                     last_log_time, last_log_iter = now, iteration
                 epoch_end = next_epoch != epoch
