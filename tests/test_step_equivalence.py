@@ -1,8 +1,9 @@
 """Training from one seed gives the same losses and weights as the step before issue 15's changes.
 
 The reference step is rebuilt here from the pieces as they were: the padded loss
-(``test_loss_compact.ReferenceYoloLoss``), the ResizeNearestNeighbor upsample, the SiLU primitive, and
-the reference's static loss scale 64 with its unscale and gradient sweep. A power-of-two static scale
+(``test_loss_compact.ReferenceYoloLoss``), the ResizeNearestNeighbor upsample, the SiLU primitive, the
+SPP's 5/9/13 max-pools side by side, and the reference's static loss scale 64 with its unscale and
+gradient sweep. A power-of-two static scale
 is exact in float32, so the two steps differ only by the rounding of reordered sums.
 """
 from __future__ import annotations
@@ -54,9 +55,12 @@ def batch_columns():
     return [Tensor(c) for c in columns]
 
 
-def train(loss_fn, loss_scale):
+def train(loss_fn, loss_scale, *, reference_layers=False):
     """Loss parts of STEPS steps and the final weights of a fresh yolov5n (seed 0)."""
     network = create_yolov5("yolov5n", NUM_CLASSES, seed=0)
+    assert network.backbone.spp.chained
+    if reference_layers:
+        network.backbone.spp.chained = False             # the SPP's three max-pools side by side, as they were
     optimizer = step_lib.build_optimizer(network, momentum=0.9, weight_decay=5e-4)
     scale = step_lib.LossScale("static", loss_scale)
     train_step = step_lib.TrainStep(network, loss_fn, optimizer, scale, ModelEMA(network))
@@ -86,7 +90,7 @@ def test_same_seed_same_losses_as_the_reference_step(graph_mode, monkeypatch):
         patched.setattr(network_module, "upsample_nearest_2x", reference_upsample)
         patched.setattr(layers_module, "silu", reference_silu)
         expected, expected_weights, reference_step = train(
-            ReferenceYoloLoss(NUM_CLASSES, training_shape=SIZE, target_gather="padded"), 64.0)
+            ReferenceYoloLoss(NUM_CLASSES, training_shape=SIZE, target_gather="padded"), 64.0, reference_layers=True)
     assert reference_step.apply_gradients.check_gradients
     got, got_weights, new_step = train(
         network_module_loss(), step_lib.default_loss_scale("O0"))
