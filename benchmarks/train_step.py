@@ -145,7 +145,6 @@ def run_whole_step(args) -> dict:
 
 def breakdown_callables(args):
     """{json key: zero-argument callable that runs one compiled part and waits for its result}."""
-    import mindspore as ms
     from mindspore import Tensor, nn, ops
 
     from yolomodel.network import create_yolov5
