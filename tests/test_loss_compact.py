@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from yolodata.labels import STRIDES, YOLOV5_ANCHORS, build_targets
+from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolodata.rng import keyed_rng
 from yolomodel.loss import (NUM_BOX_OUTPUTS, NUM_TARGET_COLUMNS, YoloLoss, bce_with_logits, box_iou_xywh,
                             target_gather_for)
@@ -166,6 +166,7 @@ def test_random_batches_with_duplicates(num_classes, options):
     assert_same_loss(evaluate(compact, outputs, targets), evaluate(reference, outputs, targets))
 
 
+@pytest.mark.slow
 def test_one_compiled_loss_serves_any_number_of_valid_entries(graph_mode):
     """The same compiled cell on batches with no, one, some and all entries valid (one shape of inputs)."""
     compact, reference = pairs(5)
@@ -230,6 +231,7 @@ def test_entries_at_every_anchor_and_neighbour_offset():
     assert_same_loss(evaluate(compact, outputs, targets), evaluate(reference, outputs, targets))
 
 
+@pytest.mark.slow
 def test_real_batch(graph_mode, coco128_dir):
     input_hw, num_classes = (320, 320), 80
     labels_list = coco128_labels(coco128_dir, 4, input_hw[0])

@@ -15,7 +15,7 @@ from mindspore import Tensor, ops
 
 import yolomodel.layers as layers_module
 import yolomodel.network as network_module
-from yolodata.labels import STRIDES, build_targets
+from yolodata.targets import STRIDES, build_targets
 from yolodata.rng import keyed_rng
 from yolomodel.network import create_yolov5
 from yolomodel.train import step as step_lib
@@ -85,6 +85,7 @@ def graph_mode():
         ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_as_the_reference_step(graph_mode, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(network_module, "upsample_nearest_2x", reference_upsample)

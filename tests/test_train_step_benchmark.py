@@ -11,6 +11,7 @@ from benchmarks import train_step
 BREAKDOWN_KEYS = ("forward_ms", "network_forward_backward_ms", "loss_forward_backward_ms", "update_ms", "step_ms")
 
 
+@pytest.mark.slow
 def test_breakdown_writes_every_part(tmp_path, capsys):
     out = tmp_path / "breakdown.json"
     try:
