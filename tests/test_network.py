@@ -11,7 +11,7 @@ from mindspore import Tensor, nn
 from yolodata.rng import keyed_rng
 from yolodata.targets import YOLOV5_ANCHORS
 from yolomodel import YOLOV5_VERSIONS, InferenceNet, create_yolov5
-from yolomodel.layers import images_to_focus_input
+from yolomodel.layers import SPP, images_to_focus_input, pools_chain, silu, upsample_nearest_2x
 from yolomodel.network import (decode_head_output, detection_bias_prior, flatten_head_output, make_divisible,
                                scaled_depth)
 
@@ -254,3 +254,60 @@ def test_batchnorm_uses_yolov5_eps_and_momentum(yolov5n):
     stem.set_train(True)
     stem(Tensor(np.full((2, 16, 4, 4), 10.0, np.float32)))
     np.testing.assert_allclose(stem.moving_mean.asnumpy(), 0.3, rtol=1e-5)
+
+
+# --- the cheaper layers equal the ones they replaced ------------------------------------------------
+
+def value_and_input_grad(function, x, weights):
+    """(value of sum(function(x) * weights), its gradient to x) in PyNative mode."""
+    def weighted(inputs):
+        return (function(inputs) * weights).sum()
+    value, grad = ms.value_and_grad(weighted)(x)
+    return float(value.asnumpy()), grad.asnumpy()
+
+
+def test_upsample_equals_resize_nearest_neighbor():
+    from mindspore import ops
+
+    x = Tensor(keyed_rng(0, purpose="test_upsample").normal(size=(2, 3, 5, 7)).astype(np.float32))
+    expected = ops.ResizeNearestNeighbor((10, 14))(x).asnumpy()
+    got = upsample_nearest_2x(x).asnumpy()
+    assert got.shape == (2, 3, 10, 14) and np.array_equal(got, expected)
+    assert np.array_equal(got[:, :, 1::2, 1::2], x.asnumpy())
+    weights = Tensor(keyed_rng(1, purpose="test_upsample").normal(size=(2, 3, 10, 14)).astype(np.float32))
+    resize = ops.ResizeNearestNeighbor((10, 14))
+    value, grad = value_and_input_grad(upsample_nearest_2x, x, weights)
+    expected_value, expected_grad = value_and_input_grad(resize, x, weights)
+    assert value == pytest.approx(expected_value, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_silu_equals_the_silu_primitive():
+    x = Tensor(np.concatenate([np.linspace(-30, 30, 601), [0.0, -1e-8, 88.0, -88.0]]).astype(np.float32))
+    got, expected = silu(x).asnumpy(), nn.SiLU()(x).asnumpy()
+    assert np.array_equal(got[:-1], expected[:-1])
+    assert abs(got[-1] - expected[-1]) < 1e-35          # -88: a denormal against the primitive's -0
+    weights = Tensor(np.linspace(-1, 1, x.shape[0]).astype(np.float32))
+    value, grad = value_and_input_grad(silu, x, weights)
+    expected_value, expected_grad = value_and_input_grad(nn.SiLU(), x, weights)
+    assert value == pytest.approx(expected_value, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_spp_chained_pools_equal_the_three_pools():
+    assert pools_chain((5, 9, 13)) and pools_chain((3, 5, 7)) and not pools_chain((5, 9, 11))
+    rng = keyed_rng(2, purpose="test_spp")
+    chained, direct = SPP(16, 16), SPP(16, 16)
+    for a, b in zip(chained.get_parameters(), direct.get_parameters()):
+        if len(a.shape) == 4:
+            a.set_data(Tensor(rng.normal(size=a.shape).astype(np.float32) * 0.3))
+        b.set_data(a.data.copy())
+    direct.chained = False
+    assert chained.chained
+    x = Tensor(rng.normal(size=(2, 16, 9, 11)).astype(np.float32))   # odd sizes: the borders clip alike
+    np.testing.assert_array_equal(chained(x).asnumpy(), direct(x).asnumpy())
+    weights = Tensor(rng.normal(size=(2, 16, 9, 11)).astype(np.float32))
+    value, grad = value_and_input_grad(chained, x, weights)
+    expected_value, expected_grad = value_and_input_grad(direct, x, weights)
+    assert value == pytest.approx(expected_value, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-5 * np.abs(expected_grad).max())

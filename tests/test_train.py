@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
               "hsv_v": 0.0, "extras": 0.0}
 LOG_LINE = re.compile(r"epoch\[(\d+)\], iter\[(\d+)\], loss:(\d+\.\d{6}), fps:\d+\.\d\d imgs/sec, lr:([0-9.e-]+), "
-                      r"box:\d+\.\d{6}, obj:\d+\.\d{6}, cls:\d+\.\d{6}$")
+                      r"box:\d+\.\d{6}, obj:\d+\.\d{6}, cls:\d+\.\d{6}, data_wait:\d+\.\dms, step:\d+\.\dms$")
 NAN_ITERATION = 4
 
 
@@ -93,8 +93,8 @@ def test_reference_defaults_and_all_reference_flags():
     args = config_lib.parse_config(["--mindrecord", "x"])
     assert (args.per_batch_size, args.lr, args.lr_epochs, args.lr_gamma, args.t_max, args.max_epoch) == \
         (8, 0.02, "220,250", 0.1, 320, 320)
-    assert (args.warmup_epochs, args.weight_decay, args.momentum, args.loss_scale, args.log_interval) == \
-        (20, 0.0005, 0.9, 64, 100)
+    assert (args.warmup_epochs, args.weight_decay, args.momentum, args.log_interval) == (20, 0.0005, 0.9, 100)
+    assert args.loss_scale is None          # resolved by precision: see test_default_loss_scale_follows_precision
     assert (args.lr_scheduler, args.ckpt_path, args.ckpt_interval, args.is_save_on_master) == \
         ("cosine_annealing", "outputs/", None, 1)
     assert (args.device_target, args.resize_rate, args.training_shape, args.label_smooth_factor) == \
@@ -148,10 +148,24 @@ def test_bad_yaml_value_names_the_option(tmp_path):
 
 # --- small pieces ---------------------------------------------------------------------------------
 
+def test_default_loss_scale_follows_precision():
+    from yolomodel.train import step as step_lib
+
+    assert step_lib.default_loss_scale("O0") == 1.0                       # float32: CPU, GPU
+    assert step_lib.default_loss_scale("O2") == 64.0                      # Ascend's mixed precision
+    assert step_lib.default_loss_scale("O0", "dynamic") == 64.0
+    with pytest.raises(ValueError, match="resolved"):
+        step_lib.default_loss_scale("auto")
+    with pytest.raises(ValueError, match="--loss_scale must be at least 1"):
+        config_lib.parse_config(["--mindrecord", "x", "--loss_scale", "0.5"])
+
+
 def test_log_line_has_the_reference_format():
     line = loop.log_line(0, 600, [296.308071, 1.5, 2.25, 3.0], 44.444, np.float32(0.00010661844862625003))
     assert line == ("epoch[0], iter[600], loss:296.308071, fps:44.44 imgs/sec, lr:0.00010661844862625003, "
                     "box:1.500000, obj:2.250000, cls:3.000000")
+    timed = loop.log_line(0, 600, [296.308071, 1.5, 2.25, 3.0], 44.444, np.float32(1e-4), (12.34, 701.25))
+    assert timed.endswith("cls:3.000000, data_wait:12.3ms, step:701.2ms")
 
 
 def test_weight_decay_only_on_conv_weights():
@@ -217,8 +231,8 @@ class TinyDetector:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_scale_type", ["static", "dynamic"])
-def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type):
+@pytest.mark.parametrize("loss_scale_type, loss_scale", [("static", 64.0), ("dynamic", 64.0), ("static", 1.0)])
+def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type, loss_scale):
     import mindspore as ms
     from mindspore import Tensor
 
@@ -227,7 +241,7 @@ def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type):
     ms.set_context(mode=ms.GRAPH_MODE)
     net, loss_fn = TinyDetector.build()
     optimizer = step_lib.build_optimizer(net, momentum=0.9, weight_decay=5e-4)
-    scale = step_lib.LossScale(loss_scale_type, 64.0)
+    scale = step_lib.LossScale(loss_scale_type, loss_scale)
     ema = ModelEMA(net)
     train_step = step_lib.TrainStep(net, loss_fn, optimizer, scale, ema)
     train_step.set_train(True)
@@ -247,7 +261,9 @@ def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type):
     before = state()
     parts, finite, used_scale, votes = run(values)
     after = state()
-    assert bool(finite.asnumpy()) and float(used_scale.asnumpy()) == 64.0 and float(votes.asnumpy()) == 0.0
+    assert bool(finite.asnumpy()) and float(used_scale.asnumpy()) == loss_scale and float(votes.asnumpy()) == 0.0
+    # a unit scale skips the unscale and the gradient sweep; the loss is still checked
+    assert train_step.apply_gradients.check_gradients == (loss_scale != 1.0)
     assert not np.array_equal(before["head.weight"], after["head.weight"])
     assert int(after["ema_updates"]) == 1 and float(optimizer.learning_rate.asnumpy()) == pytest.approx(0.05)
     parts, finite, _, _ = run(np.full_like(values, np.nan))
@@ -256,7 +272,7 @@ def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type):
     changed = [n for n in after if n != "loss_scale" and "iterator_step" not in n
                and "moving_" not in n and not np.array_equal(after[n], skipped[n], equal_nan=True)]
     assert not changed                                     # weights, moments, EMA, step counters untouched
-    assert float(skipped["loss_scale"]) == (32.0 if loss_scale_type == "dynamic" else 64.0)
+    assert float(skipped["loss_scale"]) == (32.0 if loss_scale_type == "dynamic" else loss_scale)
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):

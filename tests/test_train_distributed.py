@@ -85,7 +85,8 @@ def reference_parameters(shards) -> dict:
                            warmup_epochs=0, max_epoch=SETTINGS["max_epoch"], t_max=320)
     parts = builder.build_train_step(
         yolov5_version=SETTINGS["yolov5_version"], num_classes=manifest.num_classes,
-        training_shape=SETTINGS["training_shape"], momentum=0.9, weight_decay=0.0005, loss_scale=64.0,
+        training_shape=SETTINGS["training_shape"], momentum=0.9, weight_decay=0.0005,
+        loss_scale=builder.step_lib.default_loss_scale("O0"),   # tools/train.py's default on CPU
         loss_scale_type="static", label_smooth_factor=0.0, iou_type="ciou", seed=SETTINGS["seed"])
     forward_backward = parts.train_step.forward_backward
     apply_gradients = parts.train_step.apply_gradients

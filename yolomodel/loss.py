@@ -3,8 +3,17 @@
 The pipeline (``yolodata.targets.build_targets``) has already done YOLOv5's matching: for each stride it
 delivers ``target_indices`` int32 (B, K), a flat row index a*H*W + gy*W + gx into that stride's head
 output, and ``target_values`` float32 (B, K, 6) = tx, ty, tw, th, class, valid in grid units. The loss
-only gathers the predicted rows at those indices; it never matches. Shapes never depend on the data:
-the number of valid entries varies, so everything is masked and every mean divides by max(count, 1).
+only gathers the predicted rows at those indices; it never matches. The number of valid entries
+varies from batch to batch (about 500 of the 16 x 2304 slots per stride at batch 16, max_boxes 256);
+every mean divides by max(count, 1). Two ways to reach them, with the same results:
+
+* "compact" (CPU): the valid entries (plus entry 0, always kept so that a batch without targets never
+  gives an empty shape; its valid flag still masks it) are gathered with ``ops.nonzero`` before the
+  per-entry work, so its cost follows the number of targets, not ``max_boxes``. The shape inside the
+  graph changes with the data; MindSpore's CPU backend runs that without recompiling.
+* "padded" (GPU, Ascend): the per-entry work runs on all B*K slots and invalid ones are masked, so
+  every shape is static, what Ascend's graph sinking needs; this project has no device to check a
+  dynamic-shape loss there.
 
 Per stride s (nl strides, usually 3), with the head output viewed as (B, A*H*W, 5 + C) raw logits:
 
@@ -47,6 +56,7 @@ from yolodata.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
 
 IOU_EPS = 1e-7
 IOU_TYPES = ("ciou", "giou")
+TARGET_GATHERS = ("auto", "compact", "padded")
 NUM_BOX_OUTPUTS = 5            # x, y, w, h, objectness before the class logits
 NUM_TARGET_COLUMNS = 6         # tx, ty, tw, th, class, valid
 REFERENCE_CLASSES = 80         # YOLOv5's hyperparameters are tuned for COCO's 80 classes ...
@@ -104,12 +114,29 @@ def box_iou_xywh(pred_xy, pred_wh, target_xy, target_wh, iou_type: str):
     return iou - (centre_sq / diagonal_sq + aspect * alpha)
 
 
+def compact_entries(flat_index, targets, anchor_index):
+    """The valid target entries only, plus entry 0 as a sentinel: a dynamic-shape gather.
+
+    ``flat_index`` int32 (E,), ``targets`` float32 (E, 6), ``anchor_index`` int32 (E,) ->
+    the same three with M rows, M = number of valid entries (+ 1 when entry 0 is not valid). Entry 0
+    is always kept so that a batch without targets never produces an empty shape; it keeps its valid
+    flag, so an invalid sentinel is masked like any padded entry. Order is preserved.
+    """
+    num_entries = targets.shape[0]
+    keep = ops.logical_or(targets[:, 5] > 0, ops.arange(num_entries, dtype=ms.int32) == 0)
+    positions = ops.nonzero(keep).reshape(-1)                                          # (M,)
+    return (ops.gather(flat_index, positions, 0), ops.gather(targets, positions, 0),
+            ops.gather(anchor_index, positions, 0))
+
+
 def stride_loss(output, indices, values, anchors_grid, *, iou_type: str, num_classes: int,
-                class_pos: float, class_neg: float):
+                class_pos: float, class_neg: float, compact: bool = False):
     """(box, obj, cls) float32 scalars of one stride, before gains and balance.
 
     ``output`` (B, A*H*W, 5 + C) raw logits; ``indices`` int32 (B, K); ``values`` float32 (B, K, 6);
-    ``anchors_grid`` float32 (A, 2) anchor sizes in grid units of this stride.
+    ``anchors_grid`` float32 (A, 2) anchor sizes in grid units of this stride. ``compact``: do the
+    per-entry work on the valid entries only (``compact_entries``) instead of on all B*K slots; the
+    result is the same, the cost no longer grows with K.
     """
     batch_size, num_rows, num_columns = output.shape
     num_entries = indices.shape[1]
@@ -123,12 +150,15 @@ def stride_loss(output, indices, values, anchors_grid, *, iou_type: str, num_cla
     # (B, K) -> (B*K,) row numbers into flat_output
     flat_index = (indices + batch_offset).reshape(batch_size * num_entries)
     targets = values.reshape(batch_size * num_entries, NUM_TARGET_COLUMNS)
-    valid = targets[:, 5] > 0
-    num_valid = valid.astype(ms.float32).sum()
+    anchor_index = (indices // cells_per_anchor).reshape(batch_size * num_entries)
+    num_valid = (targets[:, 5] > 0).astype(ms.float32).sum()
     denominator = ops.maximum(num_valid, 1.0)
+    if compact:
+        flat_index, targets, anchor_index = compact_entries(flat_index, targets, anchor_index)
+    valid = targets[:, 5] > 0
 
-    matched = ops.gather(flat_output, flat_index, 0)                                  # (B*K, 5 + C)
-    anchor_wh = ops.gather(anchors_grid, (indices // cells_per_anchor).reshape(-1), 0)  # (B*K, 2)
+    matched = ops.gather(flat_output, flat_index, 0)                                  # (E, 5 + C)
+    anchor_wh = ops.gather(anchors_grid, anchor_index, 0)                              # (E, 2)
     pred_xy = ops.sigmoid(matched[:, 0:2]) * 2.0 - 0.5
     pred_wh = (ops.sigmoid(matched[:, 2:4]) * 2.0) ** 2 * anchor_wh
     iou = box_iou_xywh(pred_xy, pred_wh, targets[:, 0:2], targets[:, 2:4], iou_type)
@@ -145,12 +175,28 @@ def stride_loss(output, indices, values, anchors_grid, *, iou_type: str, num_cla
     if num_classes > 1:
         class_index = targets[:, 4].astype(ms.int32)
         class_target = ops.one_hot(class_index, num_classes, ms.Tensor(class_pos, ms.float32),
-                                   ms.Tensor(class_neg, ms.float32))                   # (B*K, C)
+                                   ms.Tensor(class_neg, ms.float32))                   # (E, C)
         class_bce = bce_with_logits(matched[:, NUM_BOX_OUTPUTS:], class_target).sum(axis=1)
         cls = ops.where(valid, class_bce, 0.0).sum() / (denominator * num_classes)
     else:
         cls = ops.zeros((), ms.float32)
     return box, obj, cls
+
+
+def target_gather_for(device_target: str, requested: str = "auto") -> str:
+    """How the loss reaches its target entries on ``device_target``: "compact" or "padded".
+
+    "compact" gathers the valid entries inside the graph (a shape that changes with the data: measured
+    on CPU, where MindSpore runs it without recompiling and the loss costs the same at any max_boxes);
+    "padded" works on every slot with static shapes. "auto" picks compact on CPU and padded on GPU
+    and Ascend, whose graph compilers are built around static shapes (Ascend's graph sinking needs
+    them) and where this project has no device to check a dynamic-shape loss on.
+    """
+    if requested not in TARGET_GATHERS:
+        raise ValueError(f"target_gather must be one of {TARGET_GATHERS}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    return "compact" if device_target == "CPU" else "padded"
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -213,12 +259,18 @@ class YoloLoss(nn.Cell):
     head outputs, one (B, A*H_s*W_s, 5 + C) float32 tensor per stride in ``strides`` order, followed by
     the (indices, values) target pair of each stride in the same order. Returns float32 scalars
     (loss, box, obj, cls) with loss = (box + obj + cls) * B; runs in graph and PyNative mode.
+
+    ``target_gather``: "compact" (the per-entry work on valid entries only, a dynamic shape), "padded"
+    (on all B*K slots, static shapes) or "auto" (``target_gather_for`` the context's device). Both give
+    the same loss and gradients.
     """
 
     def __init__(self, num_classes: int, *, anchors=YOLOV5_ANCHORS, strides=STRIDES, box_gain: float = 0.05,
                  cls_gain: float = 0.5, obj_gain: float = 1.0, balance=(4.0, 1.0, 0.4),
-                 label_smooth_factor: float = 0.0, iou_type: str = "ciou", training_shape: int = 640):
+                 label_smooth_factor: float = 0.0, iou_type: str = "ciou", training_shape: int = 640,
+                 target_gather: str = "auto"):
         super().__init__()
+        self.target_gather = target_gather_for(ms.get_context("device_target"), target_gather)
         (num_classes, anchors, strides, gains, balance, label_smooth_factor, iou_type,
          training_shape) = _check_arguments(num_classes, anchors, strides, box_gain, cls_gain, obj_gain,
                                             balance, label_smooth_factor, iou_type, training_shape)
@@ -247,7 +299,7 @@ class YoloLoss(nn.Cell):
             level_box, level_obj, level_cls = stride_loss(
                 outputs[level], targets[2 * level], targets[2 * level + 1], self.anchors_grid[level],
                 iou_type=self.iou_type, num_classes=self.num_classes, class_pos=self.class_pos,
-                class_neg=self.class_neg)
+                class_neg=self.class_neg, compact=self.target_gather == "compact")
             box = box + level_box
             obj = obj + level_obj * self.balance[level]
             cls = cls + level_cls

@@ -6,8 +6,10 @@ pipeline's augmentation options (``yolodata.augment.policy.AugmentConfig``: mosa
 shear, perspective, hsv_h, hsv_s, hsv_v, fliplr, flipud, extras). Keys this program does not know (the
 reference's yaml has many, e.g. ``enable_modelarts``) are reported and ignored.
 
-Defaults are the reference README's, except ``--device_target`` (CPU here) and ``--is_distributed``
-(0 here: the reference's 1 fails without a launcher; ``scripts/run_distribute_train.sh`` passes 1).
+Defaults are the reference README's, except ``--device_target`` (CPU here), ``--is_distributed``
+(0 here: the reference's 1 fails without a launcher; ``scripts/run_distribute_train.sh`` passes 1) and
+``--loss_scale``, which depends on the precision (``train.step.default_loss_scale``: 1 in float32, the
+reference's 64 with mixed precision or a dynamic scale).
 """
 from __future__ import annotations
 
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--warmup_epochs", type=float, default=20, help="linear warmup from 0 over this many epochs")
     add("--weight_decay", type=float, default=0.0005, help="on conv and linear weights only")
     add("--momentum", type=float, default=0.9, help="Nesterov momentum")
-    add("--loss_scale", type=float, default=64, help="loss scale (the initial one with --loss_scale_type dynamic)")
+    add("--loss_scale", type=float, default=None,
+        help="loss scale (the initial one with --loss_scale_type dynamic); default: 1 in float32 (CPU, GPU: "
+        "nothing to unscale), 64 (the reference's) with mixed precision (Ascend) or a dynamic scale")
     add("--loss_scale_type", choices=("static", "dynamic"), default="static",
         help="static: a fixed scale; dynamic: MindSpore's DynamicLossScaleUpdateCell (skips overflow steps)")
     add("--amp_level", choices=("auto", "O0", "O1", "O2", "O3"), default="auto",
@@ -219,6 +223,8 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--warmup_epochs must not be negative, got {args.warmup_epochs}")
     if not 0 <= args.label_smooth_factor < 1:
         raise ValueError(f"--label_smooth_factor must be in [0, 1), got {args.label_smooth_factor}")
+    if args.loss_scale is not None and not args.loss_scale >= 1:
+        raise ValueError(f"--loss_scale must be at least 1 (or left out for the device's default), got {args.loss_scale}")
     if args.seed < 0:
         raise ValueError(f"--seed must not be negative, got {args.seed}")
     if args.profiler_steps < 1:

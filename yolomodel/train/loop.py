@@ -103,30 +103,45 @@ class StopSignals:
 
 
 class IntervalMeter:
-    """Mean of the loss parts (loss, box, obj, cls) since the last log line."""
+    """Mean of the loss parts (loss, box, obj, cls) since the last log line, and where the time went:
+    waiting for the input pipeline's next batch versus the step (host copies, compiled step, results)."""
 
     def __init__(self):
         self.total = np.zeros(4, np.float64)
         self.count = 0
+        self.data_seconds = 0.0
+        self.step_seconds = 0.0
 
-    def update(self, parts) -> None:
+    def update(self, parts, data_seconds: float = 0.0, step_seconds: float = 0.0) -> None:
         self.total += np.asarray(parts, np.float64)
         self.count += 1
+        self.data_seconds += data_seconds
+        self.step_seconds += step_seconds
 
     def mean(self) -> np.ndarray:
         return self.total / max(self.count, 1)
 
+    def mean_ms(self) -> tuple[float, float]:
+        """(data wait, step) milliseconds per step since the last log line."""
+        count = max(self.count, 1)
+        return 1000.0 * self.data_seconds / count, 1000.0 * self.step_seconds / count
+
     def reset(self) -> None:
         self.total[:] = 0
         self.count = 0
+        self.data_seconds = 0.0
+        self.step_seconds = 0.0
 
 
-def log_line(epoch: int, iteration: int, parts, fps: float, lr) -> str:
+def log_line(epoch: int, iteration: int, parts, fps: float, lr, timing_ms=None) -> str:
     """The reference's line, ``epoch[0], iter[600], loss:296.308071, fps:44.44 imgs/sec, lr:0.000106...``,
-    followed by the loss parts."""
+    followed by the loss parts and, given ``timing_ms`` = (data wait, step), where a step's time went."""
     loss, box, obj, cls = (float(v) for v in parts)
-    return (f"epoch[{epoch}], iter[{iteration}], loss:{loss:f}, fps:{fps:.2f} imgs/sec, "
+    line = (f"epoch[{epoch}], iter[{iteration}], loss:{loss:f}, fps:{fps:.2f} imgs/sec, "
             f"lr:{float(np.float32(lr))!r}, box:{box:f}, obj:{obj:f}, cls:{cls:f}")
+    if timing_ms is not None:
+        line += f", data_wait:{timing_ms[0]:.1f}ms, step:{timing_ms[1]:.1f}ms"
+    return line
 
 
 def position_after(epoch: int, step_in_epoch: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -230,6 +245,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             args.seed = resume_state.seed
 
     amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
+    if args.loss_scale is None:
+        args.loss_scale = step_lib.default_loss_scale(amp_level, args.loss_scale_type)
     network = builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed, amp_level=amp_level)
     if not args.resume:
         if args.pretrained_backbone:
@@ -346,6 +363,14 @@ def _diverged_message(parts, finite_loss: bool, epoch: int, iteration: int, writ
             f"check the data, or use --loss_scale_type dynamic")
 
 
+def _non_finite_weights_message(epoch: int, iteration: int, writer: CheckpointWriter) -> str:
+    kept = (f"the last good checkpoint is {writer.last_path}" if writer.last_path is not None
+            else "no checkpoint was written in this run")
+    return (f"training stopped at epoch[{epoch}], iter[{iteration}]: the weights are no longer finite (a gradient "
+            f"overflowed while the loss stayed finite), so no checkpoint was written; {kept}. Try a lower --lr or "
+            f"a longer --warmup_epochs, or --loss_scale_type dynamic, which checks every gradient")
+
+
 def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logger.info) -> TrainSummary:
     """Run training as configured by ``args`` (``config.parse_config``), after ``yolomodel.device.setup_device``.
 
@@ -353,6 +378,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
     import mindspore as ms
+
+    from . import step as step_lib
 
     session = prepare(args, rank, group_size, log=log)
     if rank == 0:
@@ -371,6 +398,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         + (f" (multi-scale, a new shape every {session.resize_rate} steps)" if session.resize_rate else ""))
 
     train_step = session.parts.train_step
+    # with a unit loss scale the step checks the loss only; the weights are checked before each save
+    checks_gradients = train_step.apply_gradients.check_gradients
     meter = IntervalMeter()
     validation_seconds = 0.0     # kept out of the logged images/s, which stay the train step's
     started = time.perf_counter()
@@ -390,7 +419,13 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
             dataset = _epoch_dataset(session, epoch, start_step)
             step_in_epoch = start_step
             epoch_started, epoch_steps_run = time.perf_counter(), 0
-            for columns in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+            batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+            while True:
+                waited_from = time.perf_counter()
+                columns = next(batches, None)
+                if columns is None:
+                    break
+                step_from = time.perf_counter()
                 iteration = position.steps_completed
                 if batch_hook is not None:
                     columns = batch_hook(iteration, list(columns))
@@ -398,6 +433,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                 lr_value = session.lr[min(iteration, total_steps - 1)]
                 outputs = train_step(*inputs, ms.Tensor(lr_value), stop if signals.received else no_stop)
                 parts, finite, scale, votes = (o.asnumpy() for o in outputs)
+                step_done = time.perf_counter()
                 steps_run += 1
                 if first_step_done_at is None:
                     first_step_done_at = time.perf_counter()
@@ -412,7 +448,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                                    "the dynamic loss scale is now %g", epoch, iteration, float(scale),
                                    float(session.parts.loss_scale.scale.asnumpy()))
                 last_parts = parts
-                meter.update(parts)
+                meter.update(parts, step_from - waited_from, step_done - step_from)
                 epoch_steps_run += 1
                 next_epoch, next_step = position_after(epoch, step_in_epoch, session.steps_per_epoch)
                 epoch_losses = (np.add(position.epoch_loss_sums, parts[1:4]), position.epoch_loss_steps + 1)
@@ -421,7 +457,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                     now = time.perf_counter()
                     fps = global_batch * (iteration - last_log_iter) / max(now - last_log_time, 1e-9)
                     if rank == 0:
-                        log(log_line(epoch, iteration, meter.mean(), fps, lr_value))
+                        log(log_line(epoch, iteration, meter.mean(), fps, lr_value, meter.mean_ms()))
                     meter.reset()
                     last_log_time, last_log_iter = now, iteration
                 epoch_end = next_epoch != epoch
@@ -443,6 +479,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                         record_epoch(session.run_dir, epoch + 1, epoch_losses, lr_value, epoch_seconds,
                                      global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
                 if epoch_end or interval_due or stopping:
+                    if not checks_gradients and not step_lib.weights_finite(session.parts.network):
+                        raise TrainingDiverged(_non_finite_weights_message(epoch, iteration, session.writer))
                     saved = session.writer.save(train_step, position, epoch + 1, step_in_epoch + 1)
                     if saved is not None:
                         log(f"saved checkpoint {saved}")

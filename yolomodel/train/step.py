@@ -7,6 +7,11 @@ only) and the EMA update. A non-finite step leaves weights, optimizer state and 
 dynamic loss scale it lowers the scale (MindSpore's ``DynamicLossScaleUpdateCell``), with the static one
 the caller stops the run.
 
+With a static scale of 1 (float32, the default on CPU) there is nothing to unscale and no scaled
+gradient can overflow where the loss did not, so the step skips the per-gradient unscale and the
+finiteness sweep over every gradient and checks the loss alone; the training loop checks the weights
+before it writes a checkpoint instead (``weights_finite``).
+
 The step is split in two cells so that a test can rebuild a distributed step in one process:
 ``ForwardBackward`` (loss parts and scaled gradients of one micro-batch) and ``ApplyGradients``
 (unscale, check, update). ``TrainStep`` chains them with the gradient reducer in between, in one graph.
@@ -20,6 +25,7 @@ LOSS_SCALE_TYPES = ("static", "dynamic")
 DYNAMIC_SCALE_FACTOR = 2          # MindSpore DynamicLossScaleManager defaults
 DYNAMIC_SCALE_WINDOW = 2000
 AMP_LEVELS = ("auto", "O0", "O1", "O2", "O3")
+MIXED_PRECISION_LOSS_SCALE = 64.0   # the reference's --loss_scale default, for float16 gradients
 
 _hyper_map = ops.HyperMap()
 
@@ -84,6 +90,8 @@ class LossScale(nn.Cell):
         if not init_scale >= 1.0:
             raise ValueError(f"loss_scale must be at least 1, got {init_scale}")
         self.dynamic = loss_scale_type == "dynamic"
+        # a static scale of 1: gradients need no unscaling and overflow no more than the loss does
+        self.unit = not self.dynamic and float(init_scale) == 1.0
         self.scale = Parameter(Tensor(float(init_scale), ms.float32), name="loss_scale", requires_grad=False)
         if self.dynamic:
             self.updater = nn.DynamicLossScaleUpdateCell(float(init_scale), scale_factor, scale_window)
@@ -127,12 +135,19 @@ class ApplyGradients(nn.Cell):
         self.loss_scale = loss_scale
         self.ema = ema
         self.has_ema = ema is not None
+        self.check_gradients = not loss_scale.unit
 
     def construct(self, grads, parts, lr):
-        """``grads`` of the scaled loss, ``parts`` float32 (4,), ``lr`` float32 scalar -> bool finite."""
-        inverse = 1.0 / self.loss_scale.scale
-        grads = _hyper_map(ops.partial(_scale, inverse), grads)
-        finite = ops.logical_and(all_finite(grads), ops.isfinite(parts).all())
+        """``grads`` of the scaled loss, ``parts`` float32 (4,), ``lr`` float32 scalar -> bool finite.
+
+        With a unit loss scale the gradients are used as they are and only the loss parts are checked.
+        """
+        if self.check_gradients:
+            inverse = 1.0 / self.loss_scale.scale
+            grads = _hyper_map(ops.partial(_scale, inverse), grads)
+            finite = ops.logical_and(all_finite(grads), ops.isfinite(parts).all())
+        else:
+            finite = ops.isfinite(parts).all()
         if finite:
             lr = ops.depend(lr, grads)
             ops.assign(self.optimizer.learning_rate, lr)
@@ -162,6 +177,7 @@ class TrainStep(nn.Cell):
         self.optimizer = optimizer
         self.loss_scale = loss_scale
         self.ema = ema
+        self.unit_scale = loss_scale.unit
         self.distributed = int(group_size) > 1
         self.group_size = float(group_size)
         if self.distributed:
@@ -170,7 +186,10 @@ class TrainStep(nn.Cell):
             self.all_reduce = ops.AllReduce()
 
     def construct(self, images, ti8, tv8, ti16, tv16, ti32, tv32, lr, stop_vote):
-        scale = self.loss_scale.scale * 1.0  # a copy: the dynamic update below may change the parameter
+        if self.unit_scale:
+            scale = ops.ones((), ms.float32)  # not the parameter: a resumed checkpoint may hold another value
+        else:
+            scale = self.loss_scale.scale * 1.0  # a copy: the dynamic update below may change the parameter
         parts, grads = self.forward_backward(scale, images, ti8, tv8, ti16, tv16, ti32, tv32)
         stop_votes = stop_vote
         if self.distributed:
@@ -183,6 +202,17 @@ class TrainStep(nn.Cell):
         return parts, finite, scale, stop_votes
 
 
+def weights_finite(network: nn.Cell) -> bool:
+    """Every float parameter of ``network`` is finite (checked on the host, e.g. before a checkpoint)."""
+    import numpy as np
+
+    for param in network.get_parameters():
+        values = param.asnumpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            return False
+    return True
+
+
 def amp_level_for(device_target: str, requested: str = "auto") -> str:
     """Mixed precision only on Ascend: 'auto' -> O2 there, O0 elsewhere; O1-O3 elsewhere are refused."""
     if requested not in AMP_LEVELS:
@@ -193,6 +223,21 @@ def amp_level_for(device_target: str, requested: str = "auto") -> str:
         raise ValueError(f"amp_level {requested} (mixed precision) is only supported on Ascend here; "
                          f"use --amp_level O0 or auto on {device_target}")
     return requested
+
+
+def default_loss_scale(amp_level: str, loss_scale_type: str = "static") -> float:
+    """The loss scale a run gets when ``--loss_scale`` is not given: what the precision needs.
+
+    float32 (``O0``: CPU and GPU by default, Ascend when asked) has the range that gradients need, so a
+    static scale buys nothing: 1, which also lets the step skip unscaling and the gradient finiteness
+    sweep. Mixed precision (``O1``-``O3``, Ascend's default ``O2``) computes float16 gradients that
+    underflow without a scale: 64, the reference's default; a dynamic scale also starts at 64.
+    """
+    if amp_level not in AMP_LEVELS or amp_level == "auto":
+        raise ValueError(f"amp_level must be resolved to one of {AMP_LEVELS[1:]} first, got {amp_level!r}")
+    if loss_scale_type not in LOSS_SCALE_TYPES:
+        raise ValueError(f"loss_scale_type must be one of {LOSS_SCALE_TYPES}, got {loss_scale_type!r}")
+    return 1.0 if amp_level == "O0" and loss_scale_type == "static" else MIXED_PRECISION_LOSS_SCALE
 
 
 def apply_mixed_precision(network: nn.Cell, amp_level: str) -> nn.Cell:
