@@ -1,7 +1,7 @@
 """Speed of the compiled YOLOv5 train step on this device: the images/s the input pipeline must beat.
 
     python benchmarks/train_step.py --yolov5_version yolov5n --training_shape 320 --per_batch_size 8 \
-        [--steps 10] [--device_target CPU] [--num_classes 80] [--json FILE]
+        [--yolov5_layout v5.0|v6.0] [--steps 10] [--device_target CPU] [--num_classes 80] [--json FILE]
 
 Builds the same step as tools/train.py (forward, YOLOv5 loss, gradients with the static loss scale,
 Nesterov momentum with weight decay groups, EMA update) and feeds it random uint8 images with realistic
@@ -56,6 +56,7 @@ def synthetic_batch(seed: int, batch_size: int, size: int, num_classes: int) -> 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--yolov5_version", default="yolov5s")
+    parser.add_argument("--yolov5_layout", default="v5.0", help="network layout: v5.0 or v6.0")
     parser.add_argument("--training_shape", type=int, default=640)
     parser.add_argument("--per_batch_size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps after the compile step")
@@ -86,7 +87,8 @@ def main(argv=None) -> dict:
     parts = builder.build_train_step(
         yolov5_version=args.yolov5_version, num_classes=args.num_classes, training_shape=args.training_shape,
         momentum=0.9, weight_decay=5e-4, loss_scale=64.0, loss_scale_type="static", label_smooth_factor=0.0,
-        iou_type="ciou", amp_level=builder.step_lib.amp_level_for(args.device_target), seed=0)
+        iou_type="ciou", amp_level=builder.step_lib.amp_level_for(args.device_target), seed=0,
+        layout=args.yolov5_layout)
     batch = [Tensor(column) for column in synthetic_batch(0, args.per_batch_size, args.training_shape,
                                                           args.num_classes)]
     lr = Tensor(np.float32(1e-4))
@@ -103,7 +105,8 @@ def main(argv=None) -> dict:
         losses.asnumpy()
     seconds = time.perf_counter() - started
     result = {
-        "yolov5_version": args.yolov5_version, "training_shape": args.training_shape,
+        "yolov5_version": args.yolov5_version, "yolov5_layout": parts.network.layout,
+        "training_shape": args.training_shape,
         "per_batch_size": args.per_batch_size, "device_target": args.device_target,
         "num_classes": args.num_classes, "steps": args.steps,
         "parameters": int(sum(int(np.prod(p.shape)) for p in parts.network.trainable_params())),
@@ -112,7 +115,7 @@ def main(argv=None) -> dict:
         "images_per_second": round(args.per_batch_size * args.steps / seconds, 2),
         "loss_finite": bool(finite.asnumpy()), "cpu_count": os.cpu_count(),
     }
-    print(f"{args.yolov5_version} {args.training_shape}x{args.training_shape} batch {args.per_batch_size} on "
+    print(f"{args.yolov5_version} ({parts.network.layout}) {args.training_shape}x{args.training_shape} batch {args.per_batch_size} on "
           f"{args.device_target}: compile + first step {result['compile_seconds']:.1f} s, then "
           f"{result['seconds_per_step']:.3f} s/step = {result['images_per_second']:.2f} images/s "
           f"({args.steps} steps)")
