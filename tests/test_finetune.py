@@ -163,6 +163,7 @@ def test_freeze_follows_yolov5(data, tmp_path):
     assert any(n.startswith("backbone.c3_2.") for n in trained)
 
 
+@pytest.mark.slow
 def test_finetune_runs_keeps_the_frozen_backbone_and_records_the_model(data, finetuned):
     run_dir, code, messages = finetuned
     assert code == 0, messages[-5:]
@@ -185,6 +186,7 @@ def test_finetune_runs_keeps_the_frozen_backbone_and_records_the_model(data, fin
     assert saved["resume_yolov5"] == str(data["imported"])
 
 
+@pytest.mark.slow
 def test_resume_reads_the_layout_back(data, finetuned, tmp_path):
     run_dir, _, _ = finetuned
     checkpoint = run_dir / "ckpt_0" / "0-1_2.ckpt"
@@ -195,6 +197,7 @@ def test_resume_reads_the_layout_back(data, finetuned, tmp_path):
         prepared(data, tmp_path, "--resume", str(checkpoint), "--freeze", "10", "--yolov5_layout", "v5.0")
 
 
+@pytest.mark.slow
 def test_eval_and_export_accept_the_finetuned_checkpoint(data, finetuned, tmp_path, capsys):
     run_dir, _, _ = finetuned
     final = run_dir / "ckpt_0" / "0-2_2.ckpt"
@@ -211,6 +214,7 @@ def test_eval_and_export_accept_the_finetuned_checkpoint(data, finetuned, tmp_pa
     assert "(v6.0 layout" in out and f"classes {', '.join(data['names'])}" in out
 
 
+@pytest.mark.slow
 def test_imported_checkpoint_runs_directly_with_its_class_names(data, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     import mindspore as ms

@@ -28,8 +28,8 @@ Complete loads (eval, infer, export)
 
 Partial loads (training)
 ------------------------
-``load_finetune_weights`` (``--resume_yolov5``): every weight that fits; the detection heads are
-skipped, and say so, when the class count differs. ``load_pretrained_backbone``
+``load_finetune_weights`` (``--weights`` = ``--resume_yolov5``): every weight that fits; the detection
+heads are skipped, and say so, when the class count differs. ``load_pretrained_backbone``
 (``--pretrained_backbone``): the ``backbone.*`` weights only. Exact resume (``--resume``) loads the whole
 training state and lives with the checkpoint layout (``yolomodel.train.checkpoint.load_for_resume``).
 """
