@@ -92,7 +92,8 @@ def finetuned(data):
     logging.getLogger().addHandler(handler)
     try:
         code = load_tool("train").main(train_flags(data, run_dir, "--weights", str(data["imported"]), "--freeze",
-                                                   "10"))
+                                                   "10", "--val_mindrecord", str(data["val"]), "--eval_interval",
+                                                   "2"))
     finally:
         logging.getLogger().removeHandler(handler)
     return run_dir, code, [r.getMessage() for r in records]
@@ -181,6 +182,10 @@ def test_finetune_runs_keeps_the_frozen_backbone_and_records_the_model(data, fin
         np.testing.assert_allclose(params["ema." + name].asnumpy(), imported[name].asnumpy(), rtol=1e-6, atol=1e-7)
     neck = "neck.top_down3.cv1.conv.weight"
     assert not np.array_equal(params[neck].asnumpy(), imported[neck].asnumpy())    # trained
+    # validation during training builds the same network (v6.0 layout, the checkpoint's anchors)
+    assert any("validating the EMA weights on" in m for m in messages)
+    best, _ = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "best.ckpt")
+    np.testing.assert_array_equal(best["ema." + neck].asnumpy(), params["ema." + neck].asnumpy())
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (saved["yolov5_version"], saved["yolov5_layout"], saved["freeze"]) == ("yolov5n", "v6.0", [10])
     assert saved["resume_yolov5"] == str(data["imported"])
