@@ -64,11 +64,12 @@ def _num_images(mindrecord) -> int:
     return resolve_mindrecord(mindrecord)[1].num_images
 
 
-def measure_device_fps(version, training_shape, per_batch_size, device_target, steps) -> float:
+def measure_device_fps(version, training_shape, per_batch_size, device_target, steps, layout="v5.0") -> float:
     """The compiled train step's images/s, from benchmarks/train_step.py in a separate process."""
     with tempfile.TemporaryDirectory(prefix="train_step_") as tmp:
         out = Path(tmp) / "step.json"
         command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--yolov5_version", version,
+                   "--yolov5_layout", layout,
                    "--training_shape", str(training_shape), "--per_batch_size", str(per_batch_size),
                    "--device_target", device_target, "--steps", str(steps), "--json", str(out)]
         print("measuring the device:", " ".join(command[1:]), flush=True)
@@ -146,6 +147,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindrecord", help="folder written by tools/coco2mindrecord.py (default: synthetic)")
     parser.add_argument("--yolov5_version", default="yolov5s")
+    parser.add_argument("--yolov5_layout", default="v5.0", help="network layout of the measured train step")
     parser.add_argument("--training_shape", type=int, default=640)
     parser.add_argument("--per_batch_size", type=int, default=16)
     parser.add_argument("--max_workers", type=int, default=None, help="default: all cores")
@@ -184,7 +186,7 @@ def main(argv=None):
         device_fps, device_source = args.device_fps, "given with --device_fps"
     else:
         device_fps = measure_device_fps(args.yolov5_version, args.training_shape, args.per_batch_size,
-                                        args.device_target, args.device_steps)
+                                        args.device_target, args.device_steps, args.yolov5_layout)
         device_source = f"measured: {args.yolov5_version} train step on {args.device_target}"
     summary = summarise(input_by_workers, device_fps)
     title = (f"{args.yolov5_version} {args.training_shape}x{args.training_shape}, batch {args.per_batch_size}; "

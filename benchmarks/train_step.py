@@ -1,7 +1,7 @@
 """Speed of the compiled YOLOv5 train step on this device: the images/s the input pipeline must beat.
 
     python benchmarks/train_step.py --yolov5_version yolov5n --training_shape 320 --per_batch_size 8 \
-        [--steps 10] [--device_target CPU] [--num_classes 80] [--max_boxes 256] [--json FILE]
+        [--yolov5_layout v5.0|v6.0] [--steps 10] [--device_target CPU] [--num_classes 80] [--max_boxes 256] [--json FILE]
     python benchmarks/train_step.py --breakdown --yolov5_version yolov5n --training_shape 256 \
         --per_batch_size 16 [--rounds 5] [--steps 3] [--max_boxes 256] [--json FILE]
 
@@ -78,6 +78,7 @@ def synthetic_batch(seed: int, batch_size: int, size: int, num_classes: int, max
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--yolov5_version", default="yolov5s")
+    parser.add_argument("--yolov5_layout", default="v5.0", help="network layout: v5.0 or v6.0")
     parser.add_argument("--training_shape", type=int, default=640)
     parser.add_argument("--per_batch_size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None,
@@ -111,7 +112,7 @@ def build_parts(args):
     parts = builder.build_train_step(
         yolov5_version=args.yolov5_version, num_classes=args.num_classes, training_shape=args.training_shape,
         momentum=0.9, weight_decay=5e-4, loss_scale=loss_scale, loss_scale_type="static", label_smooth_factor=0.0,
-        iou_type="ciou", amp_level=amp_level, seed=0)
+        iou_type="ciou", amp_level=amp_level, seed=0, layout=args.yolov5_layout)
     return parts, amp_level, loss_scale
 
 
@@ -161,7 +162,7 @@ def breakdown_callables(args):
     from yolomodel.train import builder
 
     inference_net = builder.step_lib.apply_mixed_precision(
-        create_yolov5(args.yolov5_version, args.num_classes, seed=0), amp_level)
+        create_yolov5(args.yolov5_version, args.num_classes, seed=0, layout=args.yolov5_layout), amp_level)
     inference_net.set_train(False)
 
     class SumOfOutputs(nn.Cell):
@@ -273,7 +274,8 @@ def main(argv=None) -> dict:
 
     setup_device(args.device_target)
     result = {
-        "yolov5_version": args.yolov5_version, "training_shape": args.training_shape,
+        "yolov5_version": args.yolov5_version, "yolov5_layout": args.yolov5_layout,
+        "training_shape": args.training_shape,
         "per_batch_size": args.per_batch_size, "device_target": args.device_target,
         "num_classes": args.num_classes, "max_boxes": args.max_boxes, "steps": args.steps,
         "cpu_count": os.cpu_count(),
@@ -289,7 +291,7 @@ def main(argv=None) -> dict:
               f"{result['images_per_second']:.2f} images/s")
     else:
         result.update(run_whole_step(args))
-        print(f"{args.yolov5_version} {args.training_shape}x{args.training_shape} batch {args.per_batch_size} on "
+        print(f"{args.yolov5_version} ({args.yolov5_layout}) {args.training_shape}x{args.training_shape} batch {args.per_batch_size} on "
               f"{args.device_target}: compile + first step {result['compile_seconds']:.1f} s, then "
               f"{result['seconds_per_step']:.3f} s/step = {result['images_per_second']:.2f} images/s "
               f"({args.steps} steps)")

@@ -1,4 +1,4 @@
-"""YOLOv5 network: reference parameter count, output layout, decode, graph mode, ONNX export, init."""
+"""YOLOv5 network, both layouts: reference parameter counts, output layout, decode, graph mode, ONNX export, init."""
 from __future__ import annotations
 
 import math
@@ -11,12 +11,19 @@ from mindspore import Tensor, nn
 from yolodata.rng import keyed_rng
 from yolodata.targets import YOLOV5_ANCHORS
 from yolomodel import YOLOV5_VERSIONS, InferenceNet, create_yolov5
-from yolomodel.layers import SPP, images_to_focus_input, pools_chain, silu, upsample_nearest_2x
-from yolomodel.network import (decode_head_output, detection_bias_prior, flatten_head_output, make_divisible,
+from yolomodel.layers import SPP, SPPF, ConvStem, images_to_focus_input, pools_chain, silu, upsample_nearest_2x
+from yolomodel.network import (YOLOV5_LAYER_CELLS, YOLOV5_LAYOUTS, decode_head_output, detection_bias_prior,
+                               flatten_head_output, layer_parameter_prefixes, make_divisible, normalize_layout,
                                scaled_depth)
 
-# YOLOv5 v5.0 yolov5s.yaml at 80 classes in the reference PyTorch code (see ../shared/NOTES.md)
-YOLOV5S_REFERENCE_PARAMS = 7_276_605
+# Trainable parameters at 80 classes of the reference PyTorch YOLOv5 (yolov5{n,s,m,l,x}.yaml of release
+# v5.0, and of v6.0 and later), the counts its model summary prints
+REFERENCE_PARAMS = {
+    "v5.0": {"yolov5n": 1_882_525, "yolov5s": 7_276_605, "yolov5m": 21_375_645, "yolov5l": 47_056_765,
+             "yolov5x": 87_775_965},
+    "v6.0": {"yolov5n": 1_872_157, "yolov5s": 7_235_389, "yolov5m": 21_190_557, "yolov5l": 46_563_709,
+             "yolov5x": 86_749_405},
+}
 
 
 def trainable_count(net) -> int:
@@ -28,14 +35,14 @@ def random_images(shape, key=0) -> Tensor:
     return Tensor(keyed_rng(0, key, purpose="test_images").integers(0, 256, shape, dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def parameter_counts():
+@pytest.fixture(scope="module", params=YOLOV5_LAYOUTS)
+def parameter_counts(request):
     counts = {}
     for version in ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"):
-        net = create_yolov5(version, 80)
+        net = create_yolov5(version, 80, layout=request.param)
         counts[version] = trainable_count(net)
         del net
-    return counts
+    return request.param, counts
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +59,70 @@ def graph_mode():
         ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
-def test_yolov5s_parameter_count_matches_reference(parameter_counts):
-    assert parameter_counts["yolov5s"] == YOLOV5S_REFERENCE_PARAMS
+def test_parameter_counts_match_the_reference_for_every_size_and_layout(parameter_counts):
+    layout, counts = parameter_counts
+    assert counts == REFERENCE_PARAMS[layout]
+    assert set(counts) == set(YOLOV5_VERSIONS)
 
 
-def test_parameter_counts_increase_with_version(parameter_counts):
-    ordered = [parameter_counts[v] for v in ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")]
-    assert all(a < b for a, b in zip(ordered, ordered[1:])), ordered
-    assert set(parameter_counts) == set(YOLOV5_VERSIONS)
+def test_v5_0_stays_the_default_layout():
+    net = create_yolov5("yolov5n", 80)
+    assert net.layout == "v5.0" and trainable_count(net) == REFERENCE_PARAMS["v5.0"]["yolov5n"]
+
+
+@pytest.mark.parametrize("given, layout", [("v5.0", "v5.0"), ("5.0", "v5.0"), ("v6.0", "v6.0"), ("v6.1", "v6.0"),
+                                           ("v6.2", "v6.0"), ("V7.0", "v6.0"), ("yolov5-v7.0", "v6.0")])
+def test_layout_names_accept_the_release_a_user_knows(given, layout):
+    assert normalize_layout(given) == layout
+
+
+@pytest.mark.parametrize("given", ["v4.0", "v8", "", None, 6.5, True])
+def test_unknown_layouts_say_which_exist(given):
+    with pytest.raises(ValueError, match="must be v5.0 .* or v6.0"):
+        normalize_layout(given)
+
+
+@pytest.mark.parametrize("layout", YOLOV5_LAYOUTS)
+def test_every_parameter_belongs_to_one_yolov5_layer(layout):
+    net = create_yolov5("yolov5n", 3, layout=layout)
+    names = [p.name for p in net.get_parameters()]
+    cells = YOLOV5_LAYER_CELLS[layout]
+    assert len(cells) == 25 and sum(cell is None for cell in cells) == 6       # 2 Upsample + 4 Concat layers
+    owners = {name: [i for i, prefix in enumerate(layer_parameter_prefixes(layout, range(25)))
+                     if name.startswith(prefix)] for name in names}
+    assert all(len(found) == 1 for found in owners.values()), {n: f for n, f in owners.items() if len(f) != 1}
+    backbone = layer_parameter_prefixes(layout, range(10))
+    assert {n for n in names if n.startswith(backbone)} == {n for n in names if n.startswith("backbone.")}
+    with pytest.raises(ValueError, match="from 0 to 24"):
+        layer_parameter_prefixes(layout, [25])
+
+
+def test_v6_layout_stem_and_sppf_follow_yolov5():
+    net = create_yolov5("yolov5n", 80, layout="v6.0")
+    names = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    assert names["backbone.stem.conv.weight"] == (16, 3, 6, 6) and "backbone.stem.bn.gamma" in names
+    assert "backbone.sppf.cv2.conv.weight" in names and not any(".spp." in n for n in names)
+    assert len(net.backbone.c3_3.m) == 2 and len(net.backbone.c3_5.m) == 1 and net.backbone.c3_5.m[0].shortcut
+    # the stem is YOLOv5's Conv(3, 16, 6, 2, 2) on RGB / 255 in NCHW
+    images = keyed_rng(5, purpose="stem").integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    stem = net.backbone.stem
+    stem.set_train(False)
+    expected = stem.act(stem.bn(stem.conv(Tensor(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))))
+    np.testing.assert_allclose(stem(Tensor(images)).asnumpy(), expected.asnumpy(), rtol=1e-6, atol=1e-6)
+    assert isinstance(stem, ConvStem) and stem(Tensor(images)).shape == (1, 16, 32, 32)
+
+
+def test_sppf_equals_spp_5_9_13_with_the_same_weights():
+    spp, sppf = SPP(16, 16, (5, 9, 13)), SPPF(16, 16, 5)
+    for cell in (spp, sppf):
+        cell.set_train(False)
+    rng = keyed_rng(6, purpose="sppf")
+    for (name, param), (_, other) in zip(spp.parameters_and_names(), sppf.parameters_and_names()):
+        values = rng.normal(0, 0.3, param.shape).astype(np.float32)
+        param.set_data(Tensor(values))
+        other.set_data(Tensor(values))
+    x = Tensor(rng.normal(0, 1, (2, 16, 12, 10)).astype(np.float32))
+    np.testing.assert_allclose(sppf(x).asnumpy(), spp(x).asnumpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_yolov5_rounding_rules():
@@ -94,10 +157,10 @@ def test_bad_input_batches_are_rejected(yolov5n, shape, dtype, message):
         yolov5n(Tensor(np.zeros(shape, dtype)))
 
 
-@pytest.mark.parametrize("version", ["yolov5n", "yolov5s"])
-def test_output_shapes(version):
+@pytest.mark.parametrize("version, layout", [("yolov5n", "v5.0"), ("yolov5s", "v5.0"), ("yolov5n", "v6.0")])
+def test_output_shapes(version, layout):
     num_classes = 3
-    net = create_yolov5(version, num_classes)
+    net = create_yolov5(version, num_classes, layout=layout)
     outputs = net(random_images((2, 64, 96, 3)))
     assert len(outputs) == 3
     for output, stride in zip(outputs, (8, 16, 32)):

@@ -44,6 +44,7 @@ class Recipe:
     background_fraction: float = 0.05
     # training (yolo-train flags)
     yolov5_version: str = "yolov5n"
+    yolov5_layout: str = "v5.0"                 # v5.0 (the reference's) or v6.0
     training_shape: int = 192
     per_batch_size: int = 16
     max_epoch: int = 20
@@ -75,7 +76,7 @@ class Recipe:
 
         num_val = int(split_and_backgrounds(self.num_images, self.seed, self.val_fraction,
                                             self.background_fraction)[0].sum())
-        return (f"{self.yolov5_version} from scratch, synthetic {self.num_images} images "
+        return (f"{self.yolov5_version} ({self.yolov5_layout} layout) from scratch, synthetic {self.num_images} images "
                 f"({self.num_images - num_val} train + {num_val} val) of {self.image_size[0]}x{self.image_size[1]}, "
                 f"objects {self.objects_per_image[0]}-{self.objects_per_image[1]} per image of "
                 f"{self.object_size[0]:g}-{self.object_size[1]:g} of the short side; training shape "
@@ -140,7 +141,8 @@ def train_command(recipe: Recipe, train_dir: Path, val_dir: Path, run_dir: Path,
     config = write_augment_yaml(recipe, run_dir / "augment.yaml")
     return tool_command(
         "yolo-train", "--config", config, "--mindrecord", train_dir, "--val_mindrecord", val_dir,
-        "--yolov5_version", recipe.yolov5_version, "--per_batch_size", recipe.per_batch_size,
+        "--yolov5_version", recipe.yolov5_version, "--yolov5_layout", recipe.yolov5_layout,
+        "--per_batch_size", recipe.per_batch_size,
         "--training_shape", recipe.training_shape, "--resize_rate", 0, "--max_epoch", recipe.max_epoch,
         "--lr", repr(recipe.lr), "--warmup_epochs", repr(recipe.warmup_epochs), "--lr_scheduler", "cosine_annealing",
         "--t_max", recipe.max_epoch, "--eta_min", repr(recipe.eta_min), "--momentum", repr(recipe.momentum),

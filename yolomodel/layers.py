@@ -1,6 +1,7 @@
-"""The YOLOv5 (v5.0) building blocks: Conv-BN-SiLU, Focus, Bottleneck, C3, SPP and a 2x nearest upsample.
+"""The YOLOv5 building blocks: Conv-BN-SiLU, Focus and the 6x6 stem, Bottleneck, C3, SPP, SPPF, 2x upsample.
 
-Each block mirrors the module of the same name in YOLOv5's ``models/common.py`` (v5.0), so the
+Each block mirrors the module of the same name in YOLOv5's ``models/common.py`` (v5.0 for Focus and
+SPP, v6.0 for the 6x6 stem ``Conv(3, 64, 6, 2, 2)`` and SPPF), with the same attribute names, so the
 parameter shapes, and therefore the parameter count, are the reference's. Convolution weights are left
 at a cheap placeholder here: ``network.YOLOv5`` initialises every parameter from the keyed RNG by its
 name, so the initial weights do not depend on MindSpore's global seed.
@@ -17,12 +18,14 @@ BN_MOMENTUM = 0.97
 
 
 class ConvBNSiLU(nn.Cell):
-    """YOLOv5's ``Conv``: a bias-free k x k convolution with 'same' padding (k // 2), BatchNorm, SiLU."""
+    """YOLOv5's ``Conv``: a bias-free k x k convolution (padding k // 2 unless given), BatchNorm, SiLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int | None = None):
         super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                              padding=kernel_size // 2, has_bias=False, weight_init="zeros")
+                              padding=padding, has_bias=False, weight_init="zeros")
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
     def construct(self, x):
@@ -61,6 +64,25 @@ class Focus(nn.Cell):
 
     def construct(self, images):
         return self.conv(images_to_focus_input(images))
+
+
+def images_to_nchw_float(images):
+    """uint8 (B, H, W, C) images -> float32 (B, C, H, W) in [0, 1] (YOLOv5's input: RGB / 255)."""
+    return images.astype(ms.float32).transpose(0, 3, 1, 2) / 255.0
+
+
+class ConvStem(ConvBNSiLU):
+    """The v6.0 stem on the raw uint8 (B, H, W, 3) batch: /255 and NCHW, then YOLOv5's Conv(3, c, 6, 2, 2).
+
+    A ``ConvBNSiLU`` itself, so its parameters are named like YOLOv5's ``model.0`` (``conv``, ``bn``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 6, stride: int = 2,
+                 padding: int = 2):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding)
+
+    def construct(self, images):
+        return self.act(self.bn(self.conv(images_to_nchw_float(images))))
 
 
 class Bottleneck(nn.Cell):
@@ -130,6 +152,24 @@ def pools_chain(pool_sizes) -> bool:
     """
     first = pool_sizes[0]
     return first > 1 and all(size == (i + 1) * (first - 1) + 1 for i, size in enumerate(pool_sizes))
+class SPPF(nn.Cell):
+    """YOLOv5's ``SPPF`` (v6.0): 1x1 to in/2, three chained k x k max-pools (stride 1), concat all four, 1x1.
+
+    Equal to SPP(k, 2k - 1, 3k - 2) in value (chained 5x5 pools are 9x9 and 13x13 pools), cheaper.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, pool_size: int = 5):
+        super().__init__()
+        hidden = in_channels // 2
+        self.cv1 = ConvBNSiLU(in_channels, hidden, 1)
+        self.cv2 = ConvBNSiLU(hidden * 4, out_channels, 1)
+        self.pool = nn.MaxPool2d(kernel_size=pool_size, stride=1, pad_mode="same")
+
+    def construct(self, x):
+        x = self.cv1(x)
+        y1 = self.pool(x)
+        y2 = self.pool(y1)
+        return self.cv2(ops.concat((x, y1, y2, self.pool(y2)), axis=1))
 
 
 def upsample_nearest_2x(x):

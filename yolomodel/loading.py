@@ -5,12 +5,16 @@ Reading
 ``read_weights`` is the one reader: it reads a checkpoint file (``yolomodel.train.checkpoint`` describes
 the layout) and returns the network-named weights, the EMA weights (``ema.*``) when the checkpoint has
 them and ``use_ema`` asks for them, else the plain ones, with the checkpoint's metadata. Every loader
-below goes through it, so a file format added later is added in one place.
+below goes through it, so a file format added later is added in one place. A PyTorch YOLOv5 ``.pt`` is
+such a format: it is imported in memory (``yolomodel.yolov5_import``, with the import tool's checks;
+nothing in it is executed) and then reads like the ``.ckpt`` the import tool would write.
 
 Which network a checkpoint holds
 --------------------------------
-Checkpoints written by training record ``yolov5_version`` and ``num_classes``; a plain weights file
-records nothing and the caller names the network. ``resolve_model_spec`` combines the two: a value given
+Checkpoints written by training and by the YOLOv5 importer record ``yolov5_version``,
+``yolov5_layout``, ``num_classes``, the anchors and the class names; a plain weights file records
+nothing and the caller names the network (its layout is told by the stem's parameter names,
+``layout_from_weights``). ``resolve_model_spec`` combines the two: a value given
 by the caller must equal the recorded one, and a missing value is an error that says what to pass. The
 weights' own shapes tell the class count (the detection convolutions have 3 * (5 + C) outputs) and the
 model size (the stem's width is different for every size); messages use them to say what the file
@@ -24,8 +28,8 @@ Complete loads (eval, infer, export)
 
 Partial loads (training)
 ------------------------
-``load_finetune_weights`` (``--resume_yolov5``): every weight that fits; the detection heads are
-skipped, and say so, when the class count differs. ``load_pretrained_backbone``
+``load_finetune_weights`` (``--weights`` = ``--resume_yolov5``): every weight that fits; the detection
+heads are skipped, and say so, when the class count differs. ``load_pretrained_backbone``
 (``--pretrained_backbone``): the ``backbone.*`` weights only. Exact resume (``--resume``) loads the whole
 training state and lives with the checkpoint layout (``yolomodel.train.checkpoint.load_for_resume``).
 """
@@ -44,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # parameters whose shapes identify the class count and the model size
 HEAD_BIAS_NAME = "head.detect_s8.bias"
-STEM_WEIGHT_NAME = "backbone.stem.conv.conv.weight"
+STEM_WEIGHT_NAMES = ("backbone.stem.conv.conv.weight", "backbone.stem.conv.weight")   # v5.0 Focus, v6.0 conv
+V6_STEM_WEIGHT_NAME = "backbone.stem.conv.weight"
 HEAD_PREFIX = "head."
 BACKBONE_PREFIX = "backbone."
 
@@ -73,10 +78,15 @@ class LoadedModel:
     weights: str             # "ema" or "model"
     checkpoint: Path
     metadata: dict
+    layout: str = "v5.0"
+    class_names: tuple | None = None     # recorded in the checkpoint (trained or imported), else None
+    anchors: object = None               # float32 (3, 3, 2) pixels the network decodes with
 
     def describe(self) -> str:
         kind = "EMA weights" if self.weights == "ema" else "weights (no EMA in the checkpoint)"
-        return f"{self.version}, {self.num_classes} classes, {kind} from {self.checkpoint}"
+        source = self.metadata.get("source")
+        return (f"{self.version}, {self.num_classes} classes, {kind} from {self.checkpoint} ({self.layout} layout"
+                + (f"; {source})" if source else ")"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,13 +111,20 @@ def model_weights(params: dict, use_ema: bool = True) -> tuple[dict, bool]:
 def read_weights(path, use_ema: bool = True) -> CheckpointWeights:
     """The network weights (EMA when present and ``use_ema``) and metadata of a checkpoint file.
 
+    ``path`` may be a PyTorch YOLOv5 ``.pt`` (or any zip): it is imported in memory and gives the
+    weights and metadata of the ``.ckpt`` the import tool would write (its values are numpy arrays).
     ModelLoadError naming the file when it is missing or cannot be read as a checkpoint.
     """
     from .train.checkpoint import read_checkpoint
+    from .yolov5_import import is_pytorch_file, read_yolov5_pt
 
     path = Path(path)
     try:
-        params, metadata = read_checkpoint(path)
+        if is_pytorch_file(path):
+            imported = read_yolov5_pt(path)
+            params, metadata = dict(imported.weights), imported.metadata()
+        else:
+            params, metadata = read_checkpoint(path)
     except ValueError as error:
         raise ModelLoadError(str(error)) from error
     weights, is_ema = model_weights(params, use_ema)
@@ -137,7 +154,7 @@ def classes_from_weights(weights: dict) -> int | None:
 
 def version_from_weights(weights: dict) -> str | None:
     """The model size whose stem width ``weights`` (network names) has, or None."""
-    stem = weights.get(STEM_WEIGHT_NAME)
+    stem = next((weights[name] for name in STEM_WEIGHT_NAMES if name in weights), None)
     if stem is None or len(stem.shape) != 4:
         return None
     return stem_width_versions().get(int(stem.shape[0]))
@@ -150,6 +167,21 @@ def describe_weights(weights: dict) -> str:
         return "no YOLOv5 network of this project"
     size = version or "model of unknown size"
     return f"a {size} with {classes} classes" if classes is not None else f"a {size}"
+
+
+def layout_from_weights(metadata: dict, weights: dict) -> str:
+    """The network layout a checkpoint holds: recorded, else told by its stem's parameter names, else v5.0."""
+    from .network import DEFAULT_LAYOUT, LAYOUT_V6, normalize_layout
+
+    recorded = metadata.get("yolov5_layout")
+    if recorded:
+        try:
+            return normalize_layout(recorded)
+        except ValueError as error:
+            raise ModelLoadError(f"the checkpoint records an unknown layout: {error}") from error
+    if V6_STEM_WEIGHT_NAME in weights or any(name.startswith("backbone.sppf.") for name in weights):
+        return LAYOUT_V6
+    return DEFAULT_LAYOUT
 
 
 def resolve_model_spec(metadata: dict, weights: dict, *, version=None, num_classes=None,
@@ -210,7 +242,7 @@ def parameter_shapes(network) -> dict:
 
 
 def fitting_weights(weights: dict, network_shapes: dict, *, version: str, num_classes: int,
-                    source: str) -> dict:
+                    source: str, layout: str = "v5.0") -> dict:
     """The entries of ``weights`` for every network parameter, or ModelLoadError saying what does not fit.
 
     ``network_shapes``: parameter name -> shape of the network built for (version, num_classes).
@@ -230,9 +262,9 @@ def fitting_weights(weights: dict, network_shapes: dict, *, version: str, num_cl
         raise ModelLoadError(f"{source} has detection heads for {held_text}, not {num_classes}: pass the "
                              f"checkpoint's class count (--num_classes {held if held is not None else 'N'})")
     example = (other_shape or missing)[0]
-    raise ModelLoadError(f"{source} does not fit a {version} with {num_classes} classes: {len(other_shape)} "
-                         f"parameters have another shape and {len(missing)} are missing (e.g. {example}); it "
-                         f"looks like {looks_like}; pass the checkpoint's --yolov5_version")
+    raise ModelLoadError(f"{source} does not fit a {version} (layout {layout}) with {num_classes} classes: "
+                         f"{len(other_shape)} parameters have another shape and {len(missing)} are missing (e.g. "
+                         f"{example}); it looks like {looks_like}; pass the checkpoint's --yolov5_version")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,20 +282,34 @@ def load_inference_net(checkpoint, *, version=None, num_classes=None, use_ema: b
     import mindspore as ms
 
     from .network import InferenceNet, create_yolov5
+    from .train.checkpoint import decode_anchors, decode_class_names
 
     read = read_weights(checkpoint, use_ema)
     source = f"checkpoint {read.path}"
+    layout = layout_from_weights(read.metadata, read.weights)
+    try:
+        anchors = decode_anchors(read.metadata)
+    except ValueError as error:
+        raise ModelLoadError(f"{source}: {error}") from error
     version, num_classes = resolve_model_spec(read.metadata, read.weights, version=version,
                                               num_classes=num_classes, source=source,
                                               default_num_classes=default_num_classes)
-    net = create_yolov5(version, num_classes)
+    try:
+        net = create_yolov5(version, num_classes, layout=layout, anchors=anchors)
+    except ValueError as error:
+        raise ModelLoadError(f"{source}: {error}") from error
     chosen = fitting_weights(read.weights, parameter_shapes(net), version=version, num_classes=num_classes,
-                             source=source)
+                             source=source, layout=layout)
+    chosen = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
+              for name, value in chosen.items()}
     not_loaded, _ = ms.load_param_into_net(net, chosen, strict_load=True)
     if not_loaded:  # cannot happen after fitting_weights; a guard against a silent partial load
         raise ModelLoadError(f"{source}: parameters {not_loaded[:3]} could not be loaded")
+    names = decode_class_names(read.metadata)
     return LoadedModel(InferenceNet(net), version, num_classes, "ema" if read.is_ema else "model", read.path,
-                       read.metadata)
+                       read.metadata, layout=layout,
+                       class_names=tuple(names) if names is not None and len(names) == num_classes else None,
+                       anchors=np.asarray(net.anchors, np.float32))
 
 
 def network_predictor(inference_net) -> Callable[[np.ndarray], np.ndarray]:
@@ -285,7 +331,7 @@ def network_predictor(inference_net) -> Callable[[np.ndarray], np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 def _assign(network, chosen: dict) -> None:
-    """Copy ``chosen`` (name -> checkpoint Parameter) into the network's parameters of those names.
+    """Copy ``chosen`` (name -> checkpoint Parameter or numpy array) into the network's parameters of those names.
 
     Used for partial loads, where ``load_param_into_net`` would warn about every parameter left out.
     """
@@ -294,15 +340,18 @@ def _assign(network, chosen: dict) -> None:
     own = {p.name: p for p in network.get_parameters()}
     for name, value in chosen.items():
         target = own[name]
-        target.set_data(ms.Tensor(value.asnumpy()).astype(target.dtype))
+        values = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+        target.set_data(ms.Tensor(values).astype(target.dtype))
 
 
-def load_finetune_weights(network, path, num_classes: int, log=logger.info) -> dict:
-    """``--resume_yolov5``: weights only (EMA when present), heads skipped when the class count differs.
+def load_finetune_weights(network, path, num_classes: int, log=logger.info, *, read=None) -> dict:
+    """``--weights`` (``--resume_yolov5``): weights only (EMA when present), heads skipped when the class count differs.
 
-    Returns a small report: loaded / skipped names and whether heads were skipped.
+    ``path``: a ``.ckpt`` (trained or imported) or a YOLOv5 ``.pt``; ``read``: its ``read_weights`` when the
+    caller has it already. Skipped heads keep the network's initialisation, YOLOv5's with its objectness
+    and class bias priors. Returns a small report: loaded / skipped names and whether heads were skipped.
     """
-    read = read_weights(path)
+    read = read if read is not None else read_weights(path)
     weights, metadata, is_ema = read.weights, read.metadata, read.is_ema
     shapes = parameter_shapes(network)
     saved_classes = metadata.get("num_classes")
@@ -310,26 +359,33 @@ def load_finetune_weights(network, path, num_classes: int, log=logger.info) -> d
                              and tuple(weights[name].shape) != shape for name, shape in shapes.items())
     skip_heads = head_shapes_differ or (saved_classes is not None and int(saved_classes) != int(num_classes))
     keep = (lambda name: not name.startswith(HEAD_PREFIX)) if skip_heads else None
+    held = (f"{metadata.get('yolov5_version', 'an unrecorded size')}, layout "
+            f"{layout_from_weights(metadata, weights)}")
+    network_layout = getattr(network, "layout", None)
+    if network_layout is not None and layout_from_weights(metadata, weights) != network_layout:
+        raise ModelLoadError(f"--weights {path} holds the {layout_from_weights(metadata, weights)} layout, this "
+                             f"network is {network_layout}; drop --yolov5_layout (it comes from the checkpoint)")
     chosen, wrong_shape, absent = _matching(shapes, weights, keep)
     if wrong_shape:
-        raise ModelLoadError(f"--resume_yolov5 {path}: {len(wrong_shape)} parameters outside the heads have another "
-                             f"shape (e.g. {wrong_shape[:3]}): it is another model size than --yolov5_version; "
-                             f"checkpoint says {metadata.get('yolov5_version', 'nothing')} (its weights look like "
+        raise ModelLoadError(f"--weights {path}: {len(wrong_shape)} parameters outside the heads have another "
+                             f"shape (e.g. {wrong_shape[:3]}): it is another model size or layout than this "
+                             f"network's (the checkpoint holds {held}; its weights look like "
                              f"{describe_weights(weights)})")
     if not chosen:
-        raise ModelLoadError(f"--resume_yolov5 {path}: no parameter of it fits this network (no name matches); "
-                             f"is it a YOLOv5 checkpoint of this project?")
+        raise ModelLoadError(f"--weights {path}: no parameter of it fits this network (no name matches); is it a "
+                             f"YOLOv5 checkpoint? (it holds {held})")
     _assign(network, chosen)
     source = "EMA weights" if is_ema else "weights"
     if skip_heads:
-        held = saved_classes if saved_classes is not None else "other head shapes"
-        log(f"--resume_yolov5: loaded {len(chosen)} {source} from {path}; the detection heads (head.*) were NOT "
-            f"loaded because the class count differs (checkpoint: {held}, this dataset: {num_classes}); they keep "
-            f"their fresh initialisation")
+        held_classes = saved_classes if saved_classes is not None else "other head shapes"
+        log(f"--weights: loaded {len(chosen)} {source} from {path}; the detection heads (head.*) were NOT loaded "
+            f"because the class count differs (checkpoint: {held_classes}, this dataset: {num_classes}); they are "
+            f"re-initialised as YOLOv5 does, with its bias priors (objectness log(8 / (640 / stride)^2), classes "
+            f"log(0.6 / (classes - 0.99)))")
     else:
-        log(f"--resume_yolov5: loaded {len(chosen)} {source} from {path}")
+        log(f"--weights: loaded {len(chosen)} {source} from {path} (all of the network, heads included)")
     if absent:
-        log(f"--resume_yolov5: {len(absent)} network parameters were not in the checkpoint and keep their "
+        log(f"--weights: {len(absent)} network parameters were not in the checkpoint and keep their "
             f"initialisation (e.g. {absent[:3]})")
     return {"loaded": sorted(chosen), "skipped_heads": skip_heads, "absent": absent, "ema": is_ema}
 
@@ -348,7 +404,7 @@ def load_pretrained_backbone(network, path, log=logger.info) -> list[str]:
     if wrong_shape or not chosen:
         raise ModelLoadError(f"--pretrained_backbone {path}: {len(chosen)} backbone parameters fit, "
                              f"{len(wrong_shape)} have another shape (e.g. {wrong_shape[:3]}); it must be a backbone "
-                             f"of the same --yolov5_version")
+                             f"of the same --yolov5_version and --yolov5_layout")
     _assign(network, chosen)
     log(f"--pretrained_backbone: loaded {len(chosen)} backbone {'EMA ' if read.is_ema else ''}parameters from "
         f"{path}" + (f"; {len(absent)} backbone parameters were not in it (e.g. {absent[:3]})" if absent else ""))

@@ -1,15 +1,25 @@
-"""YOLOv5 (v5.0 layout) for MindSpore: ``create_yolov5(version, num_classes)`` and ``InferenceNet``.
+"""YOLOv5 for MindSpore, both network layouts: ``create_yolov5(version, num_classes, layout=...)``, ``InferenceNet``.
 
-Layout (YOLOv5 v5.0 ``models/yolov5*.yaml``; channels before the width multiple, C3 repeats before
-the depth multiple):
+Two layouts (``YOLOV5_LAYOUTS``), named after the YOLOv5 release that introduced them; channels are
+given before the width multiple, C3 repeats before the depth multiple:
 
-* ``backbone``: Focus(64, 3x3) -> Conv(128, 3, s2) -> C3(128) x3 -> Conv(256, s2) -> C3(256) x9 [P3]
-  -> Conv(512, s2) -> C3(512) x9 [P4] -> Conv(1024, s2) -> SPP(1024; 5, 9, 13) -> C3(1024, no
-  shortcut) x3 [P5].
+* ``backbone`` of layout ``v5.0`` (YOLOv5 v5.0 ``models/yolov5*.yaml``; the reference's and the
+  default for training from scratch): Focus(64, 3x3) -> Conv(128, 3, s2) -> C3(128) x3 -> Conv(256, s2)
+  -> C3(256) x9 [P3] -> Conv(512, s2) -> C3(512) x9 [P4] -> Conv(1024, s2) -> SPP(1024; 5, 9, 13) ->
+  C3(1024, no shortcut) x3 [P5].
+* ``backbone`` of layout ``v6.0`` (releases v6.0, v6.1, v6.2 and v7.0, the layout of every published
+  checkpoint since October 2021): Conv(64, 6x6, s2, padding 2) -> Conv(128, 3, s2) -> C3(128) x3 ->
+  Conv(256, s2) -> C3(256) x6 [P3] -> Conv(512, s2) -> C3(512) x9 [P4] -> Conv(1024, s2) -> C3(1024) x3
+  -> SPPF(1024, 5) [P5].
 * ``neck`` (PAN, every C3 without shortcut): 1x1 Conv(512) on P5, upsample, concat P4, C3(512),
   1x1 Conv(256), upsample, concat P3, C3(256) [out P3]; Conv(256, s2), concat the 256 lateral, C3(512)
   [out P4]; Conv(512, s2), concat the 512 lateral, C3(1024) [out P5].
 * ``head``: one 1x1 convolution with bias per stride 8 / 16 / 32, 3 * (5 + C) channels.
+
+Neck and head are the same in both layouts. ``YOLOV5_LAYER_CELLS`` maps YOLOv5's layer indices
+(``model.0`` .. ``model.24`` of its ``state_dict``, the numbers its ``--freeze`` counts) to these cells.
+The anchors (pixels, one row of three per stride) are YOLOv5's defaults unless given (an imported
+checkpoint carries its own, e.g. after YOLOv5's AutoAnchor).
 
 The network takes the pipeline's uint8 (B, H, W, 3) RGB batch (H, W multiples of 32) and normalises it
 itself. ``YOLOv5.construct`` returns the three raw head outputs, each float32 (B, 3 * H_s * W_s, 5 + C)
@@ -32,7 +42,7 @@ from yolodata.checks import INPUT_MULTIPLE
 from yolodata.rng import keyed_rng
 from yolodata.targets import STRIDES, YOLOV5_ANCHORS
 
-from .layers import C3, SPP, ConvBNSiLU, Focus, upsample_nearest_2x
+from .layers import C3, SPP, SPPF, ConvBNSiLU, ConvStem, Focus, upsample_nearest_2x
 
 # version -> (depth_multiple, width_multiple), as in YOLOv5's models/yolov5{n,s,m,l,x}.yaml
 YOLOV5_VERSIONS = {
@@ -43,6 +53,26 @@ YOLOV5_VERSIONS = {
     "yolov5x": (1.33, 1.25),
 }
 NUM_ANCHORS = 3
+# network layouts, named after the YOLOv5 release that introduced them; v5.0 is the reference's
+LAYOUT_V5 = "v5.0"
+LAYOUT_V6 = "v6.0"
+YOLOV5_LAYOUTS = (LAYOUT_V5, LAYOUT_V6)
+DEFAULT_LAYOUT = LAYOUT_V5
+# what users may type: the release their weights come from (v6.1, v6.2 and v7.0 use the v6.0 layout)
+LAYOUT_ALIASES = {"v5.0": LAYOUT_V5, "v5": LAYOUT_V5, "5.0": LAYOUT_V5, "5": LAYOUT_V5,
+                  **{name: LAYOUT_V6 for name in ("v6.0", "v6", "6.0", "6", "v6.1", "6.1", "v6.2", "6.2",
+                                                  "v7.0", "v7", "7.0", "7")}}
+# YOLOv5's layer index (model.<i> in its state_dict) -> the cell of this network holding that layer;
+# None for the layers without parameters (Upsample, Concat). Index 24 is Detect (all three heads).
+_NECK_CELLS = ("neck.lateral5", None, None, "neck.top_down4", "neck.lateral4", None, None, "neck.top_down3",
+               "neck.down3", None, "neck.bottom_up4", "neck.down4", None, "neck.bottom_up5", "head")
+YOLOV5_LAYER_CELLS = {
+    LAYOUT_V5: ("backbone.stem", "backbone.down2", "backbone.c3_2", "backbone.down3", "backbone.c3_3",
+                "backbone.down4", "backbone.c3_4", "backbone.down5", "backbone.spp", "backbone.c3_5") + _NECK_CELLS,
+    LAYOUT_V6: ("backbone.stem", "backbone.down2", "backbone.c3_2", "backbone.down3", "backbone.c3_3",
+                "backbone.down4", "backbone.c3_4", "backbone.down5", "backbone.c3_5", "backbone.sppf") + _NECK_CELLS,
+}
+NUM_BACKBONE_LAYERS = 10            # YOLOv5's --freeze 10 freezes exactly the backbone
 PRIOR_IMAGE_SIZE = 640              # YOLOv5's _initialize_biases assumes 640 px images
 BASE_CHANNELS = (64, 128, 256, 512, 1024)
 
@@ -55,6 +85,28 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 def scaled_depth(repeats: int, depth_multiple: float) -> int:
     """YOLOv5's repeat rounding (parse_model): max(round(n * gd), 1) for n > 1, n itself otherwise."""
     return max(round(repeats * depth_multiple), 1) if repeats > 1 else repeats
+
+
+def normalize_layout(layout) -> str:
+    """``layout`` as one of YOLOV5_LAYOUTS (release names such as 'v7.0' accepted), or ValueError saying what to pass."""
+    key = str(layout).strip().lower() if isinstance(layout, (str, float, int)) and not isinstance(layout, bool) else None
+    if key is not None and key.startswith("yolov5"):
+        key = key[len("yolov5"):].lstrip("-_ ")
+    if key not in LAYOUT_ALIASES:
+        raise ValueError(f"the YOLOv5 network layout must be v5.0 (Focus stem, SPP; YOLOv5 releases up to v5.0) or "
+                         f"v6.0 (6x6 stem conv, SPPF; releases v6.0 to v7.0); got {layout!r}")
+    return LAYOUT_ALIASES[key]
+
+
+def validate_anchors(anchors) -> np.ndarray:
+    """float32 (3 strides, 3 anchors, 2) anchor sizes in pixels, or ValueError saying what is wrong."""
+    values = np.asarray(anchors, np.float64)
+    if values.shape != (len(STRIDES), NUM_ANCHORS, 2):
+        raise ValueError(f"anchors must be (width, height) pixel sizes shaped ({len(STRIDES)}, {NUM_ANCHORS}, 2), "
+                         f"one row of {NUM_ANCHORS} per stride {tuple(int(s) for s in STRIDES)}; got shape {values.shape}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError("anchors must be positive finite sizes in pixels")
+    return values.astype(np.float32)
 
 
 def validate_model_args(version, num_classes) -> tuple[str, int]:
@@ -131,7 +183,7 @@ def decode_head_output(raw, anchors, stride: int, height: int, width: int):
 
 
 class Backbone(nn.Cell):
-    """Focus stem to SPP + C3: returns the P3, P4, P5 feature maps (strides 8, 16, 32)."""
+    """The v5.0 backbone, Focus stem to SPP + C3: returns the P3, P4, P5 feature maps (strides 8, 16, 32)."""
 
     def __init__(self, widths, depth_multiple: float):
         super().__init__()
@@ -153,6 +205,32 @@ class Backbone(nn.Cell):
         p3 = self.c3_3(self.down3(x))
         p4 = self.c3_4(self.down4(p3))
         p5 = self.c3_5(self.spp(self.down5(p4)))
+        return p3, p4, p5
+
+
+class BackboneV6(nn.Cell):
+    """The v6.0 backbone, 6x6 stem conv to C3 + SPPF: returns the P3, P4, P5 feature maps (strides 8, 16, 32)."""
+
+    def __init__(self, widths, depth_multiple: float):
+        super().__init__()
+        c1, c2, c3, c4, c5 = widths
+        n3, n6, n9 = (scaled_depth(n, depth_multiple) for n in (3, 6, 9))
+        self.stem = ConvStem(3, c1, 6, 2, 2)
+        self.down2 = ConvBNSiLU(c1, c2, 3, 2)
+        self.c3_2 = C3(c2, c2, n3)
+        self.down3 = ConvBNSiLU(c2, c3, 3, 2)
+        self.c3_3 = C3(c3, c3, n6)
+        self.down4 = ConvBNSiLU(c3, c4, 3, 2)
+        self.c3_4 = C3(c4, c4, n9)
+        self.down5 = ConvBNSiLU(c4, c5, 3, 2)
+        self.c3_5 = C3(c5, c5, n3)
+        self.sppf = SPPF(c5, c5, 5)
+
+    def construct(self, images):
+        x = self.c3_2(self.down2(self.stem(images)))
+        p3 = self.c3_3(self.down3(x))
+        p4 = self.c3_4(self.down4(p3))
+        p5 = self.sppf(self.c3_5(self.down5(p4)))
         return p3, p4, p5
 
 
@@ -200,24 +278,27 @@ class DetectionHead(nn.Cell):
 
 
 class YOLOv5(nn.Cell):
-    """YOLOv5 v5.0 network; ``construct(images)`` -> three raw float32 (B, 3 * H_s * W_s, 5 + C) outputs.
+    """YOLOv5 network; ``construct(images)`` -> three raw float32 (B, 3 * H_s * W_s, 5 + C) outputs.
 
     ``images``: uint8 (B, H, W, 3) RGB, H and W multiples of 32. Attributes used by the loss, decode and
-    tools: ``version``, ``num_classes``, ``strides`` (8, 16, 32), ``anchors`` (float32 numpy (3, 3, 2),
-    input pixels), ``num_anchors``.
+    tools: ``version``, ``layout`` (one of YOLOV5_LAYOUTS), ``num_classes``, ``strides`` (8, 16, 32),
+    ``anchors`` (float32 numpy (3, 3, 2), input pixels), ``num_anchors``.
     """
 
-    def __init__(self, version: str, num_classes: int, *, seed: int = 0):
+    def __init__(self, version: str, num_classes: int, *, seed: int = 0, layout: str = DEFAULT_LAYOUT,
+                 anchors=None):
         super().__init__()
         version, num_classes = validate_model_args(version, num_classes)
+        layout = normalize_layout(layout)
         depth_multiple, width_multiple = YOLOV5_VERSIONS[version]
         widths = tuple(make_divisible(c * width_multiple, 8) for c in BASE_CHANNELS)
         self.version = version
+        self.layout = layout
         self.num_classes = num_classes
         self.num_anchors = NUM_ANCHORS
         self.strides = tuple(int(s) for s in STRIDES)
-        self.anchors = np.array(YOLOV5_ANCHORS, np.float32)
-        self.backbone = Backbone(widths, depth_multiple)
+        self.anchors = validate_anchors(YOLOV5_ANCHORS if anchors is None else anchors)
+        self.backbone = (Backbone if layout == LAYOUT_V5 else BackboneV6)(widths, depth_multiple)
         self.neck = Neck(widths, depth_multiple)
         self.head = DetectionHead(widths[2:], num_classes, NUM_ANCHORS)
         self.initialise_parameters(seed)
@@ -282,9 +363,27 @@ class InferenceNet(nn.Cell):
         return ops.concat(decoded, axis=1)
 
 
-def create_yolov5(version: str, num_classes: int, *, seed: int = 0) -> YOLOv5:
-    """A YOLOv5 v5.0 network: ``version`` in YOLOV5_VERSIONS, ``num_classes`` >= 1.
+def create_yolov5(version: str, num_classes: int, *, seed: int = 0, layout: str = DEFAULT_LAYOUT,
+                  anchors=None) -> YOLOv5:
+    """A YOLOv5 network: ``version`` in YOLOV5_VERSIONS, ``num_classes`` >= 1, ``layout`` in YOLOV5_LAYOUTS.
 
-    ``seed`` fixes the initial weights (see ``YOLOv5.initialise_parameters``).
+    ``seed`` fixes the initial weights (see ``YOLOv5.initialise_parameters``); ``anchors`` (pixels,
+    (3, 3, 2)) default to YOLOv5's.
     """
-    return YOLOv5(version, num_classes, seed=seed)
+    return YOLOv5(version, num_classes, seed=seed, layout=layout, anchors=anchors)
+
+
+def layer_parameter_prefixes(layout: str, layer_indices) -> tuple[str, ...]:
+    """The parameter-name prefixes (``backbone.stem.`` ...) of YOLOv5's layers ``layer_indices`` in ``layout``.
+
+    Layers without parameters (Upsample, Concat) contribute nothing; an index outside 0..24 is a ValueError.
+    """
+    cells = YOLOV5_LAYER_CELLS[normalize_layout(layout)]
+    prefixes = []
+    for index in layer_indices:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(cells):
+            raise ValueError(f"YOLOv5 layer indices run from 0 to {len(cells) - 1} (0-9 backbone, 10-23 neck, 24 "
+                             f"Detect); got {index!r}")
+        if cells[index] is not None:
+            prefixes.append(cells[index] + ".")
+    return tuple(prefixes)

@@ -15,8 +15,9 @@ enlarged with --scaleup, all of val.py's settings with --yolov5_val), run throug
 decoded, reduced by class-aware NMS, mapped back to original image pixels and written as a COCO
 results json (original image and category ids) to --results_file (default outputs/eval/results.json);
 that file is then scored with pycocotools against VAL_DIR/annotations.json (or --ann_file). The model
-size and class count are those the checkpoint records (training writes them); for a plain weights
-file --yolov5_version names the size, and the class count defaults to the dataset's.
+size, layout and class count are those the checkpoint records (training and yolo-import-yolov5 write
+them); for a plain weights file --yolov5_version names the size, and the class count defaults to the
+dataset's. CKPT may also be a PyTorch YOLOv5 .pt, imported on the fly (nothing in it is executed).
 
 Score an existing results file (no model):
 
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindrecord", "--data_dir", dest="mindrecord", type=Path, default=None,
                         help="converted val folder (yolo-coco2mindrecord output)")
-    parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint of the YOLOv5 network")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="checkpoint of the YOLOv5 network (.ckpt, or a YOLOv5 .pt imported on the fly)")
     parser.add_argument("--ann_file", type=Path, default=None,
                         help="ground-truth COCO json (default with --mindrecord: VAL_DIR/annotations.json)")
     parser.add_argument("--results_file", type=Path, default=None,
@@ -139,6 +141,10 @@ def run_model(args, started: float) -> int:
     group = setup_device(args.device_target, distributed=bool(args.is_distributed), program="tools/eval.py")
     loaded = load_model_for_dataset(args.pretrained, manifest.num_classes, version=args.yolov5_version,
                                     num_classes=args.num_classes)
+    if group.rank == 0 and loaded.class_names is not None and list(loaded.class_names) != manifest.class_names:
+        print(f"note: the checkpoint's class names ({', '.join(loaded.class_names[:5])}...) differ from the "
+              f"dataset's ({', '.join(manifest.class_names[:5])}...); classes are matched by index", file=sys.stderr,
+              flush=True)
     if group.rank == 0:
         print(f"evaluating {loaded.describe()} on {args.mindrecord} ({manifest.num_images} images, "
               f"{group.group_size} rank(s)) at {args.testing_shape}: {describe_settings(geometry, nms)}", flush=True)

@@ -10,9 +10,10 @@ The exported graph is the whole inference network: input ``images`` uint8 (batch
 probability, class probabilities. Normalisation (/255, NHWC -> NCHW) and box decoding are inside;
 NMS is not. The EMA weights are exported when the checkpoint has them.
 
-Checkpoints written by training record the model size and class count, so --yolov5_version and
---num_classes may be left out (when given, they must agree with the checkpoint). A plain weights
-checkpoint needs both flags. The output is NAME.mindir / NAME.onnx / NAME.air (the suffix is added
+Checkpoints written by training and by yolo-import-yolov5 record the model size, layout, class count,
+class names and anchors, so --yolov5_version and --num_classes may be left out (when given, they must
+agree with the checkpoint). A plain weights checkpoint needs both flags. CKPT may also be a PyTorch
+YOLOv5 .pt, imported on the fly (nothing in it is executed). The output is NAME.mindir / NAME.onnx / NAME.air (the suffix is added
 unless NAME has it), written atomically. AIR needs an Ascend device; elsewhere the tool says so and
 writes nothing.
 
@@ -32,7 +33,8 @@ from yolomodel.device import DEVICE_TARGETS
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt_file", type=Path, required=True, help="checkpoint to export (.ckpt)")
+    parser.add_argument("--ckpt_file", type=Path, required=True,
+                        help="checkpoint to export (.ckpt, or a YOLOv5 .pt imported on the fly)")
     parser.add_argument("--file_format", type=str.upper, choices=("MINDIR", "ONNX", "AIR"), default="MINDIR",
                         help="output format (default MINDIR)")
     parser.add_argument("--testing_shape", type=int, default=640, help="input side S, a multiple of 32 (default 640)")
@@ -67,7 +69,9 @@ def run(args) -> int:
     print(f"wrote {written} ({written.stat().st_size / 2 ** 20:.1f} MiB) in {time.perf_counter() - started:.1f} s\n"
           f"  input  images      uint8   {(args.batch_size, size, size, 3)} RGB, letterboxed, 0..255\n"
           f"  output predictions float32 {output_shape(args.batch_size, size, loaded.num_classes)} "
-          f"cx, cy, w, h (input pixels), objectness, {loaded.num_classes} class probabilities", flush=True)
+          f"cx, cy, w, h (input pixels), objectness, {loaded.num_classes} class probabilities"
+          + (f"\n  classes {', '.join(loaded.class_names[:10])}{', ...' if len(loaded.class_names) > 10 else ''}"
+             if loaded.class_names else ""), flush=True)
     return EXIT_OK
 
 

@@ -19,7 +19,9 @@ Writes into DIR:
                     "detections": [{"bbox": [x1, y1, x2, y2] original pixels, "score", "class_index",
                     "class_name", "category_id"}]}], "failed": [{"file", "reason"}]}
 Class names come from --names (a text file, one name per line in class order) or from --mindrecord
-(the converter's manifest.json, which also gives the COCO category ids); otherwise "class N".
+(the converter's manifest.json, which also gives the COCO category ids); otherwise from the checkpoint
+(training and yolo-import-yolov5 record them), else "class N". CKPT may also be a PyTorch YOLOv5 .pt,
+imported on the fly (see yolo-import-yolov5; nothing in the file is executed).
 
 Images that cannot be read (missing, empty, truncated, not an image) are named with the reason and
 skipped. Exit codes: 0 at least one image processed; 2 none processed, or a user error (message on
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     from yolomodel.nms import DEFAULT_MAX_DET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained", type=Path, required=True, help="checkpoint (.ckpt) to detect with")
+    parser.add_argument("--pretrained", type=Path, required=True,
+                        help="checkpoint to detect with (.ckpt, or a YOLOv5 .pt imported on the fly)")
     parser.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files and/or folders")
     parser.add_argument("--output_dir", type=Path, required=True, help="where the drawn images and json go")
     parser.add_argument("--testing_shape", type=int, default=640, help="network input side, a multiple of 32")
@@ -89,6 +92,8 @@ def run(args) -> int:
 
     setup_device(args.device_target)  # graph mode: one compile for the fixed input shape, then fast
     loaded = load_inference_net(args.pretrained, version=args.yolov5_version, num_classes=args.num_classes)
+    if class_names is None and loaded.class_names is not None:
+        class_names, names_source = list(loaded.class_names), f"the checkpoint {args.pretrained}"
     check_class_count(class_names, loaded.num_classes, names_source)
     print(f"detecting with {loaded.describe()} at {args.testing_shape} on {len(sources)} image(s)", flush=True)
 
@@ -96,7 +101,7 @@ def run(args) -> int:
     with tqdm(total=len(sources), unit="img", file=sys.stderr, disable=None if len(sources) > 1 else True) as bar:
         report = run_inference(sources, detector, args.output_dir, class_names=class_names,
                                category_ids=category_ids, on_failure=report_failure, progress=bar.update)
-    model = {"checkpoint": str(args.pretrained), "yolov5_version": loaded.version,
+    model = {"checkpoint": str(args.pretrained), "yolov5_version": loaded.version, "yolov5_layout": loaded.layout,
              "num_classes": loaded.num_classes, "weights": loaded.weights}
     settings = {"testing_shape": args.testing_shape, **detector_options}
     json_path = write_detections_json(detections_document(report, model=model, settings=settings,

@@ -4,6 +4,7 @@
         --lr 0.02 --max_epoch 300 --warmup_epochs 20 --lr_scheduler cosine_annealing [--config FILE.yaml]
     yolo-train --data_dir COCO_DIR ...          # converts COCO to MindRecord first
     yolo-train --resume outputs/ckpt_0/0-3_117.ckpt --mindrecord data/shards ...
+    yolo-train --weights yolov5s.ckpt --mindrecord data/shards [--freeze 10] ...   # fine-tune (or a YOLOv5 .pt)
     bash scripts/run_distribute_train.sh 8 --mindrecord data/shards ...   # msrun, --is_distributed 1
     (or: python tools/train.py ...)
 

@@ -19,25 +19,46 @@ class TrainParts:
     train_step: step_lib.TrainStep
 
 
-def build_network(yolov5_version: str, num_classes: int, *, seed: int = 0, amp_level: str = "O0") -> nn.Cell:
+def build_network(yolov5_version: str, num_classes: int, *, seed: int = 0, amp_level: str = "O0",
+                  layout: str = "v5.0", anchors=None) -> nn.Cell:
     """The YOLOv5 network (initial weights fixed by ``seed``), with mixed precision if asked."""
     from yolomodel.network import create_yolov5
 
-    network = create_yolov5(yolov5_version, num_classes, seed=seed)
+    network = create_yolov5(yolov5_version, num_classes, seed=seed, layout=layout, anchors=anchors)
     return step_lib.apply_mixed_precision(network, amp_level)
+
+
+def freeze_layers(network: nn.Cell, layout: str, layers) -> list[str]:
+    """YOLOv5's ``--freeze``: stop training the parameters of its layers ``layers`` (indices 0-24).
+
+    As in YOLOv5 only the gradients stop: BatchNorm statistics of frozen layers still follow the data
+    in training mode. Call before ``assemble`` (the optimizer takes the trainable parameters). Returns
+    the frozen parameter names.
+    """
+    from yolomodel.network import layer_parameter_prefixes
+
+    prefixes = layer_parameter_prefixes(layout, layers)
+    frozen = []
+    for param in network.trainable_params():
+        if prefixes and param.name.startswith(prefixes):
+            param.requires_grad = False
+            frozen.append(param.name)
+    return frozen
 
 
 def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentum: float, weight_decay: float,
              loss_scale: float, loss_scale_type: str, label_smooth_factor: float, iou_type: str,
-             group_size: int = 1) -> TrainParts:
+             group_size: int = 1, anchors=None) -> TrainParts:
     """Loss, optimizer, loss scale, EMA (a copy of the network's current weights) and the step.
 
-    Load pretrained weights into ``network`` before calling this, so the EMA starts from them.
+    Load pretrained weights into ``network`` (and freeze layers) before calling this, so the EMA starts
+    from them. ``anchors`` (pixels) default to YOLOv5's; pass the network's.
     """
     from yolomodel.loss import YoloLoss
 
+    extra = {} if anchors is None else {"anchors": anchors}
     loss_fn = YoloLoss(num_classes, label_smooth_factor=label_smooth_factor, iou_type=iou_type,
-                       training_shape=training_shape)
+                       training_shape=training_shape, **extra)
     optimizer = step_lib.build_optimizer(network, momentum=momentum, weight_decay=weight_decay)
     scale = step_lib.LossScale(loss_scale_type, loss_scale)
     ema = ModelEMA(network)
@@ -48,9 +69,10 @@ def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentu
 
 def build_train_step(*, yolov5_version: str, num_classes: int, training_shape: int, momentum: float,
                      weight_decay: float, loss_scale: float, loss_scale_type: str, label_smooth_factor: float,
-                     iou_type: str, amp_level: str = "O0", seed: int = 0, group_size: int = 1) -> TrainParts:
+                     iou_type: str, amp_level: str = "O0", seed: int = 0, group_size: int = 1,
+                     layout: str = "v5.0") -> TrainParts:
     """``build_network`` + ``assemble`` for callers that load no weights (benchmarks, tests)."""
-    network = build_network(yolov5_version, num_classes, seed=seed, amp_level=amp_level)
+    network = build_network(yolov5_version, num_classes, seed=seed, amp_level=amp_level, layout=layout)
     return assemble(network, num_classes=num_classes, training_shape=training_shape, momentum=momentum,
                     weight_decay=weight_decay, loss_scale=loss_scale, loss_scale_type=loss_scale_type,
                     label_smooth_factor=label_smooth_factor, iou_type=iou_type, group_size=group_size)

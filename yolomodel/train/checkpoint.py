@@ -13,12 +13,18 @@ Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
 * metadata entries (``METADATA_KEYS``): ``format`` (str, ``CHECKPOINT_FORMAT``), ``epoch`` and ``step``
   (the position to continue from: 0-based epoch and the number of steps of that epoch already done),
   ``steps_completed`` (all steps so far), ``seed``, ``dataset_id`` (str), ``yolov5_version`` (str),
-  ``num_classes``, ``training_shape``, ``global_batch_size``; the current epoch's loss sums so far
-  (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``) and the validation
-  state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from checkpoints of
-  older runs, read as "no evaluation yet"). Integers are stored as 0-d int64 entries (MindSpore's
-  append_dict), floats as their exact ``repr`` strings, strings as strings; ``read_checkpoint``
-  returns them as Python values.
+  ``yolov5_layout`` (str, ``network.YOLOV5_LAYOUTS``; absent in checkpoints older than the v6.0 layout,
+  which are all v5.0), ``num_classes``, ``training_shape``, ``global_batch_size``, ``anchors`` (JSON of
+  the (3, 3, 2) pixel anchors; absent for YOLOv5's defaults) and ``class_names`` (JSON list); the current
+  epoch's loss sums so far (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``)
+  and the validation state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from
+  checkpoints of older runs, read as "no evaluation yet"). Integers are stored as 0-d int64 entries
+  (MindSpore's append_dict), floats as their exact ``repr`` strings, strings as strings;
+  ``read_checkpoint`` returns them as Python values.
+
+A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer) holds the network parameters
+and the model description only: ``format``, ``yolov5_version``, ``yolov5_layout``, ``num_classes``,
+``class_names``, ``anchors`` and ``source`` (where the weights came from).
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
 with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
@@ -32,6 +38,7 @@ file gets the mode of the project's other outputs (0o666 minus the umask), not M
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import mindspore as ms
@@ -43,12 +50,16 @@ from yolodata.fileio import atomic_path
 from .results import VALIDATION_METADATA_KEYS, ValidationState
 
 CHECKPOINT_FORMAT = "yolov5-train-1"
+WEIGHTS_FORMAT = "yolov5-weights-1"
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
 NOT_SAVED = ("learning_rate", "momentum")
 METADATA_KEYS = ("format", "epoch", "step", "steps_completed", "seed", "dataset_id", "yolov5_version",
-                 "num_classes", "training_shape", "global_batch_size", "epoch_box_sum", "epoch_obj_sum",
-                 "epoch_cls_sum", "epoch_loss_steps") + tuple(VALIDATION_METADATA_KEYS)
-_STRING_KEYS = ("format", "dataset_id", "yolov5_version")
+                 "yolov5_layout", "num_classes", "training_shape", "global_batch_size", "anchors", "class_names",
+                 "source", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
+                 ) + tuple(VALIDATION_METADATA_KEYS)
+_STRING_KEYS = ("format", "dataset_id", "yolov5_version", "yolov5_layout", "anchors", "class_names")
+# fields of TrainState that checkpoints written before they existed lack: their values then
+_OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +80,16 @@ class TrainState:
     num_classes: int
     training_shape: int
     global_batch_size: int
+    yolov5_layout: str = "v5.0"
+    anchors: str = ""       # JSON (3, 3, 2) pixels; "" = YOLOv5's default anchors
+    class_names: str = ""   # JSON list of the dataset's category names in class order
     epoch_loss_sums: tuple = (0.0, 0.0, 0.0)   # box, obj, cls summed over this epoch's steps so far
     epoch_loss_steps: int = 0
     validation: ValidationState = ValidationState()
 
     def metadata(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name not in ("epoch_loss_sums", "validation")}
+                  if f.name not in ("epoch_loss_sums", "validation") and getattr(self, f.name) != ""}
         values.update(zip(("epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum"),
                           (float(v) for v in self.epoch_loss_sums)))
         values.update(self.validation.metadata())
@@ -93,6 +107,39 @@ class TrainState:
         sums = tuple(float(a) + float(b) for a, b in zip(self.epoch_loss_sums, losses))
         return dataclasses.replace(self, step=step, steps_completed=steps_completed, epoch_loss_sums=sums,
                                    epoch_loss_steps=self.epoch_loss_steps + 1)
+
+
+def encode_anchors(anchors) -> str:
+    """Anchors (pixels, (3, 3, 2)) as the JSON text checkpoints record; float32 values survive exactly."""
+    values = np.asarray(anchors, np.float32)
+    return json.dumps([[[float(v) for v in pair] for pair in level] for level in values.tolist()])
+
+
+def decode_anchors(metadata: dict):
+    """The anchors a checkpoint records as float32 (3, 3, 2), or None (YOLOv5's defaults)."""
+    text = metadata.get("anchors")
+    if not text:
+        return None
+    try:
+        return np.asarray(json.loads(text), np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the checkpoint's anchors entry is not readable ({error})") from error
+
+
+def encode_class_names(names) -> str:
+    return json.dumps([str(name) for name in names], ensure_ascii=False)
+
+
+def decode_class_names(metadata: dict):
+    """The class names a checkpoint records (a list of str), or None."""
+    text = metadata.get("class_names")
+    if not text:
+        return None
+    try:
+        names = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return [str(name) for name in names] if isinstance(names, list) else None
 
 
 def checkpoint_file_name(rank: int, epoch_number: int, step_in_epoch: int) -> str:
@@ -158,7 +205,9 @@ def train_state_from(metadata: dict, path) -> TrainState:
                          f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}); --resume needs one "
                          f"written by tools/train.py. To start from its weights only, use --resume_yolov5.")
     optional = ("epoch_loss_sums", "epoch_loss_steps", "validation")
-    fields = {f.name: metadata[f.name] for f in dataclasses.fields(TrainState) if f.name not in optional}
+    fields = {f.name: metadata[f.name] if f.name in metadata else _OPTIONAL_FIELDS[f.name]
+              for f in dataclasses.fields(TrainState)
+              if f.name not in optional and (f.name in metadata or f.name in _OPTIONAL_FIELDS)}
     fields = {k: (str(v) if k in _STRING_KEYS else int(v)) for k, v in fields.items()}
     sums = tuple(float(metadata.get(key, 0.0)) for key in ("epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum"))
     return TrainState(**fields, epoch_loss_sums=sums, epoch_loss_steps=int(metadata.get("epoch_loss_steps", 0)),
@@ -181,7 +230,7 @@ def load_for_resume(train_cell: nn.Cell, path) -> TrainState:
         raise ValueError(
             f"cannot resume from {path}: it does not match this training setup "
             f"({len(missing)} parameters missing, e.g. {missing[:3]}; {len(mismatched)} with another shape, "
-            f"e.g. {mismatched[:3]}). Resume with the same --yolov5_version, dataset classes and "
-            f"--loss_scale_type as the interrupted run.")
+            f"e.g. {mismatched[:3]}). Resume with the same --yolov5_version, --yolov5_layout, dataset classes, "
+            f"--freeze and --loss_scale_type as the interrupted run.")
     ms.load_param_into_net(train_cell, {name: params[name] for name in expected}, strict_load=True)
     return state

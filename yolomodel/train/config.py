@@ -10,6 +10,11 @@ Defaults are the reference README's, except ``--device_target`` (CPU here), ``--
 (0 here: the reference's 1 fails without a launcher; ``scripts/run_distribute_train.sh`` passes 1) and
 ``--loss_scale``, which depends on the precision (``train.step.default_loss_scale``: 1 in float32, the
 reference's 64 with mixed precision or a dynamic scale).
+
+The network: ``--yolov5_version`` (size n/s/m/l/x) and ``--yolov5_layout`` (v5.0 or v6.0) default to
+what ``--resume`` or ``--weights`` (= the reference's ``--resume_yolov5``) records, else to yolov5s and
+the reference's v5.0; given explicitly, they must agree with that checkpoint. ``--freeze`` is YOLOv5's:
+one number N freezes its layers 0..N-1 (10 = the backbone), several numbers freeze those layers.
 """
 from __future__ import annotations
 
@@ -65,6 +70,16 @@ def _shape(text) -> str:
     return value
 
 
+def _layout(text) -> str:
+    """--yolov5_layout: v5.0 or v6.0 (release names such as v6.1, v7.0 are accepted)."""
+    from yolomodel.network import normalize_layout
+
+    try:
+        return normalize_layout(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train YOLOv5 on MindRecord shards (or a COCO folder, converted first).",
@@ -84,10 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--resize_rate", type=int, default=10, help="steps between multi-scale shape changes (empty --training_shape)")
     add("--seed", type=int, default=0, help="seed of the sample order, augmentation and initial weights")
     # model
-    add("--yolov5_version", default="yolov5s", choices=("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"))
+    add("--yolov5_version", default=None, choices=("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"),
+        help="model size (default: the one --resume/--weights records, else yolov5s)")
+    add("--yolov5_layout", type=_layout, default=None,
+        help="network layout: v5.0 (Focus stem, SPP; the reference's) or v6.0 (6x6 stem conv, SPPF; YOLOv5 "
+             "releases v6.0-v7.0). Default: the one --resume/--weights records, else v5.0")
     add("--pretrained_backbone", default="", help="checkpoint whose backbone.* weights to load")
-    add("--resume_yolov5", default="", help="YOLOv5 checkpoint to fine-tune from (weights only; heads are "
-        "skipped when the class count differs)")
+    add("--weights", "--resume_yolov5", dest="resume_yolov5", default="", metavar="CHECKPOINT",
+        help="checkpoint to fine-tune from, weights only: a .ckpt (trained here or imported by "
+             "tools/import_yolov5.py) or a YOLOv5 .pt (imported on the fly). Size, layout and anchors come from "
+             "it; with another class count the detection heads start afresh")
+    add("--freeze", type=int, nargs="+", default=[0],
+        help="YOLOv5's --freeze: N freezes layers 0..N-1 (10 = the backbone), several numbers freeze those "
+             "layers (0-24); 0 trains everything")
     add("--resume", default="", help="training checkpoint to continue exactly (weights, EMA, optimizer, position)")
     # optimisation
     add("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine_annealing")
@@ -170,6 +194,10 @@ def load_yaml(path) -> dict:
 
 def _coerce(action: argparse.Action, value, source: str):
     """A YAML value through the flag's own type/choices check."""
+    if action.nargs in ("+", "*") and value is not None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        result = [_coerce(_single_value_action(action), item, source) for item in values]
+        return result
     if value is None or action.type is None:
         result = value
     else:
@@ -178,9 +206,14 @@ def _coerce(action: argparse.Action, value, source: str):
                 if action.type in (_int_flag, _optional_int, _shape) else action.type(value)
         except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
             raise ValueError(f"{source}: option {action.dest}: {error}") from None
-    if action.choices is not None and result not in action.choices:
+    if action.choices is not None and result is not None and result not in action.choices:
         raise ValueError(f"{source}: option {action.dest} must be one of {list(action.choices)}, got {result!r}")
     return result
+
+
+def _single_value_action(action: argparse.Action) -> argparse.Action:
+    """A copy of ``action`` taking one value (to coerce the items of a list option one by one)."""
+    return argparse.Action(action.option_strings, action.dest, type=action.type, choices=action.choices)
 
 
 def parse_config(argv=None, *, log=logger.warning) -> argparse.Namespace:
@@ -238,8 +271,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.val_per_batch_size is not None and args.val_per_batch_size < 1:
         raise ValueError(f"--val_per_batch_size must be at least 1, got {args.val_per_batch_size}")
     if args.resume and args.resume_yolov5:
-        raise ValueError("--resume continues a run exactly and --resume_yolov5 starts a new one from weights; "
-                         "pass only one of them")
+        raise ValueError("--resume continues a run exactly and --weights (--resume_yolov5) starts a new one from "
+                         "weights; pass only one of them")
+    check_freeze(args.freeze)
     if not args.mindrecord and not args.data_dir:
         raise ValueError("pass --mindrecord DIR (shards from tools/coco2mindrecord.py) or --data_dir COCO_DIR "
                          "(converted to MindRecord first)")
@@ -253,6 +287,28 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--config: augment: {error}") from None
     if not isinstance(args.max_boxes, int) or args.max_boxes < 1:
         raise ValueError(f"--config: 'max_boxes' must be a positive integer, got {args.max_boxes!r}")
+
+
+def check_freeze(freeze) -> list[int]:
+    """``--freeze`` values, or ValueError: one count 0..25, or several layer indices 0..24."""
+    from yolomodel.network import YOLOV5_LAYER_CELLS, DEFAULT_LAYOUT
+
+    num_layers = len(YOLOV5_LAYER_CELLS[DEFAULT_LAYOUT])
+    values = list(freeze) if isinstance(freeze, (list, tuple)) else [freeze]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ValueError(f"--freeze takes integers (a layer count such as 10, or layer indices), got {freeze!r}")
+    if len(values) == 1 and not 0 <= values[0] <= num_layers:
+        raise ValueError(f"--freeze N freezes YOLOv5's layers 0..N-1: N must be 0..{num_layers} (10 = the "
+                         f"backbone), got {values[0]}")
+    if len(values) > 1 and not all(0 <= v < num_layers for v in values):
+        raise ValueError(f"--freeze layer indices must be 0..{num_layers - 1}, got {values}")
+    return values
+
+
+def frozen_layers(freeze) -> list[int]:
+    """YOLOv5's rule: one value N means layers 0..N-1, several values are the layers themselves."""
+    values = check_freeze(freeze)
+    return list(range(values[0])) if len(values) == 1 else sorted(set(values))
 
 
 def training_shape_of(args) -> tuple[int, int]:

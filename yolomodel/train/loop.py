@@ -201,6 +201,56 @@ class Session:
     writer: CheckpointWriter
     run_dir: Path
     validator: Validator | None = None     # with validation shards
+    anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
+
+
+@dataclasses.dataclass
+class ModelChoice:
+    """The network a run builds and where that choice came from."""
+
+    version: str
+    layout: str
+    anchors: np.ndarray | None     # pixels; None = YOLOv5's defaults
+    start: object | None           # ``loading.read_weights`` of --weights (a CheckpointWeights), read once
+
+
+def resolve_model(args, resume_state, log=logger.info) -> ModelChoice:
+    """Size, layout and anchors: recorded by --resume or --weights, else the flags, else yolov5s / v5.0.
+
+    A flag given explicitly must agree with the checkpoint (so a run never silently builds another
+    network than the weights it loads). Sets ``args.yolov5_version`` / ``args.yolov5_layout`` to the
+    choice, so config.yaml records it.
+    """
+    from yolomodel.loading import layout_from_weights, read_weights, version_from_weights
+    from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
+
+    start, anchors = None, None
+    if resume_state is not None:
+        version, layout, source = resume_state.yolov5_version, resume_state.yolov5_layout, f"--resume {args.resume}"
+        anchors = ckpt_lib.decode_anchors({"anchors": resume_state.anchors})
+    elif args.resume_yolov5:
+        start = read_weights(args.resume_yolov5)
+        weights, metadata = start.weights, start.metadata
+        version = metadata.get("yolov5_version") or version_from_weights(weights)
+        layout = layout_from_weights(metadata, weights)
+        anchors = ckpt_lib.decode_anchors(metadata)
+        source = f"--weights {args.resume_yolov5}"
+        if version is None and args.yolov5_version is None:
+            raise ValueError(f"{source} does not record its model size and its weights match none; pass "
+                             f"--yolov5_version")
+    else:
+        version, layout, source = None, None, None
+    for flag, given, recorded in (("--yolov5_version", args.yolov5_version, version),
+                                  ("--yolov5_layout", args.yolov5_layout, layout)):
+        if given is not None and recorded is not None and given != recorded:
+            raise ValueError(f"{flag} {given} but {source} holds a {recorded}; drop {flag} (it comes from the "
+                             f"checkpoint) or start from a checkpoint of that network")
+    version = version or args.yolov5_version or "yolov5s"
+    layout = normalize_layout(layout or args.yolov5_layout or DEFAULT_LAYOUT)
+    args.yolov5_version, args.yolov5_layout = version, layout
+    if anchors is not None:
+        log(f"anchors from {source} (not YOLOv5's defaults): {anchors.reshape(3, -1).tolist()} pixels")
+    return ModelChoice(version, layout, anchors, start)
 
 
 def _existing_checkpoints(folder: Path) -> list[Path]:
@@ -236,30 +286,36 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             raise ValueError(f"cannot resume {args.resume}: it was trained with a global batch of "
                              f"{resume_state.global_batch_size} images (per_batch_size x ranks), this run has "
                              f"{global_batch}; the sample order is defined per global batch")
-        if resume_state.yolov5_version != args.yolov5_version:
-            raise ValueError(f"cannot resume {args.resume}: it is a {resume_state.yolov5_version}, this run builds "
-                             f"--yolov5_version {args.yolov5_version}")
         if resume_state.seed != args.seed:
             log(f"resuming with the checkpoint's seed {resume_state.seed} (not --seed {args.seed}) so that the "
                 f"sample order continues")
             args.seed = resume_state.seed
 
+    choice = resolve_model(args, resume_state, log)
     amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
     if args.loss_scale is None:
         args.loss_scale = step_lib.default_loss_scale(amp_level, args.loss_scale_type)
-    network = builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed, amp_level=amp_level)
+    network = builder.build_network(choice.version, manifest.num_classes, seed=args.seed, amp_level=amp_level,
+                                    layout=choice.layout, anchors=choice.anchors)
     if not args.resume:
         if args.pretrained_backbone:
             loading.load_pretrained_backbone(network, args.pretrained_backbone, log=log)
         if args.resume_yolov5:
-            loading.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log)
+            loading.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log,
+                                          read=choice.start)
     elif args.pretrained_backbone:
         log("--pretrained_backbone is ignored with --resume (the checkpoint holds every weight)")
+    layers = config_lib.frozen_layers(args.freeze)
+    if layers:
+        frozen = builder.freeze_layers(network, choice.layout, layers)
+        log(f"--freeze: YOLOv5 layers {_layer_ranges(layers)} are frozen ({len(frozen)} parameters get no "
+            f"gradient; their BatchNorm statistics still follow the data, as in YOLOv5)")
+    anchors = np.asarray(network.anchors, np.float32)
     parts = builder.assemble(
         network, num_classes=manifest.num_classes, training_shape=training_shape, momentum=args.momentum,
         weight_decay=args.weight_decay, loss_scale=args.loss_scale, loss_scale_type=args.loss_scale_type,
         label_smooth_factor=args.label_smooth_factor if args.label_smooth else 0.0, iou_type=args.iou_type,
-        group_size=group_size)
+        group_size=group_size, anchors=anchors)
     if args.resume:
         ckpt_lib.load_for_resume(parts.train_step, args.resume)
         log(f"resumed from {args.resume}: epoch {resume_state.epoch}, step {resume_state.step} of "
@@ -268,8 +324,10 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     else:
         position = ckpt_lib.TrainState(
             epoch=0, step=0, steps_completed=0, seed=int(args.seed), dataset_id=manifest.dataset_id,
-            yolov5_version=args.yolov5_version, num_classes=manifest.num_classes, training_shape=training_shape,
-            global_batch_size=global_batch)
+            yolov5_version=choice.version, num_classes=manifest.num_classes, training_shape=training_shape,
+            global_batch_size=global_batch, yolov5_layout=choice.layout,
+            anchors=ckpt_lib.encode_anchors(choice.anchors) if choice.anchors is not None else "",
+            class_names=ckpt_lib.encode_class_names(manifest.class_names))
     lr = lr_schedule.build_lr_schedule(
         lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
         warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
@@ -283,7 +341,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
         check_val_categories(manifest, load_manifest(settings.mindrecord), settings.mindrecord)
         validator = Validator(
             settings, ema=parts.ema, rank=rank, group_size=group_size, num_parallel_workers=args.num_parallel_workers,
-            build_network=lambda: builder.build_network(args.yolov5_version, manifest.num_classes, seed=args.seed))
+            build_network=lambda: builder.build_network(choice.version, manifest.num_classes, seed=args.seed,
+                                                        layout=choice.layout, anchors=choice.anchors))
         log(f"validating the EMA weights on {settings.mindrecord} every {settings.eval_interval} epoch(s) at "
             f"{settings.testing_shape}"
             + (f", stopping after {settings.patience} validations without a better fitness" if settings.patience
@@ -291,7 +350,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if rank == 0 and args.resume:
         carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator)
+                   position, writer, run_dir, validator, anchors)
 
 
 def check_val_categories(train_manifest: Manifest, val_manifest: Manifest, val_dir) -> None:
@@ -312,6 +371,18 @@ def carry_results_over(resume_checkpoint: Path, run_dir: Path, epoch: int) -> No
         results_lib.write_results(target, [row for row in results_lib.read_results(previous) if row["epoch"] <= epoch])
 
 
+def _layer_ranges(layers) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    runs, start = [], None
+    for index, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if index + 1 == len(layers) or layers[index + 1] != layer + 1:
+            runs.append(f"{start}-{layer}" if layer != start else f"{layer}")
+            start = None
+    return ", ".join(runs)
+
+
 def step_inputs(columns) -> list:
     """The step's input arrays (``STEP_INPUT_COLUMNS``) from a batch's columns in ``TRAIN_COLUMNS`` order."""
     from yolodata.pipeline import TRAIN_COLUMNS
@@ -330,7 +401,8 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
         resize_rate=session.resize_rate, num_parallel_workers=args.num_parallel_workers, rank=session.rank,
         group_size=session.group_size, seed=args.seed, start_epoch=epoch, start_step=start_step, num_epochs=1,
         max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id,
-        augment=AugmentConfig.from_mapping(args.augment))
+        augment=AugmentConfig.from_mapping(args.augment),
+        **({} if session.anchors is None else {"anchors": session.anchors}))
 
 
 def _start_profiler(folder: Path):
@@ -391,7 +463,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     position = session.position
     global_batch = int(args.per_batch_size) * int(group_size)
     total_steps = int(args.max_epoch) * session.steps_per_epoch
-    log(f"{args.yolov5_version}, {session.manifest.num_classes} classes, {session.manifest.num_images} images, "
+    log(f"{args.yolov5_version} (layout {args.yolov5_layout}), {session.manifest.num_classes} classes, "
+        f"{session.manifest.num_images} images, "
         f"{session.steps_per_epoch} steps per epoch of {global_batch} images ({group_size} rank(s) x "
         f"{args.per_batch_size}), epochs {position.epoch}..{args.max_epoch - 1}, training shape "
         f"{session.training_shape}"
