@@ -469,7 +469,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resumed_run):
     assert error and "the loss became nan" in error[0]
     last_good = resumed_dir / "ckpt_0" / f"0-{NAN_ITERATION}_1.ckpt"
     assert f"the last good checkpoint is {last_good}" in error[0]
-    assert sorted(p.name for p in (resumed_dir / "ckpt_0").iterdir()) == ["0-3_1.ckpt", "0-4_1.ckpt"]
+    assert sorted(p.name for p in (resumed_dir / "ckpt_0").iterdir()) == ["0-3_1.ckpt", "0-4_1.ckpt", "last.ckpt"]
     params, _ = ckpt_lib.read_checkpoint(last_good)
     assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
 

@@ -82,7 +82,7 @@ class ConvStem(ConvBNSiLU):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding)
 
     def construct(self, images):
-        return self.act(self.bn(self.conv(images_to_nchw_float(images))))
+        return silu(self.bn(self.conv(images_to_nchw_float(images))))
 
 
 class Bottleneck(nn.Cell):
