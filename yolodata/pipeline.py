@@ -48,6 +48,8 @@ from .targets import STRIDES, YOLOV5_ANCHORS, build_targets, check_anchors, chec
 logger = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = ["image", "height", "width", "image_id", "num_boxes", "boxes", "classes", "iscrowd", "row_index"]
+# evaluation reads no labels: fewer columns to deserialise per row (about 0.1 ms of CPU per image)
+EVAL_SOURCE_COLUMNS = ["image", "height", "width", "image_id", "row_index"]
 # columns of a training sample's key: epoch, global position in the epoch order, step, expected row
 KEY_EPOCH, KEY_POSITION, KEY_STEP, KEY_ROW = range(4)
 
@@ -249,7 +251,7 @@ class TrainBatchBuilder:
         return tuple(outputs)
 
 
-def _source(files, rows, num_rows, num_parallel_workers):
+def _source(files, rows, num_rows, num_parallel_workers, columns=SOURCE_COLUMNS):
     """Rows in exactly the given order.
 
     MindRecord's SubsetSampler refuses more indices than the file set has rows, so a longer list
@@ -258,7 +260,7 @@ def _source(files, rows, num_rows, num_parallel_workers):
     """
     import mindspore.dataset as ds
 
-    pieces = [ds.MindDataset(files[0], columns_list=SOURCE_COLUMNS,
+    pieces = [ds.MindDataset(files[0], columns_list=list(columns),
                              sampler=ds.SubsetSampler([int(r) for r in rows[start:start + num_rows]]),
                              num_parallel_workers=min(2, num_parallel_workers))
               for start in range(0, len(rows), num_rows)]
@@ -370,11 +372,12 @@ class EvalBatchBuilder:
     def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
         return self
 
-    def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, batch_info):
+    def __call__(self, image, height, width, image_id, row_index, batch_info):
         keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
         check_rows(row_index, keys[:, eval_batches.KEY_ROW])
         batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
-        columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
+        no_labels = [0] * len(image)  # the decoder's label columns: zero boxes per row (never read)
+        columns = (image, height, width, no_labels, no_labels, no_labels, no_labels, row_index, image_id)
         images, _ = self.decoder.decode_batch(columns, rgb=True)
         valid = keys[:, eval_batches.KEY_VALID] == 1
         batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
@@ -431,9 +434,9 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     rows = keys[:, eval_batches.KEY_ROW]
     builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, SkippedRowLog()),
                                keys=keys, per_batch_size=per_batch_size, geometry=geometry)
-    dataset = _source(files, rows, num_samples, workers)
+    dataset = _source(files, rows, num_samples, workers, EVAL_SOURCE_COLUMNS)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
-                            input_columns=SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
+                            input_columns=EVAL_SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
