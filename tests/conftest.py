@@ -30,6 +30,18 @@ def shared_data_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def graph_mode():
+    """Run the test in MindSpore's graph mode (compiled cells), restoring PyNative afterwards."""
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.fixture
 def coco128_dir() -> Path:
     return shared_data_path("coco128")
 

@@ -11,7 +11,6 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from yolodata import manifest as manifest_lib

@@ -6,7 +6,6 @@ directly, no network compiled.
 """
 from __future__ import annotations
 
-import mindspore as ms
 import numpy as np
 import pytest
 

@@ -110,15 +110,6 @@ class LossAndGrad(nn.Cell):
         return self.grad_fn(out8, out16, out32, ti8, tv8, ti16, tv16, ti32, tv32)
 
 
-@pytest.fixture
-def graph_mode():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def evaluate(cell, outputs, targets):
     """(parts float64 (4,), [gradient numpy per stride]) of one LossAndGrad call."""
     flat_targets = [ms.Tensor(array) for pair in targets for array in pair]

@@ -50,15 +50,6 @@ def yolov5n():
     return create_yolov5("yolov5n", 80)
 
 
-@pytest.fixture
-def graph_mode():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def test_parameter_counts_match_the_reference_for_every_size_and_layout(parameter_counts):
     layout, counts = parameter_counts
     assert counts == REFERENCE_PARAMS[layout]

@@ -8,7 +8,6 @@ is exact in float32, so the two steps differ only by the rounding of reordered s
 """
 from __future__ import annotations
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, ops
@@ -74,15 +73,6 @@ def train(loss_fn, loss_scale, *, reference_layers=False):
     weights = {p.name: p.asnumpy().copy() for p in train_step.get_parameters()
                if p.name.startswith(("backbone.", "neck.", "head.", "ema."))}
     return np.array(history), weights, train_step
-
-
-@pytest.fixture
-def graph_mode():
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 @pytest.mark.slow

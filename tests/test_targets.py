@@ -14,7 +14,6 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from yolodata import targets as targets_lib
 from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 
 ANCHORS_PX = [[(10, 13), (16, 30), (33, 23)],

@@ -8,9 +8,7 @@ The end-to-end tests share two training runs to keep compilations few (each comp
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import shutil
 import signal

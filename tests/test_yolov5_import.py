@@ -16,7 +16,7 @@ import pytest
 
 from conftest import shared_data_path
 from pt_files import NewTensor, child, load_tree, record, write_legacy_pt, write_pt
-from yolomodel.network import InferenceNet, create_yolov5, decode_head_output
+from yolomodel.network import create_yolov5, decode_head_output
 from yolomodel.train.checkpoint import WEIGHTS_FORMAT, decode_anchors, decode_class_names, read_checkpoint
 from yolomodel.loading import load_inference_net, read_weights
 from yolomodel.yolov5_import import YOLOv5ImportError, import_yolov5, read_yolov5_pt

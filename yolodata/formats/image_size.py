@@ -23,6 +23,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from ..image_io import ImageProblem
+
 HEAD_BYTES = 64 * 1024           # first read; a header beyond it (big EXIF thumbnails) reads the whole file
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame; not DHT, JPG, DAC
 _NO_LENGTH_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
@@ -30,12 +32,8 @@ _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-class ImageSizeError(ValueError):
-    """The file is missing, unreadable or not an image; ``reason`` is a short code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class ImageSizeError(ImageProblem):
+    """The file is missing, unreadable or not an image; ``reason`` is a short code (as ImageProblem's)."""
 
 
 @dataclasses.dataclass(frozen=True)
