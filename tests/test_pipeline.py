@@ -190,6 +190,22 @@ def eval_batches(dataset):
     return [dict(zip(EVAL_COLUMNS, b)) for b in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)]
 
 
+def test_eval_bad_row_named_or_left_out_never_scored_as_another_image(corrupt_shards):
+    folder, bad_id = corrupt_shards
+    manifest = json.loads((folder / "manifest.json").read_text())
+    strict = create_eval_dataset(folder, per_batch_size=4, testing_shape=128, num_parallel_workers=2)
+    with pytest.raises(RuntimeError, match=f"image_id {bad_id}"):
+        eval_batches(strict)
+    dataset = create_eval_dataset(folder, per_batch_size=4, testing_shape=128, num_parallel_workers=2,
+                                  skip_bad_rows=True)
+    ids = np.concatenate([b["image_id"] for b in eval_batches(dataset)])
+    ids = ids[ids != -1]
+    annotations = json.loads((folder / "annotations.json").read_text())
+    expected = sorted(img["id"] for img in annotations["images"] if img["id"] != bad_id)
+    assert sorted(ids.tolist()) == expected and len(expected) == manifest["num_images"] - 1
+    assert len(dataset.bad_rows) == 1 and f"image_id {bad_id}" in dataset.bad_rows.messages[0]
+
+
 @pytest.mark.parametrize("geometry", [EvalGeometry(), EvalGeometry(rect=True), EvalGeometry.yolov5_val()],
                          ids=["square", "rect", "yolov5-val"])
 def test_eval_every_image_once_across_ranks_and_mapping_round_trip(rect_shards, geometry):

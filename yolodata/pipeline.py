@@ -175,7 +175,11 @@ class _RowDecoder:
         return image, labels
 
     def decode_batch(self, columns, target_long_side=None, rgb=False):
-        """Decode every row of a batch; with skip_bad_rows, a bad row is replaced by a good one."""
+        """(images, labels, replaced) of a batch; with skip_bad_rows, a bad row gets a good row's image.
+
+        ``replaced`` lists the positions whose image and labels came from another row: a training batch
+        keeps them (they are only extra samples), an eval batch must not score them as that row's image.
+        """
         images, labels, failures = [], [], []
         num_rows = len(columns[0])
         for i in range(num_rows):
@@ -196,7 +200,7 @@ class _RowDecoder:
         for i in failures:  # replace with the next good row of the batch (deterministic)
             donor = min(good, key=lambda g: (g - i) % num_rows)
             images[i], labels[i] = images[donor], labels[donor]
-        return images, labels
+        return images, labels, failures
 
 
 def _drop_crowd(labels: np.ndarray) -> np.ndarray:
@@ -233,7 +237,7 @@ class TrainBatchBuilder:
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
-        images, labels = self.decoder.decode_batch(columns, target_long_side=size)
+        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=size)
         labels = [_drop_crowd(lab) for lab in labels]
         # The last pixel step (HSV, or BGR -> RGB) writes each sample straight into its slot of the
         # batch: no per-sample output image and no np.stack copy. MindDataset hands the returned
@@ -378,8 +382,9 @@ class EvalBatchBuilder:
         batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
         no_labels = [0] * len(image)  # the decoder's label columns: zero boxes per row (never read)
         columns = (image, height, width, no_labels, no_labels, no_labels, no_labels, row_index, image_id)
-        images, _ = self.decoder.decode_batch(columns, rgb=True)
+        images, _, replaced = self.decoder.decode_batch(columns, rgb=True)
         valid = keys[:, eval_batches.KEY_VALID] == 1
+        valid[replaced] = False  # a skipped row carries another row's pixels: never score them as its own
         batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
         scales = np.empty(len(images), np.float32)
         pads = np.empty((len(images), 2), np.float32)
@@ -415,9 +420,12 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     Each image's long side becomes ``testing_shape`` (smaller images are not enlarged unless
     ``geometry.scaleup``); batches are square, or rectangular with ``geometry.rect``
     (``yolodata.eval_batches``). Padding rows have ``image_id`` -1; each image appears exactly once
-    across all ranks. ``opencv_threads``: as in ``create_train_dataset``. Attributes set on the
-    returned dataset: ``num_steps``, ``manifest``, ``dataset_id``, ``batch_shapes`` (the distinct
-    (height, width) input shapes of this rank's batches).
+    across all ranks. With ``skip_bad_rows`` a row that fails to decode is logged and also given
+    ``image_id`` -1 (its slot holds another row's pixels), so the image is missing from the results,
+    never scored with another image's detections. ``opencv_threads``: as in ``create_train_dataset``.
+    Attributes set on the returned dataset: ``num_steps``, ``manifest``, ``dataset_id``, ``bad_rows``
+    (rows skipped with ``skip_bad_rows``), ``batch_shapes`` (the distinct (height, width) input shapes
+    of this rank's batches).
     """
     if not isinstance(geometry, EvalGeometry):
         raise ValueError(f"geometry must be a yolodata.eval_batches.EvalGeometry, got {geometry!r}")
@@ -432,7 +440,8 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     keys = eval_batches.eval_keys(sizes, per_batch_size=per_batch_size, testing_shape=testing_shape, rank=rank,
                                   group_size=group_size, geometry=geometry)
     rows = keys[:, eval_batches.KEY_ROW]
-    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, SkippedRowLog()),
+    bad_rows = SkippedRowLog()
+    builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, bad_rows),
                                keys=keys, per_batch_size=per_batch_size, geometry=geometry)
     dataset = _source(files, rows, num_samples, workers, EVAL_SOURCE_COLUMNS)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
@@ -441,6 +450,7 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
     dataset.dataset_id = manifest.dataset_id
+    dataset.bad_rows = bad_rows
     dataset.batch_shapes = sorted({(int(h), int(w)) for h, w in keys[:, [eval_batches.KEY_HEIGHT,
                                                                          eval_batches.KEY_WIDTH]]})
     return dataset
