@@ -206,3 +206,26 @@ def test_completeness_walk_handles_progressive_and_restart_jpegs(coco_jpeg, para
     assert image_io.jpeg_is_complete(data + b"\x00trailer")
     for fraction in (0.3, 0.7, 0.98):
         assert not image_io.jpeg_is_complete(data[: int(len(data) * fraction)] + b"\x00trailer")
+
+
+@pytest.mark.parametrize("params", [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]], ids=["baseline", "progressive"])
+def test_jpeg_segments_tile_the_file_up_to_its_end_marker(coco_jpeg, params):
+    """The one JPEG walker (completeness check and header reader both use it): segments before each
+    scan follow each other byte for byte, the frame header gives the decoded size, EOI ends the file."""
+    if params:
+        data = cv2.imencode(".jpg", cv2_decode(coco_jpeg), params)[1].tobytes()
+    else:
+        data = coco_jpeg
+    segments = list(image_io.jpeg_segments(data + b"\x00trailer"))
+    markers = [marker for marker, _, _ in segments]
+    assert markers[-1] == 0xD9 and segments[-1][1] == len(data)
+    assert markers.count(0xDA) == 1 if not params else markers.count(0xDA) > 1  # progressive: several scans
+    for (marker, start, length), (_, next_start, _) in zip(segments, segments[1:]):
+        if marker != 0xDA:  # after a scan's header come its entropy-coded bytes
+            assert next_start == start + length + 2
+    frame = [(start, length) for marker, start, length in segments if marker in (0xC0, 0xC2)]
+    assert len(frame) == 1
+    start, _ = frame[0]
+    height, width = int.from_bytes(data[start + 3:start + 5], "big"), int.from_bytes(data[start + 5:start + 7], "big")
+    assert (height, width) == cv2_decode(data).shape[:2]
+    assert not any(marker == 0xD9 for marker, _, _ in image_io.jpeg_segments(data[: len(data) // 2]))

@@ -94,47 +94,52 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def _jpeg_markers_reach_end(data: bytes) -> bool:
-    """True when walking the JPEG segments from SOI reaches an EOI marker.
+JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
 
-    Segments with a length field are skipped by it (so an EXIF thumbnail's own EOI inside APP1 does not
-    count); entropy-coded data after SOS is scanned for the next marker (0xFF followed by neither 0x00
-    stuffing nor a restart marker).
+
+def jpeg_segments(data: bytes):
+    """The markers of a JPEG after its SOI, in file order, as ``(marker, payload_start, length)``.
+
+    ``length`` is the segment's length field (0 for markers without one); ``data[payload_start:
+    payload_start + length]`` is the segment, its two length bytes first. Segments with a length field
+    are skipped by it (so an EXIF thumbnail's own markers inside APP1 never show); the entropy-coded data
+    after SOS is scanned for the next real marker (0xFF followed by neither 0x00 stuffing nor a restart
+    marker). The walk ends after EOI, or without a word where the structure breaks or the data ends: a
+    caller that did not meet the marker it looks for treats the file as one it cannot follow.
     """
     size = len(data)
     pos = 2
     while pos < size:
         if data[pos] != 0xFF:
-            return False  # not at a marker: corrupt structure
+            return  # not at a marker: corrupt structure
         while pos < size and data[pos] == 0xFF:  # fill bytes
             pos += 1
         if pos >= size:
-            return False
+            return
         marker = data[pos]
         pos += 1
-        if marker == 0xD9:
-            return True
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+        if marker == 0xD9 or marker in JPEG_STANDALONE_MARKERS:
+            yield marker, pos, 0
+            if marker == 0xD9:
+                return
             continue
         if pos + 2 > size:
-            return False
+            return
         length = (data[pos] << 8) | data[pos + 1]
-        if length < 2:
-            return False
+        if length < 2 or pos + length > size:
+            return
+        yield marker, pos, length
         pos += length
-        if pos > size:
-            return False
         if marker == 0xDA:  # start of scan: skip the entropy-coded data up to the next real marker
             while True:
                 pos = data.find(b"\xff", pos)
                 if pos < 0 or pos + 1 >= size:
-                    return False
+                    return
                 following = data[pos + 1]
                 if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
                     pos += 1 if following == 0xFF else 2
                     continue
                 break
-    return False
 
 
 def jpeg_is_complete(data: bytes) -> bool:
@@ -147,7 +152,7 @@ def jpeg_is_complete(data: bytes) -> bool:
         return False
     if data.endswith(b"\xff\xd9"):
         return True
-    return _jpeg_markers_reach_end(data)
+    return any(marker == 0xD9 for marker, _, _ in jpeg_segments(data))
 
 
 def png_is_complete(data: bytes) -> bool:

@@ -23,11 +23,10 @@ import dataclasses
 import cv2
 import numpy as np
 
-from ..image_io import ImageProblem
+from ..image_io import ImageProblem, jpeg_segments
 
 HEAD_BYTES = 64 * 1024           # first read; a header beyond it (big EXIF thumbnails) reads the whole file
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame; not DHT, JPG, DAC
-_NO_LENGTH_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
@@ -77,24 +76,8 @@ def jpeg_header_size(data: bytes) -> tuple[tuple, int] | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     orientation = None
-    pos, size = 2, len(data)
-    while pos + 4 <= size:
-        if data[pos] != 0xFF:
-            return None
-        while pos < size and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= size:
-            return None
-        marker = data[pos]
-        pos += 1
-        if marker in _NO_LENGTH_MARKERS:
-            continue
+    for marker, pos, length in jpeg_segments(data):
         if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        if pos + 2 > size:
-            return None
-        length = (data[pos] << 8) | data[pos + 1]
-        if length < 2 or pos + length > size:
             return None
         if marker in _SOF_MARKERS:
             if length < 7:
@@ -106,7 +89,6 @@ def jpeg_header_size(data: bytes) -> tuple[tuple, int] | None:
             return (height, width), (orientation or 1)
         if marker == 0xE1 and orientation is None and data[pos + 2:pos + 8] == b"Exif\x00\x00":
             orientation = _exif_orientation(data[pos + 2:pos + length])
-        pos += length
     return None
 
 
