@@ -94,7 +94,7 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
 
 
 def jpeg_segments(data: bytes):
@@ -118,10 +118,11 @@ def jpeg_segments(data: bytes):
             return
         marker = data[pos]
         pos += 1
-        if marker == 0xD9 or marker in JPEG_STANDALONE_MARKERS:
+        if marker == 0xD9:  # end of image
             yield marker, pos, 0
-            if marker == 0xD9:
-                return
+            return
+        if marker in _STANDALONE_MARKERS:
+            yield marker, pos, 0
             continue
         if pos + 2 > size:
             return
