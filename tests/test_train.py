@@ -25,7 +25,7 @@ import yaml
 from yolodata.convert import convert_coco
 from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
-from yolomodel import loading
+from yolomodel.checkpoint import loading
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import data as data_lib
