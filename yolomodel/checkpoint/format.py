@@ -19,8 +19,8 @@ exact ``repr`` strings, strings as strings; ``read_checkpoint`` returns them as 
 entries are metadata whatever their name.
 
 A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer) holds the network parameters
-and the model description only. A training checkpoint (``CHECKPOINT_FORMAT``) holds everything training
-needs to resume exactly besides (``yolomodel.train.checkpoint`` describes those entries).
+and the model description only. A training checkpoint (``CHECKPOINT_FORMAT``) also holds what training
+needs to resume exactly (``yolomodel.train.checkpoint`` describes those entries).
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
 with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
