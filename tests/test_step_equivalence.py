@@ -74,8 +74,9 @@ def batch_columns():
 # target entry or stride level by tens of per cent.
 FORWARD_RTOL = network_rtol(max_terms_per_layer=2304, num_layers=60)
 
-# The first update from the same weights. The update of each weight tensor is -lr * (1 + momentum) *
-# (gradient + weight decay * weight) (Nesterov's first step). Its gradient sums over the batch and every
+# The first update from the same weights. The update of each weight tensor is lr times its gradient
+# (plus weight decay; measured: the momentum first acts on step 2, so a wrong momentum is left to the
+# several-step check below, which caught 0.8 for 0.9). Its gradient sums over the batch and every
 # position of the feature map and runs back through the same chain of layers, so it carries the same
 # kind of relative error as the forward, relative to the size of the tensor's update (not per element:
 # an element whose gradient nearly cancels keeps the absolute error of its tensor's sums). Allowed:
