@@ -41,10 +41,12 @@ from yolodata.pipeline.targets import STRIDES
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
+from . import memory
 from . import step as step_lib
 from .results import ValidationState
 from .session import CheckpointWriter, Session, prepare
-from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, ValidationOutcome, summary_line
+from .validation import (BEST_CHECKPOINT, BEST_WEIGHTS, LAST_CHECKPOINT, LAST_WEIGHTS, ValidationOutcome,
+                         summary_line)
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +263,9 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     ``batch_hook(iteration, columns) -> columns`` (tests) may replace a batch's numpy columns
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
+    memory.note("start")
     session = prepare(args, rank, group_size, log=log)
+    memory.note("set-up (network, weights, step built; validator made)")
     if rank == 0:
         _save_run_config(session, log)
     run = _start_run(session, batch_hook, log)
@@ -274,10 +278,24 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     if run.profiler is not None:
         run.profiler.stop()
         log(f"MindSpore profile written to {run.profile_dir}")
+    if run.status == "stopped_early" or (run.status == "finished" and run.position.epoch >= args.max_epoch):
+        _write_final_weights(run)
     summary = _summary(run)
     if rank == 0:
         log(summary_text(summary))
     return summary
+
+
+def _write_final_weights(run: Run) -> None:
+    """When training ends: the EMA weights of best.ckpt and last.ckpt as small half-precision weights files
+    (``best_weights.ckpt``, ``last_weights.ckpt``) for eval, infer, export and ``--weights``."""
+    writer, epoch = run.session.writer, run.position.epoch
+    for checkpoint, weights, what in ((BEST_CHECKPOINT, BEST_WEIGHTS, "best"), (LAST_CHECKPOINT, LAST_WEIGHTS, "last")):
+        path = writer.save_weights(checkpoint, weights, f"EMA weights of {checkpoint} ({what} epoch of a "
+                                                        f"{epoch}-epoch run)")
+        if path is not None:
+            run.log(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB: the {what} EMA weights in half precision "
+                    f"for yolo-eval, yolo-infer, yolo-export and --weights)")
 
 
 def _save_run_config(session: Session, log) -> None:
@@ -317,6 +335,7 @@ def _train_epoch(run: Run, epoch: int, start_step: int) -> None:
     dataset = _epoch_dataset(run.session, epoch, start_step)
     epoch_started = time.perf_counter()
     done, epoch_steps_run = _run_steps(run, dataset, epoch, start_step)
+    memory.note(f"epoch {epoch} steps")
     if done is not None and done.epoch_end:
         _end_epoch(run, done, time.perf_counter() - epoch_started, epoch_steps_run)
         if run.status == "finished":
@@ -337,11 +356,15 @@ def _run_steps(run: Run, dataset, epoch: int, start_step: int) -> tuple[StepDone
         if columns is None:
             break
         done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
+        if run.steps_run == 1:
+            memory.note("first step (train step compiled)")
         steps_run += 1
         if done.epoch_end:
             break
-        if done.interval_due or done.stopping:
+        if done.interval_due:
             _save_checkpoint(run, done)
+        if done.stopping:
+            _save_last(run, done)
         run.status = _stop_status(run, done)
         if run.status != "finished":
             break
@@ -407,14 +430,32 @@ def _log_step(run: Run, epoch: int, iteration: int, lr_value) -> None:
     run.last_log_time, run.last_log_iter = now, iteration
 
 
-def _save_checkpoint(run: Run, done: StepDone) -> None:
-    """The rotating ``{rank}-{epoch}_{step}.ckpt`` after step ``done``, once the weights are known finite."""
+def _check_weights_finite(run: Run, done: StepDone) -> None:
+    """Before a save: with a unit loss scale the step checks only the loss, so the weights are checked here."""
     session = run.session
     if not run.checks_gradients and not step_lib.weights_finite(session.parts.network):
         raise TrainingDiverged(_non_finite_weights_message(done.epoch, done.iteration, session.writer))
+
+
+def _save_checkpoint(run: Run, done: StepDone) -> None:
+    """The rotating ``{rank}-{epoch}_{step}.ckpt`` after step ``done``, once the weights are known finite."""
+    session = run.session
+    _check_weights_finite(run, done)
     saved = session.writer.save(session.parts.train_step, run.position, done.epoch + 1, done.step_in_epoch + 1)
     if saved is not None:
         run.log(f"saved checkpoint {saved}")
+
+
+def _save_last(run: Run, done: StepDone) -> None:
+    """``last.ckpt``: the full training state after step ``done`` (what ``--resume`` continues from)."""
+    _check_weights_finite(run, done)
+    run.session.writer.save_named(run.session.parts.train_step, run.position, LAST_CHECKPOINT, is_last=True)
+
+
+def periodic_due(done: StepDone, save_period: int) -> bool:
+    """Whether a periodic checkpoint follows step ``done``: --ckpt_interval steps or --save_period epochs."""
+    epoch_due = done.epoch_end and save_period > 0 and (done.epoch + 1) % save_period == 0
+    return done.interval_due or epoch_due
 
 
 def _end_epoch(run: Run, done: StepDone, epoch_seconds: float, epoch_steps_run: int) -> None:
@@ -422,12 +463,17 @@ def _end_epoch(run: Run, done: StepDone, epoch_seconds: float, epoch_steps_run: 
     best.ckpt when the fitness improved, and --patience (status "stopped_early")."""
     session, epoch_number = run.session, done.epoch + 1
     outcome = _validate(run, epoch_number)
+    memory.note(f"epoch {done.epoch} validation")
     if session.rank == 0:
         record_epoch(session.run_dir, epoch_number, done.epoch_losses, done.lr, epoch_seconds,
                      run.global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
-    _save_checkpoint(run, done)
+    if periodic_due(done, session.args.save_period):
+        _save_checkpoint(run, done)
+    _save_last(run, done)
+    memory.note(f"epoch {done.epoch} checkpoints")
     train_step, writer = session.parts.train_step, session.writer
-    writer.save_named(train_step, run.position, LAST_CHECKPOINT)
+    if session.validator is None:   # as YOLOv5 without validation: the latest epoch is the best
+        writer.save_named(train_step, run.position, BEST_CHECKPOINT)
     if outcome is None:
         return
     if outcome.improved:
@@ -506,6 +552,7 @@ def summary_text(summary: TrainSummary) -> str:
     return (f"training {summary.status}: {summary.steps} steps in {summary.seconds:.1f} s "
             f"({summary.images_per_second:.2f} images/s after the first step), now at epoch {summary.epoch} "
             f"step {summary.step} ({summary.steps_completed} steps in all), last loss {loss}, last checkpoint "
-            f"{summary.last_checkpoint or 'none'} (its ema.* entries are the weights to evaluate and export)"
+            f"{summary.last_checkpoint or 'none'} (it resumes with --resume; {LAST_WEIGHTS} and {BEST_WEIGHTS}, written "
+            f"when training ends, are the weights to evaluate and export)"
             + (f"; best fitness {summary.validation.best_fitness:.4f} at epoch {summary.validation.best_epoch} "
                f"({BEST_CHECKPOINT})" if summary.validation is not None and summary.validation.best_epoch > 0 else ""))

@@ -1,0 +1,35 @@
+"""Resident memory of the training process at the loop's stages, for the memory benchmark.
+
+``note(stage)`` logs (at DEBUG, logger ``yolomodel.train.memory``) the process's resident set size now
+and its peak so far (``getrusage``'s ``ru_maxrss``: pipeline threads included, they share the process).
+``benchmarks/train_memory.py`` turns these lines into the per-part breakdown: the growth of the peak
+between two stages is what the part running between them added.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+
+logger = logging.getLogger(__name__)
+PREFIX = "memory after "
+
+
+def rss_mb() -> float:
+    """The resident set size now, in MB (from /proc; 0 where it is not available)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * resource.getpagesize() / 1e6
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set size of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def note(stage: str) -> None:
+    """Log ``memory after <stage>: rss X MB, peak Y MB`` when DEBUG is on for this logger."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s%s: rss %.0f MB, peak %.0f MB", PREFIX, stage, rss_mb(), peak_rss_mb())
