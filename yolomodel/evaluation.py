@@ -65,13 +65,19 @@ def predict_results(dataset, predict_batch: Callable[[dict], np.ndarray], catego
     (a list) receives the id of every real image the network ran on.
     """
     results = []
-    for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        if seen_image_ids is not None:
-            seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
-        kept = nms.apply(predict_batch(batch))
-        results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
-                                     category_ids))
-        progress()
+    batches = dataset.create_dict_iterator(num_epochs=1, output_numpy=True)
+    try:
+        for batch in batches:
+            if seen_image_ids is not None:
+                seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
+            kept = nms.apply(predict_batch(batch))
+            results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
+                                         category_ids))
+            progress()
+    finally:
+        # the pipeline's threads and queues go now, not when a garbage collection finds them (training
+        # validates every epoch; a pipeline left alive between validations is memory held for nothing)
+        batches.stop()
     return results
 
 

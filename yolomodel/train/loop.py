@@ -350,24 +350,29 @@ def _run_steps(run: Run, dataset, epoch: int, start_step: int) -> tuple[StepDone
     last step and how many steps ran."""
     batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     done, steps_run = None, 0
-    for step_in_epoch in itertools.count(start_step):
-        waited_from = time.perf_counter()
-        columns = next(batches, None)
-        if columns is None:
-            break
-        done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
-        if run.steps_run == 1:
-            memory.note("first step (train step compiled)")
-        steps_run += 1
-        if done.epoch_end:
-            break
-        if done.interval_due:
-            _save_checkpoint(run, done)
-        if done.stopping:
-            _save_last(run, done)
-        run.status = _stop_status(run, done)
-        if run.status != "finished":
-            break
+    try:
+        for step_in_epoch in itertools.count(start_step):
+            waited_from = time.perf_counter()
+            columns = next(batches, None)
+            if columns is None:
+                break
+            done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
+            if run.steps_run == 1:
+                memory.note("first step (train step compiled)")
+            steps_run += 1
+            if done.epoch_end:
+                break
+            if done.interval_due:
+                _save_checkpoint(run, done)
+            if done.stopping:
+                _save_last(run, done)
+            run.status = _stop_status(run, done)
+            if run.status != "finished":
+                break
+    finally:
+        # the epoch's pipeline (threads, prefetched batches) goes before validation and the next epoch's
+        # pipeline start, not when a garbage collection finds it
+        batches.stop()
     return done, steps_run
 
 

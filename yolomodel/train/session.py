@@ -26,7 +26,7 @@ from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
 from . import step as step_lib
-from .validation import Validator
+from .validation import LAST_CHECKPOINT, Validator
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,10 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     run_dir = Path(args.ckpt_path)
     ckpt_dir = run_dir / f"ckpt_{rank}"
     if not args.resume and _existing_checkpoints(ckpt_dir):
+        last = ckpt_dir / LAST_CHECKPOINT
+        resumable = last if last.is_file() else _existing_checkpoints(ckpt_dir)[-1]
         raise ValueError(f"{ckpt_dir} already holds checkpoints of an earlier run; continue it with --resume "
-                         f"{_existing_checkpoints(ckpt_dir)[-1]} or choose another --ckpt_path")
+                         f"{resumable} or choose another --ckpt_path")
 
     resume_state = _read_resume_state(args, manifest, global_batch, log) if args.resume else None
     choice = resolve_model(args, resume_state, log)
