@@ -29,6 +29,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
+def enabled() -> bool:
+    """Whether the stages are logged (the benchmark turns DEBUG on for this logger)."""
+    return logger.isEnabledFor(logging.DEBUG)
+
+
 def note(stage: str) -> None:
     """Log ``memory after <stage>: rss X MB, peak Y MB`` when DEBUG is on for this logger."""
     if logger.isEnabledFor(logging.DEBUG):
