@@ -1,13 +1,16 @@
 """Do half-precision weights files reproduce the float32 detections? Measured with the real COCO weights.
 
-    python benchmarks/half_weights.py [--testing_shape 640] [--weights yolov5n_v6.1_coco.pt]
+    python benchmarks/half_weights.py [--testing_shape 640] [--weights yolov5n_v6.1_coco.pt] [--checkpoint last.ckpt]
 
 Training writes its final ``best_weights.ckpt`` / ``last_weights.ckpt`` in half precision
 (``yolomodel.checkpoint.format.save_weights_file``); readers turn the values back into float32 and the
 network runs in float32. This script imports the real yolov5n (``yolov5n_v6.1_coco.pt``, the project's
 importer, no torch), writes the same weights as a float32 and a float16 weights file, loads both the way
 yolo-eval / yolo-infer / yolo-export do (``load_inference_net``) and runs all 128 coco128 images through
-both (letterboxed to ``--testing_shape``). It prints the largest difference of the raw decoded outputs
+both (letterboxed to ``--testing_shape``). YOLOv5's ``.pt`` files store float16 values, so their
+import survives the rounding exactly; ``--checkpoint`` takes the EMA weights of a training checkpoint
+instead (e.g. ``last.ckpt`` of ``benchmarks/train_memory.py --keep DIR``, yolov5n fine-tuned from those
+weights on coco128), whose float32 values are not on the float16 grid: the meaningful comparison. It prints the largest difference of the raw decoded outputs
 (boxes in pixels, objectness and class scores), the detections yolo-infer would draw (score >= 0.25,
 NMS 0.45) that are not matched one to one (same class, IoU >= 0.99), the largest score and box-corner
 differences among matched ones, and COCO mAP@0.5:0.95 / mAP@0.5 of both on coco128 (yolo-eval's settings).
@@ -19,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.real_data import REAL_DATA  # noqa: E402
 from yolodata.convert import convert_coco  # noqa: E402
-from yolomodel.checkpoint.format import save_weights_file  # noqa: E402
-from yolomodel.checkpoint.loading import load_inference_net, network_predictor  # noqa: E402
+from yolomodel.checkpoint.format import METADATA_KEYS, save_weights_file  # noqa: E402
+from yolomodel.checkpoint.loading import load_inference_net, network_predictor, read_weights  # noqa: E402
 from yolomodel.checkpoint.yolov5_import import read_yolov5_pt  # noqa: E402
 from yolomodel.evaluation import evaluate  # noqa: E402
 from yolomodel.infer import letterbox_input, read_image  # noqa: E402
@@ -85,16 +89,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--testing_shape", type=int, default=640)
     parser.add_argument("--weights", default=str(REAL_DATA / "yolov5_pt" / "yolov5n_v6.1_coco.pt"))
+    parser.add_argument("--checkpoint", default="", help="a training checkpoint whose EMA weights to use instead")
+    parser.add_argument("--skip_map", action="store_true", help="compare detections only")
     args = parser.parse_args(argv)
-    imported = read_yolov5_pt(args.weights)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    if args.checkpoint:
+        read = read_weights(args.checkpoint)
+        # the network's weights (training's numeric metadata entries read as 0-d integers are left out)
+        weights = {name: value.asnumpy() for name, value in read.weights.items()
+                   if np.issubdtype(value.asnumpy().dtype, np.floating)}
+        metadata = {key: read.metadata[key] for key in METADATA_KEYS if key in read.metadata}
+        print(f"EMA weights of {args.checkpoint}: "
+              f"{sum(int((v != v.astype(np.float16).astype(np.float32)).sum()) for v in weights.values())} of "
+              f"{sum(v.size for v in weights.values())} values change when rounded to float16")
+    else:
+        imported = read_yolov5_pt(args.weights)
+        weights, metadata = imported.weights, imported.metadata()
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
-        files = {name: save_weights_file(folder / f"{name}.ckpt", imported.weights, imported.metadata(),
+        files = {name: save_weights_file(folder / f"{name}.ckpt", weights, metadata,
                                          half=name == "float16") for name in ("float32", "float16")}
         for name, path in files.items():
             print(f"{name} weights file: {path.stat().st_size / 1e6:.2f} MB")
         nets = {name: load_inference_net(path) for name, path in files.items()}
         compare(nets, args.testing_shape)
+        if args.skip_map:
+            return 0
         shards = folder / "coco128"
         convert_coco(COCO128 / "val2017", COCO128 / "annotations" / "instances_val2017.json", shards, shard_num=1)
         for name, loaded in nets.items():

@@ -393,9 +393,11 @@ def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: fl
     lr_value = session.lr[min(iteration, run.total_steps - 1)]
     no_stop, stop = run.stop_flags
     step_args = (*inputs, ms.Tensor(lr_value), stop if run.signals.received else no_stop)
-    if run.steps_run == 0 and memory.enabled():   # the benchmark's breakdown: compiling apart from running
+    if run.steps_run == 0:   # compiling apart from running, so that what compiling freed is returned first
         session.parts.train_step.compile(*step_args)
         memory.note("train step compiled (not run yet)")
+        memory.return_freed_memory()
+        memory.note("memory freed by compiling returned")
     outputs = session.parts.train_step(*step_args)
     parts, finite, scale, votes = (o.asnumpy() for o in outputs)
     step_done = time.perf_counter()
@@ -479,6 +481,7 @@ def _end_epoch(run: Run, done: StepDone, epoch_seconds: float, epoch_steps_run: 
     session, epoch_number = run.session, done.epoch + 1
     outcome = _validate(run, epoch_number)
     memory.note(f"epoch {done.epoch} validation")
+    memory.return_freed_memory()
     if session.rank == 0:
         record_epoch(session.run_dir, epoch_number, done.epoch_losses, done.lr, epoch_seconds,
                      run.global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)

@@ -7,6 +7,8 @@ between two stages is what the part running between them added.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import resource
 
@@ -27,6 +29,22 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """The largest resident set size of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def return_freed_memory() -> None:
+    """Give the heap memory freed so far back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Compiling the train step frees most of what it allocated, but the C allocator keeps the freed pages
+    resident, and the graph's own memory then comes on top of them: trimmed, they are reused.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def enabled() -> bool:
