@@ -21,6 +21,7 @@ MAX_CLASS_LINES = 20            # above this many classes a curve figure shows o
 MAX_ANNOTATED_CELLS = 30        # write the values into the matrix cells up to this many classes
 MIN_LABEL_POINTS = 4.0          # a tick label smaller than this is unreadable: leave the labels out
 CURVE_FIGSIZE = (6.4, 4.8)
+CURVE_FIGSIZE_WITH_LEGEND = (9.6, 4.8)      # room for the per-class legend beside the axes
 DPI = 100
 
 
@@ -44,7 +45,9 @@ def _class_lines(axes, x, curves, class_names, with_truth, values) -> None:
         axes.plot(x, curves[k], linewidth=1, label=f"{class_names[k]} {values[k]:.3f}")
 
 
-def _finish_axes(axes, xlabel, ylabel, *, note: str | None, num_lines: int) -> None:
+def _finish_axes(figure, axes, xlabel, ylabel, *, note: str | None, class_lines: int) -> None:
+    """Limits, labels, the note and the legend: beside the axes when it lists classes, inside otherwise.
+    Fixed margins (tight_layout would render the figure once more)."""
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.01)
     axes.set_xlabel(xlabel)
@@ -53,9 +56,13 @@ def _finish_axes(axes, xlabel, ylabel, *, note: str | None, num_lines: int) -> N
     if note:
         axes.text(0.5, 0.5, note, transform=axes.transAxes, ha="center", va="center", fontsize=10,
                   bbox=dict(facecolor="white", edgecolor="gray"))
-    if num_lines:
-        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7 if num_lines > 6 else 9,
+    if class_lines:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7 if class_lines > 6 else 9,
                     frameon=False)
+        figure.subplots_adjust(left=0.08, right=0.62, bottom=0.11, top=0.9)
+    else:
+        axes.legend(loc="lower left", fontsize=9)
+        figure.subplots_adjust(left=0.12, right=0.95, bottom=0.11, top=0.9)
 
 
 def _curve_note(num_detections: int, num_with_truth: int) -> str | None:
@@ -69,19 +76,18 @@ def pr_curve_figure(recall_points: np.ndarray, pr_curves: np.ndarray, ap50: np.n
     """Precision against recall at IoU 0.5 per class (``pr_curves`` (C, R) on ``recall_points``), the mean
     bold; the legend gives each class's AP@0.5 and the mean's."""
     with_truth = np.asarray(with_truth, bool)
-    figure = _figure(CURVE_FIGSIZE)
-    axes = figure.add_subplot(1, 1, 1)
     few = with_truth.sum() <= MAX_CLASS_LINES
+    figure = _figure(CURVE_FIGSIZE_WITH_LEGEND if few else CURVE_FIGSIZE)
+    axes = figure.add_subplot(1, 1, 1)
     if few:
         _class_lines(axes, recall_points, pr_curves, class_names, with_truth, ap50)
     mean_ap = float(np.mean(np.asarray(ap50)[with_truth])) if with_truth.any() else 0.0
     axes.plot(recall_points, _mean_over(np.nan_to_num(pr_curves), with_truth), linewidth=3, color="blue",
               label=f"all classes {mean_ap:.3f} mAP@0.5" + ("" if few else f" ({with_truth.sum()} classes: "
                                                                           f"only the mean drawn)"))
-    _finish_axes(axes, "recall", "precision", note=_curve_note(num_detections, int(with_truth.sum())),
-                 num_lines=int(few) * int(with_truth.sum()) + 1)
+    _finish_axes(figure, axes, "recall", "precision", note=_curve_note(num_detections, int(with_truth.sum())),
+                 class_lines=int(few) * int(with_truth.sum()))
     axes.set_title("precision-recall at IoU 0.5")
-    figure.tight_layout()
     return figure
 
 
@@ -92,9 +98,9 @@ def confidence_curve_figure(confidence_grid: np.ndarray, curves: np.ndarray, cla
     its maximum for F1."""
     with_truth = np.asarray(with_truth, bool)
     grid = np.asarray(confidence_grid, np.float64)
-    figure = _figure(CURVE_FIGSIZE)
-    axes = figure.add_subplot(1, 1, 1)
     few = with_truth.sum() <= MAX_CLASS_LINES
+    figure = _figure(CURVE_FIGSIZE_WITH_LEGEND if few else CURVE_FIGSIZE)
+    axes = figure.add_subplot(1, 1, 1)
     chosen = int(np.argmin(np.abs(grid - chosen_confidence)))
     if few:
         _class_lines(axes, grid, curves, class_names, with_truth, np.asarray(curves)[:, chosen])
@@ -104,11 +110,9 @@ def confidence_curve_figure(confidence_grid: np.ndarray, curves: np.ndarray, cla
         label += f" ({with_truth.sum()} classes: only the mean drawn)"
     axes.plot(grid, mean, linewidth=3, color="blue", label=label)
     axes.axvline(grid[chosen], color="gray", linestyle="--", linewidth=0.8)
-    _finish_axes(axes, "confidence", ylabel, note=_curve_note(num_detections, int(with_truth.sum())),
-                 num_lines=int(few) * int(with_truth.sum()) + 1)
-    axes.set_title(f"{ylabel} against the confidence threshold at IoU 0.5 (dashed: the maximum of the mean F1)",
-                   fontsize=8)
-    figure.tight_layout()
+    _finish_axes(figure, axes, "confidence", ylabel, note=_curve_note(num_detections, int(with_truth.sum())),
+                 class_lines=int(few) * int(with_truth.sum()))
+    axes.set_title(f"{ylabel} at IoU 0.5 (dashed: the maximum of the mean F1)", fontsize=10)
     return figure
 
 
@@ -160,12 +164,12 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], *, i
             value = normalised[row, col]
             axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=max(4.0, min(8.0, points)),
                       color="white" if value > 0.5 else "black")
-    axes.set_xlabel("true", labelpad=label_inches_for(labels, points) * 72.0)
-    axes.set_ylabel("predicted", labelpad=label_inches_for(labels, points) * 72.0)
+    axes.set_xlabel("true", labelpad=label_inches_for(labels, points) * 72.0 + 8)
+    axes.set_ylabel("predicted", labelpad=label_inches_for(labels, points) * 72.0 + 12)
     axes.set_title(title, fontsize=9)
     # fixed margins sized for the longest name (tight_layout would render the figure once more)
     label_inches = label_inches_for(labels, points) + 0.6
     width, height = figure.get_size_inches()
     figure.subplots_adjust(left=min(0.4, label_inches / width), bottom=min(0.4, label_inches / height),
-                           right=0.95, top=1.0 - 0.8 / height)
+                           right=0.86, top=1.0 - 0.8 / height)
     return figure
