@@ -34,6 +34,7 @@ from yolodata.targets import STRIDES
 from . import checkpoint as ckpt_lib
 from . import results as results_lib
 from .results import ValidationState
+from .run_report import RunReport
 from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, Validator, summary_line
 from . import config as config_lib
 
@@ -485,6 +486,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         profiler = _start_profiler(profile_dir)
         log(f"profiling the first {args.profiler_steps} steps into {profile_dir}")
     no_stop, stop = ms.Tensor(np.float32(0.0)), ms.Tensor(np.float32(1.0))
+    run_report = RunReport(session.run_dir, session.manifest.class_names, session.manifest.category_ids, rank, log)
 
     with StopSignals() as signals:
         epoch, start_step = position.epoch, position.step
@@ -507,6 +509,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                 outputs = train_step(*inputs, ms.Tensor(lr_value), stop if signals.received else no_stop)
                 parts, finite, scale, votes = (o.asnumpy() for o in outputs)
                 step_done = time.perf_counter()
+                run_report.after_step(iteration, columns)
                 steps_run += 1
                 if first_step_done_at is None:
                     first_step_done_at = time.perf_counter()
@@ -548,6 +551,11 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
                         if rank == 0:
                             log("validation of the EMA weights:\n" + outcome.scores.text)
                             log(summary_line(outcome, epoch + 1, args.max_epoch))
+                        report_seconds = run_report.after_validation(
+                            outcome, epoch + 1, last=epoch + 1 >= args.max_epoch
+                            or outcome.state.patience_exhausted(session.validator.settings.patience))
+                        validation_seconds += report_seconds
+                        last_log_time += report_seconds
                     if rank == 0:
                         record_epoch(session.run_dir, epoch + 1, epoch_losses, lr_value, epoch_seconds,
                                      global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
@@ -602,6 +610,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         validation=position.validation if session.validator is not None else None)
     if rank == 0:
         log(summary_text(summary))
+        if run_report.summary():
+            log(run_report.summary())
     return summary
 
 
