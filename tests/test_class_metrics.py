@@ -20,7 +20,8 @@ from pycocotools.cocoeval import COCOeval
 from conftest import shared_data_path
 from yolodata.visualize.batch_pictures import eval_batch_grids, train_batch_grid
 from yolodata.visualize.drawing import class_colour
-from yolodata.visualize.metrics_plots import confusion_matrix_figure, label_font_points, normalised_by_true_class
+from yolodata.visualize.metrics_plots import (cell_rgb, confusion_matrix_image, label_scale, matrix_cell_pixels,
+                                              normalised_by_true_class)
 from yolomodel.class_report import (PER_CLASS_CSV, REPORT_FILES, format_class_table, worst_classes_line,
                                     write_class_report)
 from yolomodel.coco_eval import score_results
@@ -162,13 +163,26 @@ def test_confusion_matrix_on_a_hand_made_case():
 
 
 def test_large_class_counts_stay_readable():
-    assert label_font_points(81, 10.5) > 4            # 80 classes: labels at a size that fits
-    assert label_font_points(366, 10.5) == 0           # 365 classes: left out
+    assert label_scale(matrix_cell_pixels(81)) > 0        # 80 classes: names at a size that fits the cells
+    assert label_scale(matrix_cell_pixels(366)) == 0      # 365 classes: left out (with a note)
     names = [f"class {k}" for k in range(365)]
-    figure = confusion_matrix_figure(np.zeros((366, 366), np.int64), names, iou_thresh=0.45, conf_thresh=0.25)
-    title = figure.axes[0].get_title()
-    assert "IoU > 0.45, confidence > 0.25" in title and "names left out" in title
-    assert len(figure.axes[0].texts) == 0
+    counts = np.zeros((366, 366), np.int64)
+    counts[np.arange(366), np.arange(366)] = 3
+    image = confusion_matrix_image(counts, names, iou_thresh=0.45, conf_thresh=0.25)
+    assert image.dtype == np.uint8 and max(image.shape[:2]) < 1500
+    # a perfect diagonal: the darkest colour on the diagonal, the lightest elsewhere
+    cell = matrix_cell_pixels(366)
+    assert (cell_rgb(1.0) == cell_rgb(np.ones(1))[0]).all()
+    assert ((image == cell_rgb(1.0)).all(axis=2).sum() >= 366 * cell * cell)
+
+
+def test_confusion_matrix_picture_of_a_small_matrix_shows_names_and_values():
+    counts = np.array([[3, 0, 1], [1, 2, 0], [0, 2, 0]])
+    image = confusion_matrix_image(counts, ["a cat with a long name", "dog"], iou_thresh=0.45, conf_thresh=0.25)
+    blank = confusion_matrix_image(counts, ["", ""], iou_thresh=0.45, conf_thresh=0.25)
+    assert image.shape[0] > blank.shape[0]     # room made for the names under the columns
+    # column "true cat" = (3, 1, 0) / 4: its first cell has the colour of 0.75
+    assert (image == cell_rgb(0.75)).all(axis=2).sum() > matrix_cell_pixels(3) ** 2 // 2
 
 
 def test_batch_pictures_draw_the_boxes_and_skip_padding():

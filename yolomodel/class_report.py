@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.fileio import write_file_atomic
+from yolodata.visualize.drawing import encode_grid
 from yolodata.visualize.figure import encode_figure
-from yolodata.visualize.metrics_plots import confidence_curve_figure, confusion_matrix_figure, pr_curve_figure
+from yolodata.visualize.metrics_plots import confidence_curve_figure, confusion_matrix_image, pr_curve_figure
 
 from .metrics import ClassMetrics
 
@@ -103,14 +104,12 @@ def confusion_csv(metrics: ClassMetrics) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def report_figures(metrics: ClassMetrics) -> dict:
-    """{file name: matplotlib Figure} of the confusion matrix and the four curves."""
+def curve_figures(metrics: ClassMetrics) -> dict:
+    """{file name: matplotlib Figure} of the four curves."""
     with_truth = metrics.has_ground_truth
     common = dict(class_names=metrics.class_names, with_truth=with_truth, chosen_confidence=metrics.confidence,
                   num_detections=metrics.num_detections)
     return {
-        CONFUSION_PNG: confusion_matrix_figure(metrics.confusion, metrics.class_names,
-                                               iou_thresh=metrics.confusion_iou, conf_thresh=metrics.confusion_conf),
         PR_CURVE_PNG: pr_curve_figure(metrics.recall_points, metrics.pr_curve, metrics.ap50, metrics.class_names,
                                       with_truth, num_detections=metrics.num_detections),
         F1_CURVE_PNG: confidence_curve_figure(metrics.confidence_grid, metrics.f1_curve, ylabel="F1", **common),
@@ -125,8 +124,11 @@ def write_class_report(metrics: ClassMetrics, folder: str | Path) -> list[Path]:
     """Write ``REPORT_FILES`` into ``folder`` (created if needed), each atomically; their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    matrix = confusion_matrix_image(metrics.confusion, metrics.class_names, iou_thresh=metrics.confusion_iou,
+                                    conf_thresh=metrics.confusion_conf)
     written = [write_file_atomic(folder / PER_CLASS_CSV, per_class_csv(metrics)),
+               write_file_atomic(folder / CONFUSION_PNG, encode_grid(matrix, ".png")),
                write_file_atomic(folder / CONFUSION_CSV, confusion_csv(metrics))]
-    for name, figure in report_figures(metrics).items():
+    for name, figure in curve_figures(metrics).items():
         written.append(write_file_atomic(folder / name, encode_figure(figure, ".png")))
     return written

@@ -1,25 +1,28 @@
 """Figures of an evaluation's per-class results: the confusion matrix and the PR / F1 / P / R curves.
 
-Drawn with matplotlib's object API on an Agg canvas (no pyplot state, safe in any thread), from plain
-arrays, so this module knows nothing of how the numbers were computed (``yolomodel.metrics`` does that).
+The curves are drawn with matplotlib's object API on an Agg canvas (no pyplot state), the confusion
+matrix with OpenCV (fast at 80 or 365 classes), from plain arrays: this module knows nothing of how the
+numbers were computed (``yolomodel.metrics`` does that).
 
 * Curves: one thin line per class with ground truth and the mean over those classes bold; with more
   than ``MAX_CLASS_LINES`` classes only the mean, and the legend says so.
 * The confusion matrix is normalised by true class (each column sums to 1; the background column too),
   shows its IoU and confidence thresholds in the title, writes the cell values when the matrix is
-  small, and its class names at a font size that fits, or leaves them out with a note when they
-  cannot fit (365 classes).
+  small, and its class names at a font size that fits the cells, or leaves them out with a note when
+  they cannot fit (365 classes).
 * Without detections the figures are still written, with empty curves and a note saying so.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
+
+from .drawing import FONT
 
 MAX_CLASS_LINES = 20            # above this many classes a curve figure shows only the mean
 MAX_ANNOTATED_CELLS = 30        # write the values into the matrix cells up to this many classes
-MIN_LABEL_POINTS = 4.0          # a tick label smaller than this is unreadable: leave the labels out
 CURVE_FIGSIZE = (6.4, 4.8)
 CURVE_FIGSIZE_WITH_LEGEND = (9.6, 4.8)      # room for the per-class legend beside the axes
 DPI = 100
@@ -123,53 +126,106 @@ def normalised_by_true_class(matrix: np.ndarray) -> np.ndarray:
     return np.where(totals > 0, matrix / np.where(totals > 0, totals, 1), 0.0)
 
 
-def label_font_points(num_labels: int, axis_inches: float) -> float:
-    """A tick-label font size (points) at which ``num_labels`` labels fit along ``axis_inches``; 0 when
-    that would be below ``MIN_LABEL_POINTS`` (the labels are then left out)."""
-    size = min(9.0, 0.8 * 72.0 * axis_inches / max(num_labels, 1))
-    return size if size >= MIN_LABEL_POINTS else 0.0
+# The confusion matrix is drawn with OpenCV: with 80 classes matplotlib spends about a second on the 162
+# class-name texts alone, and the figure is written at every new best epoch of a training run.
+WHITE_RGB = np.array((255, 255, 255), np.float64)
+EMPTY_CELL_RGB = np.array((247, 251, 255), np.float64)      # the two ends of the colour ramp (blues)
+FULL_CELL_RGB = np.array((8, 48, 107), np.float64)
+MATRIX_PIXELS = 1100               # about this many pixels along the matrix side
+MAX_CELL_PIXELS = 60
+MIN_LABEL_SCALE = 0.3              # Hershey font scale below which names are unreadable: left out
 
 
-def label_inches_for(labels: Sequence[str], points: float) -> float:
-    """About how long the longest of ``labels`` is at ``points`` (0 when the labels are left out)."""
-    return max(len(name) for name in labels) * 0.6 * points / 72.0 if points else 0.0
+def cell_rgb(values: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) colours of normalised values in [0, 1]: light (0) to dark blue (1)."""
+    values = np.clip(np.asarray(values, np.float64), 0.0, 1.0)[..., None]
+    return np.round(EMPTY_CELL_RGB + (FULL_CELL_RGB - EMPTY_CELL_RGB) * values).astype(np.uint8)
 
 
-def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], *, iou_thresh: float,
-                            conf_thresh: float):
-    """The (C + 1, C + 1) [predicted, true] count matrix normalised by true class, background last."""
+def matrix_cell_pixels(size: int) -> int:
+    """Side of one cell in pixels for a (size x size) matrix."""
+    return int(np.clip(MATRIX_PIXELS // max(size, 1), 2, MAX_CELL_PIXELS))
+
+
+def label_scale(cell_pixels: int) -> float:
+    """Font scale at which a name fits in a cell's height; 0 when that is below ``MIN_LABEL_SCALE`` (left out)."""
+    scale = min(0.5, (cell_pixels - 3) / 24.0)
+    return scale if scale >= MIN_LABEL_SCALE else 0.0
+
+
+def _text(canvas, text, origin, scale, colour=(0, 0, 0)) -> None:
+    cv2.putText(canvas, text, (int(origin[0]), int(origin[1])), FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+def _label_block(names: Sequence[str], cell: int, scale: float) -> np.ndarray:
+    """uint8 RGB (len(names) * cell, width): one right-aligned name per cell row (white background)."""
+    widths = [cv2.getTextSize(name, FONT, scale, 1)[0][0] for name in names]
+    block = np.full((len(names) * cell, max(widths) + 6, 3), 255, np.uint8)
+    (_, text_h), _ = cv2.getTextSize("Ag", FONT, scale, 1)
+    for row, (name, width) in enumerate(zip(names, widths)):
+        _text(block, name, (block.shape[1] - 4 - width, row * cell + (cell + text_h) // 2), scale)
+    return block
+
+
+def _paste(canvas, image, x, y) -> None:
+    canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
+
+
+def confusion_matrix_image(matrix: np.ndarray, class_names: Sequence[str], *, iou_thresh: float,
+                           conf_thresh: float) -> np.ndarray:
+    """uint8 RGB picture of the (C + 1, C + 1) [predicted, true] count matrix normalised by true class,
+    background last: names beside the rows and under the columns when they fit (a note otherwise), the
+    values in the cells up to ``MAX_ANNOTATED_CELLS`` classes, the thresholds and a colour scale."""
     counts = np.asarray(matrix)
     size = counts.shape[0]
     normalised = normalised_by_true_class(counts)
-    side = float(np.clip(3.0 + 0.14 * size, 6.0, 14.0))
-    figure = _figure((side + 1.5, side))
-    axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    labels = list(class_names) + ["background"]
-    points = label_font_points(size, side * 0.75)
-    title = (f"confusion matrix, normalised by true class (IoU > {iou_thresh:g}, confidence > {conf_thresh:g})")
-    axes.set_xticks([])
-    axes.set_yticks([])
-    if points:
-        # plain texts beside the cells: matplotlib's tick objects cost about 5 ms each
-        for index, name in enumerate(labels):
-            axes.text(index, size - 0.4, name, rotation=90, ha="center", va="top", fontsize=points,
-                      transform=axes.transData, clip_on=False)
-            axes.text(-0.6, index, name, ha="right", va="center", fontsize=points, clip_on=False)
-    else:
-        title += f"\n{size - 1} classes: names left out (too many to fit), see confusion_matrix.csv; background last"
-    if size - 1 <= MAX_ANNOTATED_CELLS:
-        for row, col in zip(*np.nonzero(counts)):
-            value = normalised[row, col]
-            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=max(4.0, min(8.0, points)),
-                      color="white" if value > 0.5 else "black")
-    axes.set_xlabel("true", labelpad=label_inches_for(labels, points) * 72.0 + 8)
-    axes.set_ylabel("predicted", labelpad=label_inches_for(labels, points) * 72.0 + 12)
-    axes.set_title(title, fontsize=9)
-    # fixed margins sized for the longest name (tight_layout would render the figure once more)
-    label_inches = label_inches_for(labels, points) + 0.6
-    width, height = figure.get_size_inches()
-    figure.subplots_adjust(left=min(0.4, label_inches / width), bottom=min(0.4, label_inches / height),
-                           right=0.86, top=1.0 - 0.8 / height)
-    return figure
+    cell = matrix_cell_pixels(size)
+    scale = label_scale(cell)
+    side = size * cell
+    cells = np.repeat(np.repeat(cell_rgb(normalised), cell, axis=0), cell, axis=1)
+    names = list(class_names) + ["background"]
+    rows_block = _label_block(names, cell, scale) if scale else np.full((side, 8, 3), 255, np.uint8)
+    columns_block = np.rot90(rows_block, k=1)            # names read upwards, ending at the matrix
+    title = [f"confusion matrix normalised by true class (each column sums to 1), background last",
+             f"IoU > {iou_thresh:g}, confidence > {conf_thresh:g}; rows: predicted, columns: true"]
+    if not scale:
+        title.append(f"{size - 1} classes: names left out (too many to fit); see confusion_matrix.csv")
+    top, left = 14 + 20 * len(title), 30 + rows_block.shape[1]
+    title_width = max(cv2.getTextSize(text, FONT, 0.5, 1)[0][0] for text in title) + 20
+    canvas = np.full((top + side + columns_block.shape[0] + 34, max(left + side + 90, title_width), 3), 255,
+                     np.uint8)
+    _paste(canvas, cells, left, top)
+    cv2.rectangle(canvas, (left - 1, top - 1), (left + side, top + side), (0, 0, 0), 1)
+    _paste(canvas, rows_block, left - rows_block.shape[1] - 2, top)
+    _paste(canvas, columns_block, left, top + side + 2)
+    for line, text in enumerate(title):
+        _text(canvas, text, (10, 22 + 20 * line), 0.5)
+    _text(canvas, "true", (left + side // 2 - 15, canvas.shape[0] - 10), 0.5)
+    predicted = np.full((24, 90, 3), 255, np.uint8)
+    _text(predicted, "predicted", (2, 17), 0.5)
+    _paste(canvas, np.rot90(predicted, k=1), 4, top + max(0, side // 2 - 45))
+    _annotate_cells(canvas, counts, normalised, cell, left, top)
+    _colour_scale(canvas, left + side + 14, top, side)
+    return canvas
+
+
+def _annotate_cells(canvas, counts, normalised, cell, left, top) -> None:
+    """Write the normalised values into the non-empty cells of small matrices (in place)."""
+    if counts.shape[0] - 1 > MAX_ANNOTATED_CELLS:
+        return
+    scale = min(0.45, cell / 75.0)
+    for row, col in zip(*np.nonzero(counts)):
+        value = normalised[row, col]
+        text = f"{value:.2f}"
+        (width, height), _ = cv2.getTextSize(text, FONT, scale, 1)
+        _text(canvas, text, (left + col * cell + (cell - width) // 2, top + row * cell + (cell + height) // 2),
+              scale, (255, 255, 255) if value > 0.5 else (0, 0, 0))
+
+
+def _colour_scale(canvas, x, top, height) -> None:
+    """A vertical colour ramp from 1 (top) to 0 (bottom) with its end values (in place)."""
+    ramp = cell_rgb(np.linspace(1.0, 0.0, height))[:, None, :]
+    canvas[top:top + height, x:x + 16] = np.repeat(ramp, 16, axis=1)
+    cv2.rectangle(canvas, (x - 1, top - 1), (x + 16, top + height), (0, 0, 0), 1)
+    for value, y in ((1.0, top + 10), (0.5, top + height // 2 + 4), (0.0, top + height)):
+        _text(canvas, f"{value:g}", (x + 20, y), 0.4)
