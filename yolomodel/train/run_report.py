@@ -91,8 +91,9 @@ class RunReport:
             if outcome.first_batch is not None:
                 self.write_val_batch_pictures(outcome.first_batch, evaluator.cocoGt)
             self.best_epoch = int(epoch_number)
+            empty = (" (no detections: the curves are empty)" if metrics.num_detections == 0 else "")
             self.log(f"per-class report and val batch pictures of epoch {epoch_number} (the best so far) written "
-                     f"to {self.run_dir}")
+                     f"to {self.run_dir}{empty}")
         if last:
             self.log(f"per-class results of the last validation (epoch {epoch_number}):\n"
                      + format_class_table(metrics) + "\n" + worst_classes_line(metrics))
