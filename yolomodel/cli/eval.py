@@ -46,9 +46,15 @@ import sys
 import time
 from pathlib import Path
 
+from yolodata.checks import check_int, check_multiple_of
+from yolodata.pipeline.eval_batches import INTERPOLATIONS
+from yolodata.manifest import load_manifest
+from yolomodel.class_report import format_class_table, worst_classes_line, write_class_report
 from yolomodel.cli import EXIT_OK, report_user_error
-from yolomodel.device import DEVICE_TARGETS
-from yolodata.eval_batches import INTERPOLATIONS
+from yolomodel.coco_eval import load_ground_truth, score_results
+from yolomodel.device import DEVICE_TARGETS, setup_device
+from yolomodel.evaluation import describe_settings, eval_settings, evaluate, load_model_for_dataset
+from yolomodel.metrics import class_metrics
 from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH
 
 RESULT_HEADER = "=============coco eval result========="
@@ -114,9 +120,6 @@ def print_scores(scores, started: float) -> None:
 def print_class_report(scores, category_ids, class_names, output_dir: Path | None) -> None:
     """The per-class table and worst-classes line of ``scores`` (kept with their COCOeval); the report files
     written into ``output_dir`` when given."""
-    from yolomodel.class_report import format_class_table, worst_classes_line, write_class_report
-    from yolomodel.metrics import class_metrics
-
     metrics = class_metrics(scores.evaluator, category_ids, class_names)
     print(format_class_table(metrics))
     print(worst_classes_line(metrics), flush=True)
@@ -126,8 +129,6 @@ def print_class_report(scores, category_ids, class_names, output_dir: Path | Non
 
 
 def run_results_file(args, started: float) -> int:
-    from yolomodel.coco_eval import score_results
-
     scores = score_results(args.ann_file, args.results_file, keep_evaluator=True)
     print_scores(scores, started)
     categories = sorted(scores.evaluator.cocoGt.dataset["categories"], key=lambda category: category["id"])
@@ -138,9 +139,6 @@ def run_results_file(args, started: float) -> int:
 
 def check_model_args(args):
     """(geometry, NMS options) of the flags; ValueError naming the flag to fix (before anything slow)."""
-    from yolodata.checks import check_int, check_multiple_of
-    from yolomodel.evaluation import eval_settings
-
     if args.pretrained is None:
         raise ValueError("--mindrecord needs --pretrained CKPT (the checkpoint to evaluate)")
     check_multiple_of("--testing_shape", args.testing_shape)
@@ -153,11 +151,6 @@ def check_model_args(args):
 
 
 def run_model(args, started: float) -> int:
-    from yolodata.manifest import load_manifest
-    from yolomodel.coco_eval import load_ground_truth
-    from yolomodel.device import setup_device
-    from yolomodel.evaluation import describe_settings, evaluate, load_model_for_dataset
-
     geometry, nms = check_model_args(args)
     manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
     ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)  # fails before the long run
