@@ -19,8 +19,11 @@ from yolodata.convert import convert_coco
 from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel import class_report
+from yolomodel.checkpoint.loading import load_inference_net
 from yolomodel.cli import train as train_cli
+from yolomodel.evaluation import evaluate
 from yolomodel.metrics import class_metrics
+from yolomodel.nms import NmsOptions
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train import run_report
@@ -124,10 +127,6 @@ def test_best_and_last_checkpoints_and_curves(uninterrupted):
 
 
 def test_best_epoch_report_batch_pictures_and_the_last_table(uninterrupted, splits):
-    from yolomodel.evaluation import evaluate
-    from yolomodel.loading import load_inference_net
-    from yolomodel.nms import NmsOptions
-
     with open(uninterrupted / results_lib.RESULTS_CSV, newline="") as handle:
         assert tuple(next(csv.reader(handle))) == results_lib.RESULTS_COLUMNS     # columns unchanged
     names = run_report.report_file_names()
