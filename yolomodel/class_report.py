@@ -42,9 +42,9 @@ def _fit_name(name: str, width: int) -> str:
     return name if len(name) <= width else name[:width - 2] + ".."
 
 
-def format_class_table(metrics: ClassMetrics) -> str:
+def format_class_table(metrics: ClassMetrics, *, per_class: bool = True) -> str:
     """The per-class table: a line saying where P and R are read, a header, the "all" row (means over the
-    classes with ground truth), then one row per class in class-index order."""
+    classes with ground truth), then (``per_class``) one row per class in class-index order."""
     width = min(MAX_NAME_WIDTH, max([len("class")] + [len(n) for n in metrics.class_names]))
     with_truth = metrics.has_ground_truth
     lines = [f"per-class results: P and R at confidence {metrics.confidence:.3f}, the one maximising the mean F1 "
@@ -62,7 +62,7 @@ def format_class_table(metrics: ClassMetrics) -> str:
     means = [float(np.mean(v[with_truth])) if with_truth.any() else float("nan")
              for v in (metrics.precision, metrics.recall, metrics.ap50, metrics.ap50_95)]
     lines.append(row("all", metrics.num_images, int(metrics.instances.sum()), *means))
-    for k, name in enumerate(metrics.class_names):
+    for k, name in enumerate(metrics.class_names if per_class else ()):
         if with_truth[k]:
             lines.append(row(name, int(metrics.images[k]), int(metrics.instances[k]), metrics.precision[k],
                              metrics.recall[k], metrics.ap50[k], metrics.ap50_95[k]))

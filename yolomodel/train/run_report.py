@@ -7,10 +7,12 @@
   ``P_curve.png``, ``R_curve.png``; ``yolomodel.class_report``) and ``val_batch0_labels.jpg`` /
   ``val_batch0_pred.jpg`` (the first val batch with its ground truth, and with the detections scoring
   above 0.25), each file replaced as a whole, so the folder always holds the best epoch's set;
-* the per-class table and the five worst classes in the log at the run's last validation.
+* in the log after every validation: P and R (at the confidence maximising the mean F1), AP@0.5 and
+  AP@0.5:0.95 of all classes and the five worst classes; at the run's last validation the whole
+  per-class table.
 
-The per-class numbers are computed only when something is written or logged (a best or the last
-validation): the other validations cost nothing more than before.
+The figures and pictures are made only at a new best; the other validations only add the numbers
+(read from the evaluation's own COCOeval) and the log lines.
 """
 from __future__ import annotations
 
@@ -79,13 +81,18 @@ class RunReport:
         write_file_atomic(self.run_dir / train_batch_picture_name(iteration), encode_grid(grid, ".jpg"))
 
     def after_validation(self, outcome, epoch_number: int, last: bool) -> float:
-        """Write the best epoch's report and pictures (when ``outcome`` improved) and log the per-class
-        table (when ``last``); the seconds this took."""
+        """Log the "all" row and the worst classes (the whole per-class table when ``last``), and write the
+        best epoch's report and pictures when ``outcome`` improved; the seconds this took."""
         evaluator = getattr(outcome, "evaluator", None)
-        if not self.enabled or evaluator is None or not (outcome.improved or last):
+        if not self.enabled or evaluator is None:
             return 0.0
         started = time.perf_counter()
         metrics = class_metrics(evaluator, self.category_ids, self.class_names)
+        if last:
+            self.log(f"per-class results of the last validation (epoch {epoch_number}):\n"
+                     + format_class_table(metrics) + "\n" + worst_classes_line(metrics))
+        else:
+            self.log(format_class_table(metrics, per_class=False) + "\n" + worst_classes_line(metrics))
         if outcome.improved:
             write_class_report(metrics, self.run_dir)
             if outcome.first_batch is not None:
@@ -94,9 +101,6 @@ class RunReport:
             empty = (" (no detections: the curves are empty)" if metrics.num_detections == 0 else "")
             self.log(f"per-class report and val batch pictures of epoch {epoch_number} (the best so far) written "
                      f"to {self.run_dir}{empty}")
-        if last:
-            self.log(f"per-class results of the last validation (epoch {epoch_number}):\n"
-                     + format_class_table(metrics) + "\n" + worst_classes_line(metrics))
         return time.perf_counter() - started
 
     def write_val_batch_pictures(self, first_batch, ground_truth) -> None:
