@@ -14,8 +14,8 @@ compile. Then, ``--repeats`` times and alternating, in the same process:
   ``val_batch0_pred.jpg`` and the per-class table in the log.
 
 It prints the medians and the added time as a share of the validation's, and what an ordinary validation
-(not a new best, not the last) adds: the per-class numbers and two log lines, no files. ``train_batch0..2.jpg`` are drawn once per run; their time per
-picture is printed too.
+(not a new best, not the last) adds: the per-class numbers and two log lines, no files.
+``train_batch0..2.jpg`` are drawn once per run; their time per picture is printed too.
 """
 from __future__ import annotations
 
