@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .nms import iou_one_to_many
+
 CONFUSION_IOU_THRESH = 0.45      # YOLOv5's ConfusionMatrix defaults
 CONFUSION_CONF_THRESH = 0.25
 NUM_CONFIDENCE_POINTS = 1000     # the confidence grid of the P/R/F1 curves: linspace(0, 1, 1000), as YOLOv5
@@ -81,11 +83,6 @@ class ClassMetrics:
     @property
     def map50_95(self) -> float:
         return _mean_or_nan(self.ap50_95[self.has_ground_truth])
-
-    def mean_curve(self, curves: np.ndarray) -> np.ndarray:
-        """The mean of per-class ``curves`` over the classes with ground truth (zeros when none has any)."""
-        rows = curves[self.has_ground_truth]
-        return rows.mean(axis=0) if len(rows) else np.zeros(curves.shape[1])
 
     def worst(self, count: int = 5) -> list[int]:
         """Indices of the ``count`` classes with ground truth that have the lowest AP@0.5:0.95 (ties: lower index)."""
@@ -162,15 +159,11 @@ def confidence_curves(scores: np.ndarray, true_positive: np.ndarray, num_truth: 
 # ---------------------------------------------------------------------------------------------
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """float64 (N, M) IoU of xyxy boxes."""
-    a = np.asarray(boxes_a, np.float64).reshape(-1, 1, 4)
-    b = np.asarray(boxes_b, np.float64).reshape(1, -1, 4)
-    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    """float64 (N, M) IoU of xyxy boxes (NMS's ``iou_one_to_many`` per row)."""
+    boxes_a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
+    boxes_b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
+    return np.stack([iou_one_to_many(box, boxes_b) for box in boxes_a]) if len(boxes_a) else \
+        np.zeros((0, len(boxes_b)))
 
 
 def box_ioa(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
