@@ -42,14 +42,16 @@ from .checks import resolve_num_workers
 from .eval_batches import EvalGeometry
 from .image_io import decode_stored
 from .manifest import Manifest, load_manifest
-from .schema import row_labels
+from .schema import columns_of, row_labels
 from .targets import STRIDES, YOLOV5_ANCHORS, build_targets, check_anchors, check_anchor_t
 
 logger = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = ["image", "height", "width", "image_id", "num_boxes", "boxes", "classes", "iscrowd", "row_index"]
-# evaluation reads no labels: fewer columns to deserialise per row (about 0.1 ms of CPU per image)
-EVAL_SOURCE_COLUMNS = ["image", "height", "width", "image_id", "row_index"]
+# evaluation reads no labels: fewer columns to deserialise per row (about 0.1 ms of CPU per image);
+# the original size and scale map detections back to the source picture (a schema 1 set has none)
+EVAL_SOURCE_COLUMNS = ["image", "height", "width", "image_id", "row_index", "orig_height", "orig_width",
+                       "stored_scale"]
 # columns of a training sample's key: epoch, global position in the epoch order, step, expected row
 KEY_EPOCH, KEY_POSITION, KEY_STEP, KEY_ROW = range(4)
 
@@ -211,7 +213,9 @@ class TrainBatchBuilder:
     """The per-batch function of the training pipeline (run in a worker thread)."""
 
     def __init__(self, *, seed, training_shape, resize_rate, shapes, augment: AugmentConfig,
-                 anchors, anchor_t, max_boxes, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int):
+                 anchors, anchor_t, max_boxes, decoder: _RowDecoder, keys: np.ndarray, per_batch_size: int,
+                 reduced_decode: bool = True):
+        self.reduced_decode = bool(reduced_decode)
         self.keys = np.asarray(keys, np.int64)  # (S * B, 4): epoch, position, step, row of every sample
         self.per_batch_size = int(per_batch_size)
         self.seed = int(seed)
@@ -237,7 +241,7 @@ class TrainBatchBuilder:
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
-        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=size)
+        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=size if self.reduced_decode else None)
         labels = [_drop_crowd(lab) for lab in labels]
         # The last pixel step (HSV, or BGR -> RGB) writes each sample straight into its slot of the
         # batch: no per-sample output image and no np.stack copy. MindDataset hands the returned
@@ -280,13 +284,16 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
                          max_boxes: int = 256, anchors=YOLOV5_ANCHORS, anchor_t: float = 4.0,
                          multiscale_shapes: Sequence[int] | None = None, skip_bad_rows: bool = False,
                          expected_dataset_id: str | None = None, opencv_threads: int | None = 1,
-                         augment: AugmentConfig | None = None):
+                         augment: AugmentConfig | None = None, reduced_decode: bool = True):
     """A MindSpore dataset of training batches (columns ``TRAIN_COLUMNS``, see README).
 
     Covers ``num_epochs`` epochs from ``start_epoch`` (the first one from ``start_step``); iterate it
     once. ``augment``: the augmentation settings (None: YOLOv5's defaults; a mapping such as a yaml
     ``augment:`` section becomes one with ``AugmentConfig.from_mapping``).
     ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
+    ``reduced_decode``: decode a stored JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) when that
+    still leaves a long side of at least the batch size (see README, "--max_side"); False always
+    decodes at the stored size (for measuring; the batches differ only by resampling).
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
     leaves it alone).
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
@@ -340,7 +347,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     builder = TrainBatchBuilder(
         seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=augment,
         anchors=anchors, anchor_t=anchor_t, max_boxes=max_boxes,
-        decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size)
+        decoder=_RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size,
+        reduced_decode=reduced_decode)
     dataset = _source(files, rows, num_samples, workers)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
                             input_columns=SOURCE_COLUMNS, output_columns=TRAIN_COLUMNS,
@@ -376,7 +384,9 @@ class EvalBatchBuilder:
     def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
         return self
 
-    def __call__(self, image, height, width, image_id, row_index, batch_info):
+    def __call__(self, image, height, width, image_id, row_index, orig_height, orig_width, stored_scale,
+                 batch_info):
+        """One batch; ``orig_height``, ``orig_width``, ``stored_scale`` are None for a schema 1 set."""
         keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
         check_rows(row_index, keys[:, eval_batches.KEY_ROW])
         batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
@@ -388,15 +398,47 @@ class EvalBatchBuilder:
         batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
         scales = np.empty(len(images), np.float32)
         pads = np.empty((len(images), 2), np.float32)
-        orig_hw = np.empty((len(images), 2), np.int32)
         for k, img in enumerate(images):
+            # the scale-up decision and the letterbox work on the stored picture, as val.py's on the loaded one
             scale = letterbox.long_side_scale(img.shape[:2], self.testing_shape, scaleup=self.geometry.scaleup)
             scales[k], pads[k] = letterbox.letterbox_into(img, batch_images[k], scale=scale,
                                                           shrink_interpolation=self.shrink_interpolation)
-            orig_hw[k] = img.shape[:2]
+        orig_hw, stored_scales = original_geometry(images, replaced, orig_height, orig_width, stored_scale)
         image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
         image_ids = np.where(valid, image_ids, -1)
+        # letterboxed = stored * scale + pad and stored = original * stored_scale: one scale from the original
+        scales = (scales.astype(np.float64) * stored_scales).astype(np.float32)
         return batch_images, image_ids, orig_hw, scales, pads
+
+
+class SchemaOneEvalBatch:
+    """The eval batch function for a schema 1 set (no original-size columns: pictures at their size)."""
+
+    def __init__(self, builder: EvalBatchBuilder):
+        self.builder = builder
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, image, height, width, image_id, row_index, batch_info):
+        return self.builder(image, height, width, image_id, row_index, None, None, None, batch_info)
+
+
+def original_geometry(images, replaced, orig_height, orig_width, stored_scale):
+    """(int32 (B, 2) original height and width, float64 (B,) stored pixels per original pixel) of a batch.
+
+    A schema 1 set (no such columns) stored every picture at its original size. A replaced row (skipped
+    with skip_bad_rows) keeps its decoded donor's size; it is never scored.
+    """
+    if orig_height is None:
+        return (np.asarray([img.shape[:2] for img in images], np.int32).reshape(-1, 2),
+                np.ones(len(images), np.float64))
+    orig_hw = np.stack([[int(np.asarray(h).reshape(())) for h in orig_height],
+                        [int(np.asarray(w).reshape(())) for w in orig_width]], axis=1).astype(np.int32)
+    scales = np.asarray([float(np.asarray(x).reshape(())) for x in stored_scale], np.float64)
+    for k in replaced:
+        orig_hw[k], scales[k] = images[k].shape[:2], 1.0
+    return orig_hw, scales
 
 
 def stored_image_sizes(manifest: Manifest) -> np.ndarray:
@@ -440,12 +482,15 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     keys = eval_batches.eval_keys(sizes, per_batch_size=per_batch_size, testing_shape=testing_shape, rank=rank,
                                   group_size=group_size, geometry=geometry)
     rows = keys[:, eval_batches.KEY_ROW]
+    columns = columns_of(manifest.schema_version, EVAL_SOURCE_COLUMNS)
     bad_rows = SkippedRowLog()
     builder = EvalBatchBuilder(testing_shape, _RowDecoder(manifest, folder, skip_bad_rows, bad_rows),
                                keys=keys, per_batch_size=per_batch_size, geometry=geometry)
-    dataset = _source(files, rows, num_samples, workers, EVAL_SOURCE_COLUMNS)
+    if not manifest.has_original_sizes:
+        builder = SchemaOneEvalBatch(builder)
+    dataset = _source(files, rows, num_samples, workers, columns)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
-                            input_columns=EVAL_SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
+                            input_columns=columns, output_columns=EVAL_COLUMNS,
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest
