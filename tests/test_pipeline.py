@@ -161,6 +161,8 @@ def corrupt_shards(tmp_path, rect_shards):
     rows = [dict(row) for row in reader.get_next()]
     reader.close()
     rows.sort(key=lambda r: int(r["row_index"]))
+    for row in rows:  # FileReader gives a float64 scalar as numpy.float64, which FileWriter refuses
+        row["stored_scale"] = float(row["stored_scale"])
     rows[5]["image"] = b"\xff\xd8 this is not a picture"
     writer = FileWriter(str(out / SHARD_PREFIX), shard_num=len(manifest["shards"]), overwrite=True)
     writer.add_schema(MINDRECORD_SCHEMA, "yolodata")

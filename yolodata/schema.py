@@ -15,6 +15,10 @@ SCHEMA_VERSION = 2
 # Version 1 (converter < 1.3) has no original-size columns: its pictures are stored at their original
 # size. Readers take the columns a set has from its manifest's schema_version (``columns_of``).
 READABLE_SCHEMA_VERSIONS = (1, 2)
+# The version hashed into a set's dataset_id (``manifest.compute_dataset_id``). Schema 2 only added
+# columns, so it stays 1: the same images, labels and row order keep their identity, sample order and
+# resume across the bump.
+DATASET_ID_VERSION = 1
 
 # Field name -> MindRecord schema entry.
 MINDRECORD_SCHEMA = {

@@ -25,7 +25,7 @@ from .augment.letterbox import resized_hw
 from .convert.label_arrays import labels_from_annotations, row_arrays
 from .convert.shrink import ShrinkOptions, scale_labels
 from .manifest import compute_dataset_id, load_manifest
-from .schema import FIELDS, columns_of
+from .schema import DATASET_ID_VERSION, FIELDS, columns_of
 
 MAX_PROBLEMS = 50
 DECODE_BATCH = 32
@@ -202,7 +202,7 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
     if counted != manifest.boxes_per_category:
         problems.append(f"boxes per category of the rows {counted} differ from the manifest's "
                         f"{manifest.boxes_per_category}")
-    dataset_id = compute_dataset_id(manifest.schema_version, image_ids, boxes_per_row, manifest.annotation_sha256)
+    dataset_id = compute_dataset_id(DATASET_ID_VERSION, image_ids, boxes_per_row, manifest.annotation_sha256)
     if dataset_id != manifest.dataset_id:
         problems.append("dataset_id recomputed from the rows differs from the manifest's")
     return VerifyReport(str(folder), position, num_decoded, problems, time.perf_counter() - started)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..fileio import write_file_durable
 from ..manifest import Manifest, ShardEntry, category_count_keys, compute_dataset_id
-from ..schema import MANIFEST_NAME, SCHEMA_VERSION
+from ..schema import DATASET_ID_VERSION, MANIFEST_NAME, SCHEMA_VERSION
 from .plan import Plan
 from .problems import ConversionError
 from .shrink import ShrinkTally, describe_shrunk, shrink_hint
@@ -86,7 +86,7 @@ def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, 
         options=dict(options),
         shrunk=dict(shrunk or {}),
         shards=tuple(ShardEntry(s["file"], s["num_rows"]) for s in shards),
-        dataset_id=compute_dataset_id(SCHEMA_VERSION, [image.entry.image_id for image in converted],
+        dataset_id=compute_dataset_id(DATASET_ID_VERSION, [image.entry.image_id for image in converted],
                                       boxes_per_row, source.sha256),
     )
 
