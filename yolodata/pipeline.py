@@ -396,7 +396,7 @@ class EvalBatchBuilder:
         valid = keys[:, eval_batches.KEY_VALID] == 1
         valid[replaced] = False  # a skipped row carries another row's pixels: never score them as its own
         batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
-        scales = np.empty(len(images), np.float32)
+        scales = np.empty(len(images), np.float64)
         pads = np.empty((len(images), 2), np.float32)
         for k, img in enumerate(images):
             # the scale-up decision and the letterbox work on the stored picture, as val.py's on the loaded one
@@ -407,7 +407,7 @@ class EvalBatchBuilder:
         image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
         image_ids = np.where(valid, image_ids, -1)
         # letterboxed = stored * scale + pad and stored = original * stored_scale: one scale from the original
-        scales = (scales.astype(np.float64) * stored_scales).astype(np.float32)
+        scales = (scales * stored_scales).astype(np.float32)
         return batch_images, image_ids, orig_hw, scales, pads
 
 
