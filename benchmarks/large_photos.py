@@ -56,6 +56,10 @@ PHOTO_QUALITY = 92
 TRAINING_SHAPE = 640
 PER_BATCH_SIZE = 8
 SETS = {"originals": None, "max_side_1280": 1280, "max_side_640": 640}
+# (stored set, training size, reduction) of the reduced-decoding comparison: the reduced picture at
+# 3.15x, 2x, 2x, 1.57x, 1x, 1x the target's long side
+REDUCED_CASES = (("originals", 640, 2), ("max_side_1280", 320, 2), ("max_side_640", 160, 2),
+                 ("originals", 640, 4), ("max_side_1280", 640, 2), ("max_side_640", 320, 2))
 
 
 # ------------------------------------------------------------------------------------ the photo set
@@ -193,38 +197,42 @@ def in_child(kind: str, folder: str, reduced_decode: bool = True, epochs: int = 
 
 # ------------------------------------------------------------------------------------ reduced decoding
 
-def reduced_decode_effect(folder: str, target: int, num_images: int = 16) -> dict:
-    """Mean absolute difference (gray levels) of pictures resized to long side ``target``: reduced decode
-    + bilinear vs full decode + bilinear (what reduced decoding changes), and full decode + bilinear vs
-    full decode + area (what the choice of resize alone changes). The reduction is the pipeline's rule:
-    the largest of 2, 4, 8 that keeps the long side at ``target`` or more."""
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def reduced_decode_effect(folder: str, target: int, reduce: int, num_images: int = 8) -> dict:
+    """What decoding at 1/``reduce`` changes in pictures resized to long side ``target`` (bilinear, as
+    the pipeline resizes), next to what the resize itself changes: mean absolute differences (gray
+    levels) of reduced + bilinear vs full + bilinear, of full + bilinear vs full + area (the properly
+    averaged picture), and of reduced + bilinear vs full + area."""
     import mindspore.dataset as ds
 
     from yolodata.manifest import load_manifest
+    from yolodata.pipeline import reduced_decode_factor
 
     manifest = load_manifest(folder)
     reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["image"], shuffle=False,
                             num_samples=num_images)
-    by_reduction, by_resize, factors = [], [], set()
+    by_reduction, by_resize, to_area, used = [], [], [], set()
     for (buf,) in reader.create_tuple_iterator(output_numpy=True, num_epochs=1):
         data = np.frombuffer(buf.tobytes(), np.uint8)
         full = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        reduce = 1
-        while reduce < 8 and max(full.shape[:2]) // (reduce * 2) >= target:
-            reduce *= 2
-        factors.add(reduce)
-        flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                 8: cv2.IMREAD_REDUCED_COLOR_8}
-        reduced = cv2.imdecode(data, flags[reduce])
+        used.add(reduced_decode_factor(full.shape[:2], target) >= reduce)
         scale = target / max(full.shape[:2])
         size = (round(full.shape[1] * scale), round(full.shape[0] * scale))
-        linear = cv2.resize(full, size, interpolation=cv2.INTER_LINEAR).astype(np.int16)
-        area = cv2.resize(full, size, interpolation=cv2.INTER_AREA).astype(np.int16)
-        from_reduced = cv2.resize(reduced, size, interpolation=cv2.INTER_LINEAR).astype(np.int16)
-        by_reduction.append(np.abs(from_reduced - linear).mean())
-        by_resize.append(np.abs(area - linear).mean())
-    return {"target": target, "reduction": sorted(factors), "reduced_vs_full": round(float(np.mean(by_reduction)), 3),
-            "area_vs_linear": round(float(np.mean(by_resize)), 3)}
+        linear = cv2.resize(full, size, interpolation=cv2.INTER_LINEAR)
+        area = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+        from_reduced = cv2.resize(cv2.imdecode(data, REDUCED_FLAGS[reduce]), size, interpolation=cv2.INTER_LINEAR)
+        by_reduction.append(mean_abs(from_reduced, linear))
+        by_resize.append(mean_abs(linear, area))
+        to_area.append(mean_abs(from_reduced, area))
+    return {"target": target, "reduce": reduce, "used_by_pipeline": sorted(used) == [True],
+            "reduced_vs_full": round(float(np.mean(by_reduction)), 2),
+            "linear_vs_area": round(float(np.mean(by_resize)), 2), "reduced_vs_area": round(float(np.mean(to_area)), 2)}
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -259,7 +267,7 @@ def compare_evaluation(checkpoint: Path, image_dir: Path, ann_file: Path, workdi
     figures = {}
     for name, folder in (("coco128", plain), ("photos_max_side_640", photos)):
         results = workdir / f"results_{name}.json"
-        report = evaluate(loaded.net, folder, testing_shape=testing_shape, per_batch_size=16, results_file=results,
+        report = evaluate(loaded.network, folder, testing_shape=testing_shape, per_batch_size=16, results_file=results,
                           show_progress=False)
         area_factor = 1.0 if name == "coco128" else UPSCALE ** 2
         stats = scores_with_area_factor(folder / "annotations.json", results, area_factor)
@@ -302,15 +310,21 @@ def print_figures(figures: dict) -> None:
     print(f"--max_side 640 vs originals: {fastest / base:.1f}x images/s (vs originals decoded at full size: "
           f"{fastest / train['originals_full_decode']['images_per_s']:.1f}x), "
           f"{convert['originals']['disk_bytes'] / convert['max_side_640']['disk_bytes']:.1f}x smaller on disk")
+    print("JPEG reduced decoding, mean absolute difference in gray levels of the picture resized to the target:")
+    print(f"  {'stored set':<15}{'target':>7}{'decode':>7}{'pipeline':>9}{'reduced vs full':>17}"
+          f"{'bilinear vs area':>18}{'reduced vs area':>17}")
     for effect in figures["reduced_decode"]:
-        print(f"reduced decode {effect['set']} -> {effect['target']} px (1/{effect['reduction']}): "
-              f"{effect['reduced_vs_full']:.2f} gray levels from the full decode; bilinear vs area resize of the "
-              f"full decode: {effect['area_vs_linear']:.2f}")
-    if "evaluation" in figures:
-        evaluation = figures["evaluation"]
-        print(f"evaluation at {figures['testing_shape']}: coco128 {evaluation['coco128']}")
-        print(f"{'':>{len(str(figures['testing_shape'])) + 15}}photos --max_side 640 {evaluation['photos_max_side_640']}")
-        print(f"largest difference of the 12 numbers: {evaluation['max_difference']:.4f}")
+        print(f"  {effect['set']:<15}{effect['target']:>7}{'1/' + str(effect['reduce']):>7}"
+              f"{'uses' if effect['used_by_pipeline'] else 'not':>9}{effect['reduced_vs_full']:>17.2f}"
+              f"{effect['linear_vs_area']:>18.2f}{effect['reduced_vs_area']:>17.2f}")
+    sys.stdout.flush()
+
+
+def print_evaluation(evaluation: dict, testing_shape: int) -> None:
+    print(f"evaluation at {testing_shape} (the 12 COCO numbers):")
+    print(f"  coco128 as it is        {evaluation['coco128']}")
+    print(f"  photos, --max_side 640  {evaluation['photos_max_side_640']}")
+    print(f"  largest difference: {evaluation['max_difference']:.4f}")
 
 
 def main(argv=None) -> int:
@@ -340,13 +354,13 @@ def main(argv=None) -> int:
     train["originals_full_decode"] = in_child("train", folders["originals"], reduced_decode=False, epochs=1)
     figures["train"] = train
     figures["decode_originals"] = in_child("decode", folders["originals"])
-    figures["reduced_decode"] = [dict(reduced_decode_effect(folders[name], target), set=name)
-                                 for name, target in (("originals", 640), ("max_side_1280", 640),
-                                                      ("max_side_1280", 320))]
+    figures["reduced_decode"] = [dict(reduced_decode_effect(folders[name], target, reduce), set=name)
+                                 for name, target, reduce in REDUCED_CASES]
+    print_figures(figures)
     if args.pretrained is not None:
         figures["evaluation"] = compare_evaluation(args.pretrained, image_dir, all_photos, args.workdir,
                                                    args.testing_shape)
-    print_figures(figures)
+        print_evaluation(figures["evaluation"], args.testing_shape)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0

@@ -18,7 +18,8 @@ from yolodata.convert import convert_coco, convert_voc, convert_yolo
 from yolodata.convert.shrink import HINT_LONG_SIDE, ShrinkOptions, ShrinkTally, scale_labels, shrink_hint
 from yolodata.eval_batches import EvalGeometry, rect_batch_shape
 from yolodata.manifest import load_manifest
-from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
+from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset, \
+    reduced_decode_factor
 from yolodata.schema import FIELDS, MINDRECORD_SCHEMA, ORIGINAL_SIZE_FIELDS, SHARD_PREFIX
 from yolodata.verify import verify_output
 from yolomodel.coco_eval import batch_results
@@ -318,3 +319,12 @@ def test_sets_of_schema_one_are_still_read(plain, tmp_path):
         np.testing.assert_array_equal(batches["old"][column], batches["new"][column])
     train = create_train_dataset(old, per_batch_size=3, training_shape=128, num_parallel_workers=1)
     assert next(train.create_tuple_iterator(output_numpy=True, num_epochs=1))[0].shape == (3, 128, 128, 3)
+
+
+def test_reduced_decoding_only_with_twice_the_target_left():
+    """JPEG reduced decoding keeps at least REDUCED_DECODE_MARGIN (2) times the batch's long side (README)."""
+    assert reduced_decode_factor((3024, 4032), 640) == 2      # 2016 >= 1280; 1008 is not
+    assert reduced_decode_factor((960, 1280), 640) == 1
+    assert reduced_decode_factor((960, 1280), 320) == 2
+    assert reduced_decode_factor((3024, 4032), 160) == 8
+    assert reduced_decode_factor((480, 640), 256) == 1
