@@ -22,7 +22,9 @@ Measured, each pipeline in a fresh process (its own peak RSS), on the first ``--
 
 With ``--pretrained`` (a checkpoint of 80 COCO classes, e.g. yolov5n imported with
 ``yolo-import-yolov5``), all 128 pictures are converted with ``--max_side 640`` and evaluated at
-``--testing_shape`` next to coco128 converted as it is: the 12 COCO numbers of both. The photos'
+``--testing_shape`` next to coco128 converted as it is: the 12 COCO numbers of both. A third set tells
+apart what the photos' pixels change from what the mapping back changes: the round trip, each photo
+shrunk back to its coco128 size (area) as JPEG q95 with coco128's json, evaluated in coco128's frame. The photos'
 detections are mapped back to 4032-pixel coordinates and scored against the enlarged ground truth,
 with COCO's small/medium/large area limits multiplied by 6.3^2 so that the same objects fall in each
 range (pycocotools otherwise takes a 20x20 object enlarged to 126x126 as "large").
@@ -34,6 +36,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -253,29 +256,58 @@ def scores_with_area_factor(ann_file: Path, results_file: Path, area_factor: flo
     return np.asarray(evaluator.stats, np.float64)
 
 
+def round_trip_set(image_dir: Path, workdir: Path) -> tuple[Path, Path]:
+    """Each photo shrunk back to its coco128 size (area) and stored as JPEG q95, with coco128's own json:
+    the photos' pixels in coco128's frame, to tell pixel differences from mapping differences."""
+    out = workdir / "round_trip"
+    ann_file = COCO128 / "annotations" / "instances_val2017.json"
+    if out.is_dir():
+        return out, ann_file
+    partial = workdir / "round_trip.part"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for record in json.loads(ann_file.read_text())["images"]:
+        photo = cv2.imread(str(image_dir / record["file_name"]), cv2.IMREAD_COLOR)
+        back = cv2.resize(photo, (record["width"], record["height"]), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", back, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (partial / record["file_name"]).write_bytes(buf.tobytes())
+    partial.replace(out)
+    return out, ann_file
+
+
 def compare_evaluation(checkpoint: Path, image_dir: Path, ann_file: Path, workdir: Path, testing_shape: int) -> dict:
-    """The 12 numbers of coco128 as it is and of the 128 photos stored with --max_side 640."""
+    """The 12 numbers of coco128 as it is, of the 128 photos stored with --max_side 640 (scored in
+    4032-pixel coordinates), and of the round trip (``round_trip_set``, scored in coco128's)."""
     from yolodata.convert import convert_coco
     from yolomodel.device import setup_device
     from yolomodel.evaluation import evaluate, load_model_for_dataset
 
-    plain, photos = workdir / "eval_coco128", workdir / "eval_photos_640"
-    convert_coco(COCO128 / "val2017", COCO128 / "annotations" / "instances_val2017.json", plain)
-    convert_coco(image_dir, ann_file, photos, max_side=640)
+    coco_json = COCO128 / "annotations" / "instances_val2017.json"
+    trip_dir, _ = round_trip_set(image_dir, workdir)
+    folders = {"coco128": workdir / "eval_coco128", "photos_max_side_640": workdir / "eval_photos_640",
+               "round_trip": workdir / "eval_round_trip"}
+    convert_coco(COCO128 / "val2017", coco_json, folders["coco128"])
+    convert_coco(image_dir, ann_file, folders["photos_max_side_640"], max_side=640)
+    convert_coco(trip_dir, coco_json, folders["round_trip"])
     setup_device("CPU", distributed=False)
     loaded = load_model_for_dataset(checkpoint, 80)
     figures = {}
-    for name, folder in (("coco128", plain), ("photos_max_side_640", photos)):
+    for name, folder in folders.items():
         results = workdir / f"results_{name}.json"
         report = evaluate(loaded.network, folder, testing_shape=testing_shape, per_batch_size=16, results_file=results,
                           show_progress=False)
-        area_factor = 1.0 if name == "coco128" else UPSCALE ** 2
+        area_factor = UPSCALE ** 2 if name == "photos_max_side_640" else 1.0
         stats = scores_with_area_factor(folder / "annotations.json", results, area_factor)
-        if name == "coco128":  # the same scoring as yolo-eval's
+        if area_factor == 1.0:  # the same scoring as yolo-eval's
             assert np.allclose(stats, report.scores.stats)
         figures[name] = [round(float(v), 4) for v in stats]
-    figures["max_difference"] = round(float(np.max(np.abs(np.subtract(figures["coco128"],
-                                                                       figures["photos_max_side_640"])))), 4)
+
+    def largest_difference(a: str, b: str) -> float:
+        return round(float(np.max(np.abs(np.subtract(figures[a], figures[b])))), 4)
+
+    figures["max_difference"] = largest_difference("coco128", "photos_max_side_640")
+    figures["max_difference_round_trip"] = largest_difference("round_trip", "photos_max_side_640")
+    figures["max_difference_pixels"] = largest_difference("coco128", "round_trip")
     return figures
 
 
@@ -324,7 +356,10 @@ def print_evaluation(evaluation: dict, testing_shape: int) -> None:
     print(f"evaluation at {testing_shape} (the 12 COCO numbers):")
     print(f"  coco128 as it is        {evaluation['coco128']}")
     print(f"  photos, --max_side 640  {evaluation['photos_max_side_640']}")
-    print(f"  largest difference: {evaluation['max_difference']:.4f}")
+    print(f"  round trip              {evaluation['round_trip']}")
+    print(f"  largest difference, coco128 vs photos: {evaluation['max_difference']:.4f}; the photos vs the round "
+          f"trip (the same pixels in coco128's frame: the mapping back): {evaluation['max_difference_round_trip']:.4f}; "
+          f"coco128 vs the round trip (the photos' pixels): {evaluation['max_difference_pixels']:.4f}")
 
 
 def main(argv=None) -> int:
