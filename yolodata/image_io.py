@@ -4,7 +4,8 @@ The pipeline decodes stored rows with :func:`decode_stored` (``cv2.imdecode`` wi
 which also applies an EXIF orientation). The converter therefore guarantees that the bytes it stores
 decode with exactly that call to the picture the json's width and height describe; it checks every
 source file with :func:`prepare_source_image` and re-encodes (losslessly, PNG) only when the original
-bytes would decode to a different frame.
+bytes would decode to a different frame, or when ``--max_side`` shrinks the picture
+(``yolodata.convert.shrink``, which takes the decoded pixels from ``PreparedImage.pixels``).
 
 Facts about OpenCV 4.11 this module relies on (checked on real files by tests/test_image_io.py):
 - ``IMREAD_COLOR`` returns 3-channel BGR for grayscale and CMYK JPEGs, and for gray+alpha, RGBA and

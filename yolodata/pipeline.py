@@ -255,7 +255,8 @@ class TrainBatchBuilder:
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
-        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=size if self.reduced_decode else None)
+        target_long_side = size if self.reduced_decode else None
+        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=target_long_side)
         labels = [_drop_crowd(lab) for lab in labels]
         # The last pixel step (HSV, or BGR -> RGB) writes each sample straight into its slot of the
         # batch: no per-sample output image and no np.stack copy. MindDataset hands the returned
@@ -306,8 +307,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     ``augment:`` section becomes one with ``AugmentConfig.from_mapping``).
     ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
     ``reduced_decode``: decode a stored JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) when that
-    still leaves a long side of at least the batch size (see README, "--max_side"); False always
-    decodes at the stored size (for measuring; the batches differ only by resampling).
+    still leaves twice the batch's long side (``reduced_decode_factor``; README, "Camera photos");
+    False always decodes at the stored size (for measuring; the batches differ only by resampling).
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
     leaves it alone).
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
