@@ -53,6 +53,12 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.input_throughput import PeakRss, cpu_seconds, time_batches  # noqa: E402
 from benchmarks.real_data import COCO128  # noqa: E402
+from yolodata.convert import convert_coco  # noqa: E402
+from yolodata.manifest import load_manifest  # noqa: E402
+from yolodata.pipeline import create_train_dataset  # noqa: E402
+from yolodata.pipeline.rows import reduced_decode_factor  # noqa: E402
+from yolomodel.device import setup_device  # noqa: E402
+from yolomodel.evaluation import evaluate, load_model_for_dataset  # noqa: E402
 
 UPSCALE = 4032 / 640            # coco128's 640x480 pictures become 4032x3024
 PHOTO_QUALITY = 92
@@ -141,8 +147,6 @@ def image_bytes(image_dir: Path, ann_file: Path) -> int:
 
 def convert_sets(image_dir: Path, ann_file: Path, workdir: Path) -> dict:
     """Convert the photos three ways (SETS); {name: {folder, images_per_s, seconds, disk_bytes, shrunk}}."""
-    from yolodata.convert import convert_coco
-
     figures = {}
     for name, max_side in SETS.items():
         out = workdir / f"mr_{name}"
@@ -159,8 +163,6 @@ def convert_sets(image_dir: Path, ann_file: Path, workdir: Path) -> dict:
 
 def measure_train(folder: str, reduced_decode: bool, epochs: int) -> dict:
     """Train pipeline images/s, CPU ms per image and peak RSS on ``folder`` (run in a fresh process)."""
-    from yolodata.pipeline import create_train_dataset
-
     with PeakRss() as rss:
         dataset = create_train_dataset(folder, per_batch_size=PER_BATCH_SIZE, training_shape=TRAINING_SHAPE,
                                        num_parallel_workers=2, seed=0, num_epochs=epochs,
@@ -173,8 +175,6 @@ def measure_train(folder: str, reduced_decode: bool, epochs: int) -> dict:
 def measure_decode(folder: str) -> dict:
     """Full-size cv2.imdecode of every stored picture on 2 threads (the floor of any loader of these files)."""
     import mindspore.dataset as ds
-
-    from yolodata.manifest import load_manifest
 
     manifest = load_manifest(folder)
     reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["image"], shuffle=False)
@@ -213,9 +213,6 @@ def reduced_decode_effect(folder: str, target: int, reduce: int, num_images: int
     levels) of reduced + bilinear vs full + bilinear, of full + bilinear vs full + area (the properly
     averaged picture), and of reduced + bilinear vs full + area."""
     import mindspore.dataset as ds
-
-    from yolodata.manifest import load_manifest
-    from yolodata.pipeline import reduced_decode_factor
 
     manifest = load_manifest(folder)
     reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["image"], shuffle=False,
@@ -278,10 +275,6 @@ def round_trip_set(image_dir: Path, workdir: Path) -> tuple[Path, Path]:
 def compare_evaluation(checkpoint: Path, image_dir: Path, ann_file: Path, workdir: Path, testing_shape: int) -> dict:
     """The 12 numbers of coco128 as it is, of the 128 photos stored with --max_side 640 (scored in
     4032-pixel coordinates), and of the round trip (``round_trip_set``, scored in coco128's)."""
-    from yolodata.convert import convert_coco
-    from yolomodel.device import setup_device
-    from yolomodel.evaluation import evaluate, load_model_for_dataset
-
     coco_json = COCO128 / "annotations" / "instances_val2017.json"
     trip_dir, _ = round_trip_set(image_dir, workdir)
     folders = {"coco128": workdir / "eval_coco128", "photos_max_side_640": workdir / "eval_photos_640",

@@ -374,7 +374,7 @@ def test_two_ranks_give_exactly_the_single_process_results(script_run, val_dir, 
 
 
 def test_yolov5_val_flag_sets_val_py_settings_and_explicit_flags_win():
-    from yolodata.eval_batches import EvalGeometry
+    from yolodata.pipeline.eval_batches import EvalGeometry
     from yolomodel.evaluation import eval_settings
 
     geometry, nms = eval_settings(yolov5_val=True)

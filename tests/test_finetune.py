@@ -253,7 +253,7 @@ def test_imported_checkpoint_runs_directly_with_its_class_names(data, tmp_path, 
 
 
 def test_the_shipped_finetune_config_holds_yolov5s_finetune_hyperparameters(tmp_path):
-    from yolodata.pipeline import AugmentConfig
+    from yolodata.augment.policy import AugmentConfig
 
     args = config_lib.parse_config(["--config", str(ROOT / "configs" / "finetune_yolov5.yaml"), "--mindrecord", "x",
                                     "--weights", "yolov5s.ckpt", "--max_epoch", "100", "--t_max", "100"])

@@ -16,10 +16,10 @@ from yolodata import visualize as vis
 from yolodata.cli import coco2mindrecord
 from yolodata.convert import convert_coco, convert_voc, convert_yolo
 from yolodata.convert.shrink import HINT_LONG_SIDE, ShrinkOptions, ShrinkTally, scale_labels, shrink_hint
-from yolodata.eval_batches import EvalGeometry, rect_batch_shape
+from yolodata.pipeline.eval_batches import EvalGeometry, rect_batch_shape
 from yolodata.manifest import load_manifest
-from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset, \
-    reduced_decode_factor
+from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
+from yolodata.pipeline.rows import reduced_decode_factor
 from yolodata.schema import FIELDS, MINDRECORD_SCHEMA, ORIGINAL_SIZE_FIELDS, SHARD_PREFIX
 from yolodata.verify import verify_output
 from yolomodel.coco_eval import batch_results

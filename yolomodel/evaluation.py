@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from yolodata.eval_batches import EvalGeometry
+from yolodata.pipeline.eval_batches import EvalGeometry
 
 from .nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH, NmsOptions
 

@@ -60,7 +60,7 @@ def input_shape(batch_size: int, testing_shape: int) -> tuple[int, int, int, int
 
 def output_shape(batch_size: int, testing_shape: int, num_classes: int) -> tuple[int, int, int]:
     """The exported graph's output shape (batch_size, sum_s 3 * (S / s)^2, 5 + C)."""
-    from yolodata.targets import STRIDES
+    from yolodata.pipeline.targets import STRIDES
 
     rows = sum(NUM_ANCHORS * (int(testing_shape) // int(s)) ** 2 for s in STRIDES)
     return int(batch_size), rows, 5 + int(num_classes)

@@ -52,7 +52,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
 
 IOU_EPS = 1e-7
 IOU_TYPES = ("ciou", "giou")

@@ -40,7 +40,7 @@ from mindspore import Tensor, nn, ops
 
 from yolodata.checks import INPUT_MULTIPLE
 from yolodata.rng import keyed_rng
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS
 
 from .layers import C3, SPP, SPPF, ConvBNSiLU, ConvStem, Focus, upsample_nearest_2x
 

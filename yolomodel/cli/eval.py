@@ -44,7 +44,7 @@ from pathlib import Path
 
 from yolomodel.cli import EXIT_OK, report_user_error
 from yolomodel.device import DEVICE_TARGETS
-from yolodata.eval_batches import INTERPOLATIONS
+from yolodata.pipeline.eval_batches import INTERPOLATIONS
 from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH
 
 RESULT_HEADER = "=============coco eval result========="

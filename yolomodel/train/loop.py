@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.manifest import Manifest
-from yolodata.targets import STRIDES
+from yolodata.pipeline.targets import STRIDES
 
 from . import checkpoint as ckpt_lib
 from . import results as results_lib
@@ -259,7 +259,7 @@ def _existing_checkpoints(folder: Path) -> list[Path]:
 
 def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     """Build network, step and schedule; load --pretrained_backbone / --resume_yolov5 / --resume."""
-    from yolodata import sampler
+    from yolodata.pipeline import sampler
     from yolodata.manifest import load_manifest
 
     from yolomodel import loading
