@@ -21,9 +21,8 @@ import numpy as np
 
 from . import image_io
 from .checks import resolve_num_workers
-from .augment.letterbox import resized_hw
 from .convert.label_arrays import labels_from_annotations, row_arrays
-from .convert.shrink import ShrinkOptions, scale_labels
+from .convert.shrink import ShrinkOptions, scale_labels, stored_hw
 from .manifest import compute_dataset_id, load_manifest
 from .schema import DATASET_ID_VERSION, FIELDS, columns_of
 
@@ -88,9 +87,9 @@ def _stored_geometry_problem(row: dict, shrink: ShrinkOptions) -> str | None:
     scale = float(row["stored_scale"])
     if scale != shrink.scale_for(source_hw):
         return f"stored_scale {scale} but --max_side {shrink.max_side} gives {shrink.scale_for(source_hw)}"
-    stored_hw = (int(row["height"]), int(row["width"]))
-    if stored_hw != resized_hw(source_hw, scale):
-        return f"stored size {stored_hw} but {source_hw} scaled by {scale} is {resized_hw(source_hw, scale)}"
+    stored_size = (int(row["height"]), int(row["width"]))
+    if stored_size != stored_hw(source_hw, scale):
+        return f"stored size {stored_size} but {source_hw} scaled by {scale} is {stored_hw(source_hw, scale)}"
     return None
 
 

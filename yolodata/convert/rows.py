@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import image_io
-from ..augment.letterbox import resized_hw
 from ..mindrecord_shards import ShardSetWriter
 from ..ordered_prefetch import OrderedPrefetch
 from .label_arrays import row_arrays
 from .plan import ImageCandidate, ImageEntry, Plan
 from .problems import MAX_PROBLEMS_IN_MESSAGE, ConversionError, ConversionWarning, Problem, \
     reporting_write_errors, strict_stop
-from .shrink import ShrinkOptions, ShrinkTally, scale_labels, shrink_picture
+from .shrink import ShrinkOptions, ShrinkTally, scale_labels, shrink_picture, stored_hw
 
 IMAGES_PER_TASK = 8                  # images a decode thread takes at once
 IN_FLIGHT_BYTES = 64 * 2 ** 20       # image file bytes decoded ahead of the writer, at most (plus one task)
@@ -81,14 +80,14 @@ def validate_source(candidate: ImageCandidate, data: bytes | Problem, exif_frame
     try:
         prepared = image_io.prepare_source_image(data, source_hw, exif_frame, keep_pixels=scale < 1.0)
         stored = data if prepared.encoded is None else prepared.encoded
-        stored_hw = source_hw
+        stored_size = source_hw
         if scale < 1.0:
             stored = shrink_picture(prepared.pixels, scale, image_io.sniff_format(data), shrink.jpeg_quality)
-            stored_hw = resized_hw(source_hw, scale)
+            stored_size = stored_hw(source_hw, scale)
             prepared = dataclasses.replace(prepared, pixels=None)  # free the full-size picture early
     except image_io.ImageProblem as problem:
         return Problem(problem.reason, str(problem), candidate.image_id, candidate.file_name)
-    return ValidatedImage(stored, prepared, stored_hw, scale, len(data), time.perf_counter() - started)
+    return ValidatedImage(stored, prepared, stored_size, scale, len(data), time.perf_counter() - started)
 
 
 def decode_ahead(candidates: list, *, exif_frame: str, num_workers: int,

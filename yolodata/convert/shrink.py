@@ -23,7 +23,6 @@ import math
 import cv2
 import numpy as np
 
-from ..augment.letterbox import resized_hw
 from ..boxes import clip_boxes
 from ..checks import check_int
 from ..image_io import ImageProblem
@@ -58,15 +57,22 @@ class ShrinkOptions:
         return {"max_side": self.max_side, "jpeg_quality": self.jpeg_quality}
 
 
+def stored_hw(source_hw, scale: float) -> tuple[int, int]:
+    """(height, width) of a picture of ``source_hw`` stored at ``scale``: what ``cv2.resize`` with
+    ``fx = fy = scale`` makes, ``round(side * scale)`` (half to even, as OpenCV's cvRound), at least 1.
+    The same rounding as ``augment.letterbox.resized_hw``, here so the converter needs no augment code."""
+    return max(1, round(int(source_hw[0]) * scale)), max(1, round(int(source_hw[1]) * scale))
+
+
 def shrink_picture(pixels: np.ndarray, scale: float, source_format: str, jpeg_quality: int) -> bytes:
     """The encoded bytes of ``pixels`` (BGR uint8) shrunk by ``scale`` < 1 with area interpolation.
 
     A JPEG source stays a JPEG (``jpeg_quality``); every other source becomes a lossless PNG.
     """
     shrunk = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if shrunk.shape[:2] != resized_hw(pixels.shape[:2], scale):  # OpenCV rounds as resized_hw says
+    if shrunk.shape[:2] != stored_hw(pixels.shape[:2], scale):  # OpenCV rounds as stored_hw says
         raise ImageProblem("shrink_failed", f"shrinking by {scale} gave {shrunk.shape[:2]}, expected "
-                                            f"{resized_hw(pixels.shape[:2], scale)}")
+                                            f"{stored_hw(pixels.shape[:2], scale)}")
     if source_format == "jpeg":
         ok, buf = cv2.imencode(".jpg", shrunk, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     else:
