@@ -328,3 +328,33 @@ def test_reduced_decoding_only_with_twice_the_target_left():
     assert reduced_decode_factor((960, 1280), 320) == 2
     assert reduced_decode_factor((3024, 4032), 160) == 8
     assert reduced_decode_factor((480, 640), 256) == 1
+
+
+@pytest.mark.parametrize("exif_frame, json_hw", [("displayed", (400, 300)), ("stored", (300, 400))])
+def test_exif_rotated_picture_is_shrunk_in_the_frame_the_json_describes(quirks_dir, tmp_path, exif_frame, json_hw):
+    """mmcv's color_exif.jpg is stored 400x300 and shown 300x400: the shrunk picture keeps the frame the
+    json's size names (no orientation left to apply), its boxes scaled in that frame."""
+    source = quirks_dir / "mmcv" / "color_exif.jpg"
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    shutil.copy(source, image_dir / "photo.jpg")
+    height, width = json_hw
+    document = {"images": [{"id": 1, "file_name": "photo.jpg", "height": height, "width": width}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 40, 100, 120], "area": 12000.0,
+                                 "iscrowd": 0}], "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "a.json").write_text(json.dumps(document))
+    out = tmp_path / "out"
+    convert_coco(image_dir, tmp_path / "a.json", out, max_side=200, exif_frame=exif_frame)
+    row = rows_by_name(out)["photo.jpg"]
+    want_hw = (round(height * 0.5), round(width * 0.5))
+    assert (int(row["height"]), int(row["width"])) == want_hw and float(row["stored_scale"]) == 0.5
+    data = np.frombuffer(row["image"].tobytes(), np.uint8)
+    # the stored bytes decode to the same picture with or without applying an orientation
+    assert cv2.imdecode(data, cv2.IMREAD_COLOR).shape[:2] == want_hw
+    assert cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION).shape[:2] == want_hw
+    frame = cv2.imread(str(source), cv2.IMREAD_COLOR if exif_frame == "displayed"
+                       else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    want = cv2.resize(frame, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    assert np.abs(cv2.imdecode(data, cv2.IMREAD_COLOR).astype(int) - want).mean() < 2  # JPEG q95 of it
+    np.testing.assert_allclose(np.asarray(row["boxes"]).reshape(-1, 4)[0], [10, 20, 60, 80])
+    assert verify_output(out).ok
