@@ -27,7 +27,7 @@ from ..boxes import clip_boxes
 from ..checks import check_int
 from ..image_io import ImageProblem
 
-DEFAULT_JPEG_QUALITY = 95        # re-encoding of shrunk JPEGs: visually lossless, about 1/6 of the raw size
+DEFAULT_JPEG_QUALITY = 95        # shrunk JPEGs are re-encoded once: high quality (libjpeg's usual 75 is not)
 MIN_MAX_SIDE = 32                # a stored picture smaller than one network stride makes no sense
 SUGGESTED_MAX_SIDE = 1280        # covers every YOLOv5 training size up to P6's 1280 without loss
 HINT_LONG_SIDE = 2 * SUGGESTED_MAX_SIDE   # "much larger than any training size"
@@ -69,10 +69,13 @@ def shrink_picture(pixels: np.ndarray, scale: float, source_format: str, jpeg_qu
 
     A JPEG source stays a JPEG (``jpeg_quality``); every other source becomes a lossless PNG.
     """
-    shrunk = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if shrunk.shape[:2] != stored_hw(pixels.shape[:2], scale):  # OpenCV rounds as stored_hw says
-        raise ImageProblem("shrink_failed", f"shrinking by {scale} gave {shrunk.shape[:2]}, expected "
-                                            f"{stored_hw(pixels.shape[:2], scale)}")
+    target_hw = stored_hw(pixels.shape[:2], scale)
+    if min(round(side * scale) for side in pixels.shape[:2]) >= 1:
+        shrunk = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    else:  # a side of an extreme aspect ratio would round to 0 pixels: widened to 1
+        shrunk = cv2.resize(pixels, (target_hw[1], target_hw[0]), interpolation=cv2.INTER_AREA)
+    if shrunk.shape[:2] != target_hw:  # OpenCV rounds as stored_hw says
+        raise ImageProblem("shrink_failed", f"shrinking by {scale} gave {shrunk.shape[:2]}, expected {target_hw}")
     if source_format == "jpeg":
         ok, buf = cv2.imencode(".jpg", shrunk, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     else:
