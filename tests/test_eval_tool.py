@@ -20,7 +20,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolomodel import evaluation
 from yolomodel.cli import eval as eval_cli
 from yolomodel.coco_eval import entry_problem, load_ground_truth, score_detections
-from yolomodel.loading import ModelLoadError
+from yolomodel.checkpoint.loading import ModelLoadError
 from yolomodel.nms import NmsOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -32,6 +32,8 @@ from yolodata.augment.letterbox import letterbox, to_original_pixels
 from yolodata.augment.color import bgr_to_rgb
 from yolodata.checks import check_multiple_of
 from yolodata.fileio import write_file_atomic
+from yolodata.manifest import ManifestError, read_manifest
+from yolodata.visualize import class_colour, text_colour_on
 
 from .nms import DEFAULT_MAX_DET, NmsOptions, check_nms_arguments
 
@@ -166,8 +168,6 @@ def class_names_from(*, names_file=None, mindrecord=None) -> tuple[list | None, 
 
     A names file gives names only; a converter output folder gives both, from its manifest.
     """
-    from yolodata.manifest import ManifestError, read_manifest
-
     if names_file is not None:
         return read_names_file(names_file), None, f"--names {names_file}"
     if mindrecord is not None:
@@ -255,8 +255,6 @@ def caption_of(class_index: int, score: float, class_names) -> str:
 def draw_detections(image_bgr: np.ndarray, detections: np.ndarray, class_names=None) -> np.ndarray:
     """A new BGR image with every (M, 6) detection (original pixels) outlined in its class colour and
     captioned with class name and score; the best detections are drawn last, on top."""
-    from yolodata.visualize import class_colour, text_colour_on
-
     canvas = np.array(image_bgr, copy=True)
     height, width = canvas.shape[:2]
     thickness = line_thickness((height, width))
@@ -303,7 +301,7 @@ class Detector:
     """Image in, detections in its own pixels out: letterbox, ``predict``, NMS, map back.
 
     ``predict`` takes uint8 (1, S, S, 3) RGB and returns decoded float32 (1, N, 5 + C) predictions
-    (``yolomodel.loading.network_predictor``); a parameter so that the geometry can be checked without a
+    (``yolomodel.checkpoint.loading.network_predictor``); a parameter so that the geometry can be checked without a
     network.
     """
 

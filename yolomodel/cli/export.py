@@ -27,8 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+from yolomodel.checkpoint.loading import ModelLoadError, load_inference_net
 from yolomodel.cli import EXIT_OK, report_user_error
-from yolomodel.device import DEVICE_TARGETS
+from yolomodel.device import DEVICE_TARGETS, DeviceError, setup_device
+from yolomodel.export import ExportError, check_export_request, export_network, output_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from yolomodel.device import setup_device
-    from yolomodel.export import check_export_request, export_network, output_shape
-    from yolomodel.loading import load_inference_net
-
     started = time.perf_counter()
     check_export_request(file_format=args.file_format, batch_size=args.batch_size, testing_shape=args.testing_shape,
                          device_target=args.device_target, file_name=args.file_name)
@@ -77,10 +75,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from yolomodel.device import DeviceError
-    from yolomodel.export import ExportError
-    from yolomodel.loading import ModelLoadError
-
     try:
         return run(args)
     except (ExportError, ModelLoadError, DeviceError) as error:

@@ -34,14 +34,18 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from yolomodel.checkpoint.loading import ModelLoadError, load_inference_net, network_predictor
 from yolomodel.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, report_user_error
-from yolomodel.device import DEVICE_TARGETS
+from yolomodel.device import DEVICE_TARGETS, DeviceError, setup_device
+from yolomodel.infer import (DISPLAY_CONF_THRESH, DISPLAY_NMS_THRESH, Detector, InferenceError, check_class_count,
+                             check_detection_settings, class_names_from, detections_document, find_images,
+                             prepare_output_dir, run_inference, write_detections_json)
+from yolomodel.nms import DEFAULT_MAX_DET
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from yolomodel.infer import DISPLAY_CONF_THRESH, DISPLAY_NMS_THRESH
-    from yolomodel.nms import DEFAULT_MAX_DET
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained", type=Path, required=True,
                         help="checkpoint to detect with (.ckpt, or a YOLOv5 .pt imported on the fly)")
@@ -65,20 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def report_failure(failure) -> None:
-    from tqdm import tqdm
-
     tqdm.write(f"skipped {failure.file}: {failure.reason}", file=sys.stderr)
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from yolomodel.device import setup_device
-    from yolomodel.infer import (Detector, InferenceError, check_class_count, check_detection_settings,
-                                 class_names_from, detections_document, find_images, prepare_output_dir,
-                                 run_inference, write_detections_json)
-    from yolomodel.loading import load_inference_net, network_predictor
-
     started = time.perf_counter()
     class_names, category_ids, names_source = class_names_from(names_file=args.names, mindrecord=args.mindrecord)
     detector_options = dict(conf_thresh=args.conf_thresh, nms_thresh=args.nms_thresh, max_det=args.max_det)
@@ -120,10 +114,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from yolomodel.device import DeviceError
-    from yolomodel.infer import InferenceError
-    from yolomodel.loading import ModelLoadError
-
     try:
         return run(args)
     except (InferenceError, ModelLoadError, DeviceError) as error:
