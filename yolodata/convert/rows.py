@@ -84,7 +84,8 @@ def validate_source(candidate: ImageCandidate, data: bytes | Problem, exif_frame
         if scale < 1.0:
             stored = shrink_picture(prepared.pixels, scale, image_io.sniff_format(data), shrink.jpeg_quality)
             stored_size = stored_hw(source_hw, scale)
-            note = prepared.note and "shrunk (--max_side) in the stored (un-rotated) frame that the json's size describes"
+            note = prepared.note and ("shrunk (--max_side) in the stored (un-rotated) frame that the json's "
+                                      "size describes")
             prepared = dataclasses.replace(prepared, pixels=None, note=note)  # frees the full-size picture early
     except image_io.ImageProblem as problem:
         return Problem(problem.reason, str(problem), candidate.image_id, candidate.file_name)
