@@ -351,7 +351,8 @@ def print_evaluation(evaluation: dict, testing_shape: int) -> None:
     print(f"  photos, --max_side 640  {evaluation['photos_max_side_640']}")
     print(f"  round trip              {evaluation['round_trip']}")
     print(f"  largest difference, coco128 vs photos: {evaluation['max_difference']:.4f}; the photos vs the round "
-          f"trip (the same pixels in coco128's frame: the mapping back): {evaluation['max_difference_round_trip']:.4f}; "
+          f"trip (the same pixels in coco128's frame: the mapping back): "
+          f"{evaluation['max_difference_round_trip']:.4f}; "
           f"coco128 vs the round trip (the photos' pixels): {evaluation['max_difference_pixels']:.4f}")
 
 

@@ -5,7 +5,8 @@ its global position, image ids unique and increasing, file name and size equal t
 ``annotations.json`` (schema 2: the original size; the stored size and scale as the manifest's
 ``max_side`` gives them), boxes, classes and crowd flags equal to those its annotations give after
 clipping (mapped through the manifest's categories, scaled to the stored picture; the placeholder row
-for a background image), and that the stored bytes decode (``image_io.decode_stored``) to a 3-channel picture of the stored size;
+for a background image), and that the stored bytes decode (``image_io.decode_stored``) to a 3-channel
+picture of the stored size;
 then the manifest's totals, ``boxes_per_category`` and ``dataset_id``, and that ``annotations.json``
 lists exactly the converted images.
 """
