@@ -211,13 +211,23 @@ class VideoReader:
         self.num_corrupt = 0
         self.num_read = 0
 
+    def grab_quietly(self) -> bool:
+        """``capture.grab()`` with FFmpeg's complaints about a bad frame kept off the terminal (they are counted)."""
+        saved = os.dup(2)
+        silent = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(silent, 2)
+        try:
+            return bool(self.capture.grab())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(silent)
+
     def frames(self, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         index, failures_in_a_row = 0, 0
         limit = MAX_FAILURES_IN_A_ROW[self.source.kind]
         while failures_in_a_row < limit:
-            with captured_native_stderr():  # FFmpeg's complaint about a corrupt frame is counted, not printed
-                grabbed = self.capture.grab()
-            if not grabbed:
+            if not self.grab_quietly():
                 failures_in_a_row += 1
                 continue
             # failures followed by a good frame were frames in the middle that did not decode
