@@ -16,7 +16,7 @@ import pytest
 from conftest import shared_data_path
 from yolodata.rng import keyed_rng
 from yolomodel.cli import export as export_cli
-from yolomodel.infer import Detector
+from yolomodel.infer import Detector, letterbox_input
 from yolomodel.network import InferenceNet, create_yolov5
 from yolomodel.runtimes import CheckpointRuntime, MindirRuntime, OnnxRuntime, open_runtime
 from yolomodel.sidecar import DYNAMIC, ExportedModelError, read_sidecar, sidecar_path
@@ -37,12 +37,12 @@ def export(checkpoint, file_format: str, file_name: Path, shape: int, *flags) ->
 
 @pytest.mark.slow
 def test_onnx_and_mindir_detect_what_the_checkpoint_detects_on_coco128(tmp_path, coco128_dir, graph_mode):
-    """The real COCO yolov5n (v6.1): same number of detections after NMS on every coco128 picture, boxes
-    within 1e-3 px in the picture's own pixels, same classes, scores within 1e-5.
+    """The real COCO yolov5n (v6.1): same number of detections after NMS on every coco128 picture, same
+    classes, scores within 1e-5, boxes within 1e-3 px of the network's input (the pixels the three
+    runtimes compute in), i.e. 1e-3 / scale in the picture's own pixels (scale = 256 / 640 for most).
 
-    onnxruntime's float32 arithmetic differs from MindSpore's by about 6e-5 input pixels on the boxes
-    (tests/test_export.py), 1.6e-4 original pixels after the letterbox's 1 / 0.4; MINDIR runs MindSpore's
-    own kernels.
+    onnxruntime's float32 kernels differ from MindSpore's: measured up to about 4.4e-4 input pixels on a
+    620 px wide box (relative 2e-6); MINDIR runs MindSpore's own kernels.
     """
     weights = shared_data_path("yolov5_pt", "yolov5n_v6.1_coco.pt")
     runtimes = {"checkpoint": open_runtime(weights),
@@ -57,12 +57,14 @@ def test_onnx_and_mindir_detect_what_the_checkpoint_detects_on_coco128(tmp_path,
     total = 0
     for source in sources:
         image = source.read()
+        _, scale, _ = letterbox_input(image, AGREEMENT_SHAPE)
         expected = detectors["checkpoint"](image)
         total += len(expected)
         for name in ("onnx", "mindir"):
             got = detectors[name](image)
             assert got.shape == expected.shape, f"{name} on {source.path.name}: {len(got)} vs {len(expected)}"
-            np.testing.assert_allclose(got[:, :4], expected[:, :4], rtol=0, atol=1e-3, err_msg=f"{name} {source.path}")
+            np.testing.assert_allclose(got[:, :4], expected[:, :4], rtol=0, atol=1e-3 / scale,
+                                       err_msg=f"{name} {source.path}")
             np.testing.assert_allclose(got[:, 4], expected[:, 4], rtol=0, atol=1e-5, err_msg=f"{name} {source.path}")
             np.testing.assert_array_equal(got[:, 5], expected[:, 5])
     assert total > 300  # the comparison covers many real detections
