@@ -13,6 +13,8 @@ ratio of each runtime to the checkpoint at the same size, measured in the same r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 import time
@@ -60,8 +62,9 @@ def video_from_pictures(pictures, path: Path, *, num_frames: int, size_wh=FRAME_
 
 
 def export_model(weights: Path, file_format: str, size: int, folder: Path) -> Path:
-    code = export_cli.main(["--ckpt_file", str(weights), "--file_format", file_format, "--testing_shape", str(size),
-                            "--file_name", str(folder / f"yolov5n_{size}")])
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = export_cli.main(["--ckpt_file", str(weights), "--file_format", file_format, "--testing_shape",
+                                str(size), "--file_name", str(folder / f"yolov5n_{size}")])
     if code != 0:
         raise RuntimeError(f"yolo-export {file_format} at {size} failed with exit code {code}")
     return folder / f"yolov5n_{size}.{file_format.lower()}"

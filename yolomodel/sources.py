@@ -193,7 +193,7 @@ class VideoReader:
     """An opened video, camera or stream: its frame rate and size, and its frames one by one.
 
     ``frames(stride)`` yields (frame index, BGR image) for every ``stride``-th frame; the frames between
-    are grabbed but not decoded into pictures. A frame the decoder rejects is skipped and counted in
+    are grabbed (FFmpeg decodes them, the stream must be followed) but neither converted nor processed. A frame the decoder rejects is skipped and counted in
     ``num_corrupt`` when later frames still decode; a run of ``MAX_FAILURES_IN_A_ROW`` failures ends the
     video (for a file, its end). ``close()`` releases the capture.
     """
