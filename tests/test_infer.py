@@ -215,7 +215,7 @@ def test_cli_detects_draws_and_names_classes_from_the_manifest(synthetic_setup):
                      "--mindrecord", root / "mindrecord")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "broken.jpg" in result.stderr and "3 image(s) processed" in result.stdout
+    assert "broken.jpg" in result.stderr and "3 picture(s), 3 frame(s) processed" in result.stdout
     document = json.loads((output_dir / DETECTIONS_NAME).read_text(encoding="utf-8"))
     assert document["model"]["yolov5_version"] == "yolov5n" and document["model"]["num_classes"] == 5
     assert document["class_names"] == ["circle", "rectangle", "triangle", "cross", "ring"]
