@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yolodata.checks import resolve_num_workers  # noqa: E402
-from yolodata.eval_batches import EvalGeometry  # noqa: E402
+from yolodata.pipeline.eval_batches import EvalGeometry  # noqa: E402
 from yolodata.pipeline import create_eval_dataset, create_train_dataset  # noqa: E402
 
 

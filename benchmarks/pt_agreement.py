@@ -3,7 +3,7 @@
     python benchmarks/pt_agreement.py [--data_dir DIR] [--json FILE]   # default: the real-data folder's yolov5_pt
 
 For every checkpoint named in ``expected_outputs.npz`` (written by the PyTorch YOLOv5 code, see that
-folder's README): import the ``.pt`` with ``yolomodel.yolov5_import`` (no torch), build the network,
+folder's README): import the ``.pt`` with ``yolomodel.checkpoint.yolov5_import`` (no torch), build the network,
 run the stored input images (uint8 RGB) in inference mode and compare the three raw head outputs
 (B, 3, H, W, 5 + C) with PyTorch's. Prints the largest absolute difference per stride, the largest
 output magnitude (for scale) and the import time.
@@ -32,7 +32,7 @@ def compare(data_dir: Path) -> list[dict]:
     import mindspore as ms
 
     from yolomodel.network import create_yolov5
-    from yolomodel.yolov5_import import read_yolov5_pt
+    from yolomodel.checkpoint.yolov5_import import read_yolov5_pt
 
     expected = np.load(data_dir / "expected_outputs.npz")
     images = expected["input_uint8_nchw"].transpose(0, 2, 3, 1).copy()

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from yolodata.checks import check_multiple_of  # noqa: E402
 from yolodata.rng import keyed_rng  # noqa: E402
-from yolodata.targets import STRIDES, build_targets  # noqa: E402
+from yolodata.pipeline.targets import STRIDES, build_targets  # noqa: E402
 
 DEVICES = ("CPU", "GPU", "Ascend")
 PARTS = (("forward_ms", "inference forward"),

@@ -1,6 +1,6 @@
 """Write PyTorch-format ``.pt`` files without torch, for tests: real fixtures changed in one place, or made up.
 
-``load_tree`` reads a ``.pt`` with ``yolomodel.pt_reader`` into plain data (records, ``NewTensor``
+``load_tree`` reads a ``.pt`` with ``yolomodel.checkpoint.pt_reader`` into plain data (records, ``NewTensor``
 arrays); ``write_pt`` writes such a tree back in torch's zip layout (``<prefix>/data.pkl`` holding a
 protocol-2 pickle whose tensors are ``torch._utils._rebuild_tensor_v2`` calls on persistent storages,
 ``<prefix>/data/<key>`` raw little-endian storages, ``byteorder``, ``version``), the layout
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolomodel import pt_reader
+from yolomodel.checkpoint import pt_reader
 
 NUMPY_TO_STORAGE = {"float16": "HalfStorage", "float32": "FloatStorage", "float64": "DoubleStorage",
                     "int64": "LongStorage", "int32": "IntStorage", "uint8": "ByteStorage", "bool": "BoolStorage"}

@@ -1,4 +1,4 @@
-"""Geometric augmentations (yolodata.augment.affine, letterbox, mosaic) beyond the shared harness:
+"""Geometric augmentations (yolodata.augment.geometry, affine, letterbox, mosaic) beyond the shared harness:
 exact coordinate conventions, YOLOv5 equivalence on real COCO images, seams, inverses, validation."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from yolodata import boxes as boxes_lib
-from yolodata.augment import affine, letterbox, mosaic
+from yolodata.augment import affine, geometry, letterbox, mosaic
 from yolodata.rng import keyed_rng
 
 EMPTY = np.zeros((0, 6), np.float32)
@@ -95,7 +95,7 @@ def test_letterbox_pixels_follow_the_matrix_to_a_fraction_of_a_pixel(coco_sample
     for dst_hw in ((320, 320), (517, 517), (800, 800)):
         out, _, scale, (pad_x, pad_y) = letterbox.letterbox(image, EMPTY, dst_hw)
         matrix, _, _ = letterbox.letterbox_matrix(image.shape[:2], dst_hw)
-        warped = affine.warp_pixels(image, matrix, dst_hw)
+        warped = geometry.warp_pixels(image, matrix, dst_hw)
         new_h, new_w = letterbox.resized_hw(image.shape[:2], scale)
         # the image area without its outermost pixels (where resize replicates and the warp blends 114)
         inner = (slice(pad_y + 1, pad_y + new_h - 1), slice(pad_x + 1, pad_x + new_w - 1))
@@ -237,7 +237,7 @@ def test_flips_mirror_pixels_and_boxes_exactly(coco_samples, flip_lr, flip_ud):
     expected = image[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
     out, out_labels = affine.warp(image, labels, matrix, (height, width))
     assert np.array_equal(out, expected)
-    assert np.array_equal(affine.warp_pixels(image, matrix, (height, width)), expected)
+    assert np.array_equal(geometry.warp_pixels(image, matrix, (height, width)), expected)
     big = labels[((labels[:, 2:4] - labels[:, :2]) > 2).all(axis=1)]
     mirrored = big.copy()
     if flip_lr:
@@ -273,12 +273,12 @@ def test_axis_aligned_rendering_matches_its_snapped_matrix(coco_samples):
         offset_x = rng.uniform(-0.3, 1.3) * out_hw[1] - scale_x * width / 2
         offset_y = rng.uniform(-0.3, 1.3) * out_hw[0] - scale_y * height / 2
         exact = np.array([[scale_x, 0, offset_x], [0, scale_y, offset_y], [0, 0, 1]])
-        out = affine.filled_image(out_hw)
-        snapped = affine.draw_axis_aligned(out, image, exact)
+        out = geometry.filled_image(out_hw)
+        snapped = geometry.draw_axis_aligned(out, image, exact)
         if snapped is None:
             assert np.all(out == 114)
             continue
-        reference = affine.warp_pixels(image, snapped, out_hw)
+        reference = geometry.warp_pixels(image, snapped, out_hw)
         # compare away from the image's own edges (resize replicates there, the warp blends with 114)
         corners = boxes_lib.transform_boxes(np.array([[0, 0, width, height, 0, 0]], np.float32), snapped)[0]
         x1, y1 = (max(0, int(v) + 2) for v in corners[:2])
@@ -301,29 +301,29 @@ def test_rotated_boxes_are_cut_to_the_part_inside_the_output():
     square = np.array([[-10, -10, 10, 10, 3, 0]], np.float32)
     # rotate 45 degrees about the origin, then move the centre to (100, 50) in a 100 x 200 output
     cos = sin = math.sqrt(0.5)
-    matrix = affine.translation_matrix(100, 50) @ np.array([[cos, sin, 0], [-sin, cos, 0], [0, 0, 1]])
+    matrix = geometry.translation_matrix(100, 50) @ np.array([[cos, sin, 0], [-sin, cos, 0], [0, 0, 1]])
     half_diagonal = 10 * math.sqrt(2)
-    clipped, unclipped = affine.transform_clip_boxes(square, matrix, (100, 200))
+    clipped, unclipped = geometry.transform_clip_boxes(square, matrix, (100, 200))
     np.testing.assert_allclose(unclipped[0, :4], [100 - half_diagonal, 50 - half_diagonal,
                                                   100 + half_diagonal, 50 + half_diagonal], atol=1e-4)
     np.testing.assert_allclose(clipped, unclipped, atol=1e-4)  # fully inside: nothing to cut
     # the diamond centred on the right border: its visible half spans the full height of the diamond
-    moved = affine.translation_matrix(100, 0) @ matrix
-    clipped, _ = affine.transform_clip_boxes(square, moved, (100, 200))
+    moved = geometry.translation_matrix(100, 0) @ matrix
+    clipped, _ = geometry.transform_clip_boxes(square, moved, (100, 200))
     np.testing.assert_allclose(clipped[0, :4], [200 - half_diagonal, 50 - half_diagonal, 200,
                                                 50 + half_diagonal], atol=1e-4)
     # the diamond just outside the top-right corner: its hull overlaps the output, the diamond does not
-    corner = affine.translation_matrix(200 + half_diagonal * 0.6 - 100, -50 - half_diagonal * 0.6) @ matrix
-    clipped, unclipped = affine.transform_clip_boxes(square, corner, (100, 200))
+    corner = geometry.translation_matrix(200 + half_diagonal * 0.6 - 100, -50 - half_diagonal * 0.6) @ matrix
+    clipped, unclipped = geometry.transform_clip_boxes(square, corner, (100, 200))
     assert boxes_lib.clip_boxes(unclipped, 200, 100)[0, 2] > boxes_lib.clip_boxes(unclipped, 200, 100)[0, 0]
-    assert len(affine.filter_boxes(clipped, unclipped)) == 0
+    assert len(boxes_lib.sanitize_boxes(clipped, unclipped)) == 0
 
 
 def test_boxes_without_area_never_survive_a_rotation():
     labels = np.array([[50, 20, 50, 80, 1, 0], [20, 50, 80, 50, 2, 0], [30, 30, 70, 70, 3, 0]], np.float32)
     params = affine.AffineParams(angle=30.0)
     matrix = affine.affine_matrix(params, (100, 100), (100, 100))
-    out = affine.filter_boxes(*affine.transform_clip_boxes(labels, matrix, (100, 100)))
+    out = boxes_lib.sanitize_boxes(*geometry.transform_clip_boxes(labels, matrix, (100, 100)))
     assert out[:, 4].tolist() == [3.0]
 
 
@@ -362,7 +362,7 @@ def yolov5_mosaic(images, labels, params, matrix, out_hw):
         moved[:, [1, 3]] = lab[:, [1, 3]] * (h / h0) + padh
         placed.append(moved)
     on_canvas = boxes_lib.clip_boxes(np.concatenate(placed), 2 * out_w, 2 * out_h)
-    out = affine.warp_pixels(canvas, matrix, out_hw)
+    out = geometry.warp_pixels(canvas, matrix, out_hw)
     return out, on_canvas, canvas
 
 
@@ -428,7 +428,7 @@ def test_mosaic_matches_yolov5s_canvas_and_warp_on_coco(coco_samples, settings, 
         if max_mean_difference is not None:
             assert np.abs(out.astype(int) - reference).mean() < max_mean_difference, seed
         # every clear reference box (not near a filter threshold) has its twin within 1.5 px
-        ref_clipped, ref_unclipped = affine.transform_clip_boxes(on_canvas, matrix, out_hw)
+        ref_clipped, ref_unclipped = geometry.transform_clip_boxes(on_canvas, matrix, out_hw)
         sizes = ref_clipped[:, 2:4] - ref_clipped[:, 0:2]
         area_kept = sizes.prod(axis=1) / np.maximum((ref_unclipped[:, 2:4] - ref_unclipped[:, :2]).prod(axis=1), 1e-9)
         clear = (sizes > 4).all(axis=1) & (area_kept > 0.2)

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from yolodata import eval_batches
-from yolodata.eval_batches import EvalGeometry, eval_keys, rect_batch_shape
+from yolodata.pipeline import eval_batches
+from yolodata.pipeline.eval_batches import EvalGeometry, eval_keys, rect_batch_shape
 
 
 def yolov5_batch_shape(aspect_ratios, img_size, stride=32, pad=0.5):

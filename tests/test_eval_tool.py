@@ -20,7 +20,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolomodel import evaluation
 from yolomodel.cli import eval as eval_cli
 from yolomodel.coco_eval import entry_problem, load_ground_truth, score_detections
-from yolomodel.loading import ModelLoadError
+from yolomodel.checkpoint.loading import ModelLoadError
 from yolomodel.nms import NmsOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -374,7 +374,7 @@ def test_two_ranks_give_exactly_the_single_process_results(script_run, val_dir, 
 
 
 def test_yolov5_val_flag_sets_val_py_settings_and_explicit_flags_win():
-    from yolodata.eval_batches import EvalGeometry
+    from yolodata.pipeline.eval_batches import EvalGeometry
     from yolomodel.evaluation import eval_settings
 
     geometry, nms = eval_settings(yolov5_val=True)

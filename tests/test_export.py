@@ -14,9 +14,9 @@ from yolodata.fileio import default_file_mode
 from yolodata.rng import keyed_rng
 from yolomodel.cli import export as export_cli
 from yolomodel.export import ExportError, check_export_request, output_path, output_shape
-from yolomodel.loading import ModelLoadError, load_inference_net
+from yolomodel.checkpoint.loading import ModelLoadError, load_inference_net
 from yolomodel.network import InferenceNet, create_yolov5
-from yolomodel.train.checkpoint import save_checkpoint_atomic
+from yolomodel.checkpoint.format import save_checkpoint_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPORT_SCRIPT = PROJECT_ROOT / "tools" / "export.py"

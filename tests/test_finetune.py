@@ -25,7 +25,7 @@ from yolomodel.network import create_yolov5
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import loop
-from yolomodel.yolov5_import import import_yolov5
+from yolomodel.checkpoint.yolov5_import import import_yolov5
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
@@ -224,7 +224,7 @@ def test_imported_checkpoint_runs_directly_with_its_class_names(data, tmp_path, 
     ort = pytest.importorskip("onnxruntime")
     import mindspore as ms
 
-    from yolomodel.loading import load_inference_net
+    from yolomodel.checkpoint.loading import load_inference_net
 
     out_dir = tmp_path / "detections"
     code = load_tool("infer").main(["--pretrained", str(data["imported"]), "--images", str(data["rect_images"]),
@@ -253,7 +253,7 @@ def test_imported_checkpoint_runs_directly_with_its_class_names(data, tmp_path, 
 
 
 def test_the_shipped_finetune_config_holds_yolov5s_finetune_hyperparameters(tmp_path):
-    from yolodata.pipeline import AugmentConfig
+    from yolodata.augment.policy import AugmentConfig
 
     args = config_lib.parse_config(["--config", str(ROOT / "configs" / "finetune_yolov5.yaml"), "--mindrecord", "x",
                                     "--weights", "yolov5s.ckpt", "--max_epoch", "100", "--t_max", "100"])

@@ -189,7 +189,7 @@ def synthetic_setup(tmp_path_factory):
     from yolodata.convert import convert_coco
     from yolodata.synthetic import make_synthetic_coco
     from yolomodel.network import create_yolov5
-    from yolomodel.train.checkpoint import save_checkpoint_atomic
+    from yolomodel.checkpoint.format import save_checkpoint_atomic
 
     root = tmp_path_factory.mktemp("infer_cli")
     coco = make_synthetic_coco(root / "coco", num_images=3, image_size=(96, 128), val_fraction=0.0,

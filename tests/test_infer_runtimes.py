@@ -21,7 +21,7 @@ from yolomodel.network import InferenceNet, create_yolov5
 from yolomodel.runtimes import CheckpointRuntime, MindirRuntime, OnnxRuntime, open_runtime
 from yolomodel.sidecar import DYNAMIC, ExportedModelError, read_sidecar, sidecar_path
 from yolomodel.sources import find_sources
-from yolomodel.train.checkpoint import save_checkpoint_atomic
+from yolomodel.checkpoint.format import save_checkpoint_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT_SHAPE = 256     # small enough to keep three runs over coco128 short, large enough to detect plenty

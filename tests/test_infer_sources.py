@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from detection_stand_ins import RED_BGR, rectangle_image, red_extent_predictor
+from yolomodel.checkpoint.format import save_checkpoint_atomic
+from yolomodel.network import create_yolov5
 from yolomodel.infer import DETECTIONS_NAME, Detector, OutputOptions, Progress, keep_classes, run_inference
 from yolomodel.outputs import crop_boxes, draw_detections, label_name, yolo_label_text
-from yolomodel.sources import ImageSource, SourceError, VideoSource, find_sources
+from yolomodel.sources import SourceError, VideoSource, find_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FRAME_HW = (96, 128)
@@ -320,9 +322,6 @@ def test_pictures_get_labels_even_without_detections_and_the_json_can_be_left_ou
 
 @pytest.fixture(scope="module")
 def random_checkpoint(tmp_path_factory):
-    from yolomodel.network import create_yolov5
-    from yolomodel.train.checkpoint import save_checkpoint_atomic
-
     folder = tmp_path_factory.mktemp("sources_cli")
     return save_checkpoint_atomic(folder / "yolov5n.ckpt", create_yolov5("yolov5n", 3),
                                   {"yolov5_version": "yolov5n", "num_classes": 3, "training_shape": 64})

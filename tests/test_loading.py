@@ -1,4 +1,4 @@
-"""yolomodel.loading: one reader for every checkpoint; training's weights-only loads go through it.
+"""yolomodel.checkpoint.loading: one reader for every checkpoint; training's weights-only loads go through it.
 
 Complete loads (eval, infer, export) are tested with their tools (test_eval_tool.py, test_export.py);
 the loads of a real training checkpoint in test_train.py. Here: a checkpoint with EMA weights made
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yolomodel import loading
+from yolomodel.checkpoint import loading
 from yolomodel.network import create_yolov5
-from yolomodel.train.checkpoint import save_checkpoint_atomic
+from yolomodel.checkpoint.format import save_checkpoint_atomic
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from yolodata.rng import keyed_rng
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolomodel.loss import YoloLoss
 
 EPS = 1e-7

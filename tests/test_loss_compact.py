@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolodata.rng import keyed_rng
 from yolomodel.loss import (NUM_BOX_OUTPUTS, NUM_TARGET_COLUMNS, YoloLoss, bce_with_logits, box_iou_xywh,
                             target_gather_for)

@@ -9,7 +9,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from yolodata.rng import keyed_rng
-from yolodata.targets import YOLOV5_ANCHORS
+from yolodata.pipeline.targets import YOLOV5_ANCHORS
 from yolomodel import YOLOV5_VERSIONS, InferenceNet, create_yolov5
 from yolomodel.layers import SPP, SPPF, ConvStem, images_to_focus_input, pools_chain, silu, upsample_nearest_2x
 from yolomodel.network import (YOLOV5_LAYER_CELLS, YOLOV5_LAYOUTS, decode_head_output, detection_bias_prior,

@@ -49,7 +49,7 @@ def test_no_requirement_names_torch():
 
 def test_importing_a_pt_loads_no_torch_module():
     pt_file = shared_data_path("yolov5_pt", "yolov5n_v7.0_custom3_last.pt")
-    code = ("import sys\nfrom yolomodel.yolov5_import import read_yolov5_pt\n"
+    code = ("import sys\nfrom yolomodel.checkpoint.yolov5_import import read_yolov5_pt\n"
             f"model = read_yolov5_pt({str(pt_file)!r})\n"
             "print(model.version, model.layout, model.num_classes)\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")

@@ -12,10 +12,10 @@ import pytest
 from conftest import RECT_COLOURS_BGR, shared_data_path, write_rectangle_coco
 from yolodata.augment.policy import AugmentConfig
 from yolodata.convert import convert_coco
-from yolodata.eval_batches import EvalGeometry
+from yolodata.pipeline.eval_batches import EvalGeometry
 from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
-from yolodata.sampler import multiscale_shapes
-from yolodata.targets import STRIDES
+from yolodata.pipeline.sampler import multiscale_shapes
+from yolodata.pipeline.targets import STRIDES
 
 NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, extras=0.0)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import shared_data_path
 from pt_files import GlobalRef, NewTensor, Reduce, pickle_bytes, write_legacy_pt, write_pt
-from yolomodel import pt_reader
+from yolomodel.checkpoint import pt_reader
 
 FIXTURES = ("yolov5n_v5.0_release", "yolov5n_v6.1_release", "yolov5n_v7.0_custom3_last")
 YOLOV5_MODULES = ("models.", "torch.nn.modules.")

@@ -1,4 +1,4 @@
-"""The deterministic distributed sampler and the multi-scale schedule (yolodata.sampler).
+"""The deterministic distributed sampler and the multi-scale schedule (yolodata.pipeline.sampler).
 
 The tests state the invariants a distributed, resumable training run relies on, for several dataset
 sizes (including one smaller than a global batch) and group sizes 1, 2, 4 and 8.
@@ -10,7 +10,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from yolodata import sampler
+from yolodata.pipeline import sampler
 
 DATASET_ID = hashlib.sha256(b"coco128 as converted").hexdigest()   # shaped like a manifest dataset_id
 OTHER_DATASET_ID = hashlib.sha256(b"coco128 with one image more").hexdigest()

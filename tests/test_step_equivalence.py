@@ -14,7 +14,7 @@ from mindspore import Tensor, ops
 
 import yolomodel.layers as layers_module
 import yolomodel.network as network_module
-from yolodata.targets import STRIDES, build_targets
+from yolodata.pipeline.targets import STRIDES, build_targets
 from yolodata.rng import keyed_rng
 from yolomodel.network import create_yolov5
 from yolomodel.train import step as step_lib

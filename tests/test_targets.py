@@ -1,4 +1,4 @@
-"""YOLOv5 target assignment (yolodata.targets) against a plainly written reference of the same rule.
+"""YOLOv5 target assignment (yolodata.pipeline.targets) against a plainly written reference of the same rule.
 
 The reference below loops over images, boxes, anchors and cells and states YOLOv5's build_targets rule
 line by line; it shares no code with the implementation. Both are compared as multisets of
@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS, build_targets
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 
 ANCHORS_PX = [[(10, 13), (16, 30), (33, 23)],
               [(30, 61), (62, 45), (59, 119)],
@@ -249,7 +249,7 @@ def test_more_than_max_boxes_keeps_the_first_and_reports_the_rest(caplog):
     many[:, 5] = 0
     many[3, 5] = 1                              # a crowd row does not take a slot
     batch = [many, many[:5]]
-    with caplog.at_level(logging.WARNING, logger="yolodata.targets"):
+    with caplog.at_level(logging.WARNING, logger="yolodata.pipeline.targets"):
         result, _ = compare_with_reference(batch, (640, 640), max_boxes=8)
     objects = len(many) - 1
     assert result["num_dropped_boxes"] == objects - 8

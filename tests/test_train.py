@@ -12,7 +12,6 @@ import logging
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import yaml
 from yolodata.convert import convert_coco
 from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
-from yolomodel import loading
+from yolomodel.checkpoint import loading
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import data as data_lib
@@ -271,29 +270,6 @@ def test_step_applies_finite_updates_and_skips_non_finite_ones(loss_scale_type, 
                and "moving_" not in n and not np.array_equal(after[n], skipped[n], equal_nan=True)]
     assert not changed                                     # weights, moments, EMA, step counters untouched
     assert float(skipped["loss_scale"]) == (32.0 if loss_scale_type == "dynamic" else loss_scale)
-
-
-def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    import mindspore as ms
-
-    good = {"name": "w", "data": ms.Tensor(np.ones(3, np.float32))}
-    path = ckpt_lib.save_checkpoint_atomic(tmp_path / "a.ckpt", [good], {"epoch": 1})
-    params, metadata = ckpt_lib.read_checkpoint(path)
-    assert metadata == {"epoch": 1} and list(params) == ["w"]
-    from yolodata.fileio import default_file_mode
-
-    assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()   # not MindSpore's owner-only 0o400
-
-    def crash(source, target):
-        raise OSError("disk full")
-
-    from yolodata import fileio
-
-    monkeypatch.setattr(fileio.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        ckpt_lib.save_checkpoint_atomic(tmp_path / "a.ckpt", [{"name": "w", "data": ms.Tensor(np.zeros(3))}])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]      # the old file, untouched
-    np.testing.assert_array_equal(ckpt_lib.read_checkpoint(path)[0]["w"].asnumpy(), np.ones(3))
 
 
 # --- data_dir conversion --------------------------------------------------------------------------

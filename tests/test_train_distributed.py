@@ -74,7 +74,7 @@ def reference_parameters(shards) -> dict:
 
     from yolodata.manifest import load_manifest
     from yolodata.pipeline import create_train_dataset
-    from yolodata.sampler import steps_per_epoch
+    from yolodata.pipeline.sampler import steps_per_epoch
     from yolomodel.train import builder
     from yolomodel.train.lr_schedule import build_lr_schedule
 

@@ -85,7 +85,7 @@ def untimed(rows):
 
 def test_validation_numbers_equal_yolo_eval_on_the_saved_checkpoint(uninterrupted, splits):
     from yolomodel.evaluation import evaluate
-    from yolomodel.loading import load_inference_net
+    from yolomodel.checkpoint.loading import load_inference_net
     from yolomodel.nms import NmsOptions
 
     rows = results_lib.read_results(uninterrupted / "results.csv")

@@ -18,7 +18,7 @@ from yolodata.convert import convert_coco
 from yolodata.fileio import write_file_atomic
 from yolodata.manifest import load_manifest
 from yolodata.pipeline import TRAIN_COLUMNS, create_train_dataset
-from yolodata.sampler import epoch_order, padded_epoch_order
+from yolodata.pipeline.sampler import epoch_order, padded_epoch_order
 
 TOOL = PROJECT_ROOT / "tools" / "visualize.py"
 MIN_CHECKED_BOX = 36  # tile pixels: more than twice a name plate's height at the tile sizes used here

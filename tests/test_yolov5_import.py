@@ -17,9 +17,9 @@ import pytest
 from conftest import shared_data_path
 from pt_files import NewTensor, child, load_tree, record, write_legacy_pt, write_pt
 from yolomodel.network import create_yolov5, decode_head_output
-from yolomodel.train.checkpoint import WEIGHTS_FORMAT, decode_anchors, decode_class_names, read_checkpoint
-from yolomodel.loading import load_inference_net, read_weights
-from yolomodel.yolov5_import import YOLOv5ImportError, import_yolov5, read_yolov5_pt
+from yolomodel.checkpoint.format import WEIGHTS_FORMAT, decode_anchors, decode_class_names, read_checkpoint
+from yolomodel.checkpoint.loading import load_inference_net, read_weights
+from yolomodel.checkpoint.yolov5_import import YOLOv5ImportError, import_yolov5, read_yolov5_pt
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("tools_import_yolov5", PROJECT_ROOT / "tools" / "import_yolov5.py")

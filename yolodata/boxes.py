@@ -1,7 +1,9 @@
 """Box helpers on the internal label array: float32 (N, 6) = x1, y1, x2, y2, class, iscrowd in pixels.
 
 Conversions happen only at the edges (COCO xywh in here; grid-unit centre and size for the targets
-in ``yolodata.targets``). Every function is pure: it returns new arrays and never modifies its inputs.
+in ``yolodata.pipeline.targets``). ``sanitize_boxes`` is the one place where boxes are filtered (the
+converter after clipping to the image, every geometric augmentation after its final cut). Every
+function is pure: it returns new arrays and never modifies its inputs.
 """
 from __future__ import annotations
 
@@ -48,12 +50,18 @@ def transform_boxes(labels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def sanitize_boxes(labels: np.ndarray, unclipped: np.ndarray | None = None, *, min_size: float = 2.0,
                    min_area_ratio: float = 0.1, max_aspect_ratio: float = 100.0,
                    eps: float = 1e-16) -> np.ndarray:
-    """The one place where boxes are filtered after a geometric step.
+    """The one place where boxes are filtered: after clipping, drop the boxes too small or too cut.
 
     ``labels`` are already clipped to the canvas; ``unclipped`` are the same rows before clipping (same
     length). Keeps rows whose width and height exceed ``min_size`` pixels, that keep more than
     ``min_area_ratio`` of their unclipped area, and whose aspect ratio is below ``max_aspect_ratio``.
     Returns the kept rows (a new array).
+
+    Every geometric augmentation ends with it, at YOLOv5's ``box_candidates`` thresholds (the
+    defaults), after ``augment.geometry.transform_clip_boxes``: ``unclipped`` is then the transformed
+    box in output pixels (its four corners' hull), i.e. after the affine (for a mosaic, after the box
+    was cut to the part of its image shown in its tile, see augment/mosaic.py). The converter calls
+    it with ``min_size=0`` and no aspect limit after clipping the stored boxes to their image.
     """
     labels = np.asarray(labels, np.float32)
     w = labels[:, 2] - labels[:, 0]

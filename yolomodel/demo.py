@@ -19,6 +19,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from yolodata.checks import check_int, check_multiple_of
+from yolodata.convert import convert_coco
+from yolodata.fileio import write_file_atomic
+from yolodata.manifest import load_manifest
+from yolodata.synthetic import make_synthetic_coco, split_and_backgrounds
+
+from .coco_eval import score_results
+
 SEED = 0
 
 # console script -> the module that holds its main (setup.cfg [options.entry_points])
@@ -64,16 +74,12 @@ class Recipe:
 
     def check(self) -> None:
         """ValueError naming the first setting that cannot work."""
-        from yolodata.checks import check_int, check_multiple_of
-
         for name in ("num_images", "per_batch_size", "max_epoch"):
             check_int(f"--{name}", getattr(self, name), minimum=1)
         for name in ("training_shape", "testing_shape"):
             check_multiple_of(f"--{name}", getattr(self, name))
 
     def describe(self) -> str:
-        from yolodata.synthetic import split_and_backgrounds
-
         num_val = int(split_and_backgrounds(self.num_images, self.seed, self.val_fraction,
                                             self.background_fraction)[0].sum())
         return (f"{self.yolov5_version} ({self.yolov5_layout} layout) from scratch, synthetic {self.num_images} images "
@@ -100,8 +106,6 @@ def tool_command(script: str, *arguments) -> list[str]:
 
 def generate_dataset(recipe: Recipe, output_dir: Path, *, log=print):
     """The recipe's synthetic COCO dataset in output_dir/synthetic (replaced): a ``SyntheticCoco``."""
-    from yolodata.synthetic import make_synthetic_coco
-
     synthetic_dir = output_dir / "synthetic"
     if synthetic_dir.exists():
         shutil.rmtree(synthetic_dir)
@@ -115,8 +119,6 @@ def generate_dataset(recipe: Recipe, output_dir: Path, *, log=print):
 
 def convert_splits(synthetic, output_dir: Path, *, shard_num: int = 2, log=print) -> dict:
     """Both splits of a ``SyntheticCoco`` as shards: {"train": output_dir/mindrecord_train, "val": ...}."""
-    from yolodata.convert import convert_coco
-
     shards = {}
     for split, ann_file in (("train", synthetic.train_json), ("val", synthetic.val_json)):
         shards[split] = output_dir / f"mindrecord_{split}"
@@ -127,10 +129,6 @@ def convert_splits(synthetic, output_dir: Path, *, shard_num: int = 2, log=print
 
 def write_augment_yaml(recipe: Recipe, path: Path) -> Path:
     """A --config file for yolo-train holding the augmentation options (yaml-only settings)."""
-    import yaml
-
-    from yolodata.fileio import write_file_atomic
-
     return write_file_atomic(path, yaml.safe_dump({"augment": recipe.augment()}, sort_keys=True).encode("utf-8"))
 
 
@@ -207,9 +205,6 @@ def loss_curve(train_output: str) -> list[dict]:
 
 def coco_scores(val_dir: Path, results_file: Path) -> dict:
     """The 12 COCO numbers of a results file against the val shards' annotations.json."""
-    from yolodata.manifest import load_manifest
-    from yolomodel.coco_eval import score_results
-
     stats = [float(v) for v in score_results(load_manifest(val_dir).annotations_path, results_file).stats]
     return {"map50_95": stats[0], "map50": stats[1], "map75": stats[2], "stats": stats}
 

@@ -1,7 +1,7 @@
 """COCO evaluation of a network on converted shards: predict over the eval pipeline, gather the ranks, score.
 
 ``evaluate`` is the one entry point (the eval command and validation during training call it): every
-image of a shard folder is letterboxed as ``geometry`` says (``yolodata.eval_batches.EvalGeometry``:
+image of a shard folder is letterboxed as ``geometry`` says (``yolodata.pipeline.eval_batches.EvalGeometry``:
 square ``testing_shape`` batches without enlarging by default, or YOLOv5 val.py's rectangular batches
 with enlarging; the eval pipeline of ``yolodata.pipeline``), run through the ``InferenceNet``, reduced by class-aware NMS
 (``yolomodel.nms``), mapped back to original image pixels and turned into COCO results entries with
@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
-from yolodata.eval_batches import EvalGeometry
+from yolodata.checks import check_int
+from yolodata.pipeline.eval_batches import EvalGeometry
+from yolodata.manifest import load_manifest
+from yolodata.pipeline import create_eval_dataset
 
+from .checkpoint.loading import ModelLoadError, load_inference_net, network_predictor
+from .coco_eval import batch_results, load_ground_truth, score_detections, write_results_json
 from .nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH, NmsOptions
 
 RESULT_WORDS = 14  # int32 words per results row: image_id, category_id (int64) + x, y, w, h, score (float64)
@@ -58,8 +64,6 @@ def predict_results(dataset, predict_batch: Callable[[dict], np.ndarray], catego
     checked without a trained network. ``progress`` is called after each batch; ``seen_image_ids``
     (a list) receives the id of every real image the network ran on.
     """
-    from .coco_eval import batch_results
-
     results = []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
         if seen_image_ids is not None:
@@ -181,8 +185,6 @@ def load_model_for_dataset(checkpoint, num_categories: int, *, version=None, num
     The class count defaults to the dataset's (for a plain weights file) and must equal it;
     ``ModelLoadError`` saying so otherwise.
     """
-    from .loading import load_inference_net
-
     loaded = load_inference_net(checkpoint, version=version, num_classes=num_classes,
                                 default_num_classes=num_categories)
     check_class_count(loaded.num_classes, num_categories)
@@ -191,8 +193,6 @@ def load_model_for_dataset(checkpoint, num_categories: int, *, version=None, num
 
 def check_class_count(num_classes: int, num_categories: int) -> None:
     """ModelLoadError when a network's class count is not the dataset's category count."""
-    from .loading import ModelLoadError
-
     if int(num_classes) != int(num_categories):
         raise ModelLoadError(f"the network has {num_classes} classes but the dataset has {num_categories} "
                              f"categories: evaluate a checkpoint trained on this dataset's categories")
@@ -205,7 +205,7 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
              score_on_every_rank: bool = False) -> EvalReport:
     """COCO bbox scores of ``inference_net`` on every image of the shard folder ``mindrecord``.
 
-    ``inference_net``: an ``InferenceNet`` (``yolomodel.loading.load_inference_net``) whose class count is
+    ``inference_net``: an ``InferenceNet`` (``yolomodel.checkpoint.loading.load_inference_net``) whose class count is
     the folder's category count. ``nms``: the NMS settings (COCO evaluation's by default). With
     ``group_size`` > 1 every rank calls this with its ``rank`` and gets its share of the images; the
     results are gathered and rank 0 scores them. ``results_file``: where rank 0 writes the COCO results
@@ -216,16 +216,6 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
     Bad arguments, a bad folder or ground truth, or a network of another class count raise ValueError
     (or its subclasses ``ManifestError``, ``CocoEvalError``, ``ModelLoadError``) before the network runs.
     """
-    from tqdm import tqdm
-
-    from yolodata.manifest import load_manifest
-    from yolodata.pipeline import create_eval_dataset
-
-    from .coco_eval import load_ground_truth, score_detections, write_results_json
-    from .loading import network_predictor
-
-    from yolodata.checks import check_int
-
     check_int("group_size", group_size, minimum=1)
     check_int("rank", rank, minimum=0, maximum=int(group_size) - 1)
     manifest = load_manifest(mindrecord)  # names a missing annotations.json, shard or manifest

@@ -1,6 +1,6 @@
 """An ``InferenceNet`` -> a MINDIR, ONNX or AIR file for deployment.
 
-The network comes from ``yolomodel.loading.load_inference_net`` (any checkpoint the project writes;
+The network comes from ``yolomodel.checkpoint.loading.load_inference_net`` (any checkpoint the project writes;
 the EMA weights when it has them). The exported graph is ``InferenceNet``: input ``images`` uint8
 (batch_size, S, S, 3) RGB, output ``predictions`` float32 (batch_size, sum_s 3 * (S / s)^2, 5 + C) =
 cx, cy, w, h (input pixels), objectness, class probabilities; normalisation and decoding are inside.
@@ -24,6 +24,7 @@ import numpy as np
 
 from yolodata.checks import check_int, check_multiple_of
 from yolodata.fileio import atomic_path
+from yolodata.pipeline.targets import STRIDES
 
 from .network import NUM_ANCHORS
 
@@ -62,8 +63,6 @@ def input_shape(batch_size: int, testing_shape: int) -> tuple[int, int, int, int
 
 def output_shape(batch_size: int, testing_shape: int, num_classes: int) -> tuple[int, int, int]:
     """The exported graph's output shape (batch_size, sum_s 3 * (S / s)^2, 5 + C)."""
-    from yolodata.targets import STRIDES
-
     rows = sum(NUM_ANCHORS * (int(testing_shape) // int(s)) ** 2 for s in STRIDES)
     return int(batch_size), rows, 5 + int(num_classes)
 

@@ -1,6 +1,6 @@
 """YOLOv5's training loss (utils/loss.py ``ComputeLoss``, v5.0/v6) on the targets the input pipeline built.
 
-The pipeline (``yolodata.targets.build_targets``) has already done YOLOv5's matching: for each stride it
+The pipeline (``yolodata.pipeline.targets.build_targets``) has already done YOLOv5's matching: for each stride it
 delivers ``target_indices`` int32 (B, K), a flat row index a*H*W + gy*W + gx into that stride's head
 output, and ``target_values`` float32 (B, K, 6) = tx, ty, tw, th, class, valid in grid units. The loss
 only gathers the predicted rows at those indices; it never matches. The number of valid entries
@@ -52,7 +52,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, check_anchors
 
 IOU_EPS = 1e-7
 IOU_TYPES = ("ciou", "giou")

@@ -23,7 +23,7 @@ checkpoint carries its own, e.g. after YOLOv5's AutoAnchor).
 
 The network takes the pipeline's uint8 (B, H, W, 3) RGB batch (H, W multiples of 32) and normalises it
 itself. ``YOLOv5.construct`` returns the three raw head outputs, each float32 (B, 3 * H_s * W_s, 5 + C)
-with row a * H_s * W_s + gy * W_s + gx: the rows that ``yolodata.targets``' ``target_indices_s{s}``
+with row a * H_s * W_s + gy * W_s + gx: the rows that ``yolodata.pipeline.targets``' ``target_indices_s{s}``
 index. ``InferenceNet`` adds YOLOv5's decode (boxes in input pixels, sigmoid scores).
 
 Initial weights are a pure function of ``seed`` and each parameter's name (``yolodata.rng.keyed_rng``),
@@ -40,7 +40,7 @@ from mindspore import Tensor, nn, ops
 
 from yolodata.checks import INPUT_MULTIPLE
 from yolodata.rng import keyed_rng
-from yolodata.targets import STRIDES, YOLOV5_ANCHORS
+from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS
 
 from .layers import C3, SPP, SPPF, ConvBNSiLU, ConvStem, Focus, upsample_nearest_2x
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from .loading import LoadedModel, load_inference_net, network_predictor
+from .checkpoint.loading import LoadedModel, load_inference_net, network_predictor
 from .sidecar import DYNAMIC, ExportedModelError, read_sidecar
 
 ONNX_SUFFIX = ".onnx"

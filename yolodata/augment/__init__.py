@@ -4,6 +4,9 @@ Each transform separates *sampling* (a Generator from ``yolodata.rng.keyed_rng``
 parameters or a matrix) from *applying* (parameters -> new pixels and boxes), never modifies its
 inputs, and passes the shared harness in tests/test_transform_harness.py.
 
+- ``geometry``: what the geometric transforms share: argument checks, the edge-coordinate convention
+  of every matrix, boxes through a matrix and cut to the output (then ``yolodata.boxes.sanitize_boxes``),
+  pixel warps and the cheap axis-aligned drawing.
 - ``affine``: YOLOv5's random affine/perspective with the flips in the same matrix; ``warp``.
 - ``letterbox``: aspect-preserving resize + centred 114 padding, its matrix and exact inverse.
 - ``mosaic``: the 4-image mosaic rendered straight into the output (no 2s x 2s canvas).

@@ -7,7 +7,7 @@ val.py does enlarge them (its ``load_image`` resizes every image so that its lon
 size, in v5.0 as in v6.1 and v7.0; its letterbox then only pads); ``scaleup=True`` does the same.
 
 The mapping is ``letterboxed = original * scale + pad`` on both axes (edge coordinates, see
-affine.py), with integer pads so the image starts on a pixel boundary; ``unletterbox_boxes`` is its
+geometry.py), with integer pads so the image starts on a pixel boundary; ``unletterbox_boxes`` is its
 exact inverse: ``original = (letterboxed - pad) / scale``.
 
 ``letterbox`` (and ``letterbox_into``, which writes into the caller's buffer, e.g. a batch slot)
@@ -22,8 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..boxes import clip_boxes
-from .affine import BORDER_VALUE, check_hw, check_image, check_labels, filter_boxes, transform_clip_boxes
+from ..boxes import clip_boxes, sanitize_boxes
+from .geometry import BORDER_VALUE, check_hw, check_image, check_labels, transform_clip_boxes
 
 
 def letterbox_scale(src_hw, dst_hw, *, scaleup: bool = True) -> float:
@@ -152,7 +152,7 @@ def letterbox(image: np.ndarray, labels: np.ndarray, dst_hw, *, scaleup: bool = 
 
     Pixels: ``cv2.resize`` (bilinear) into the centre of a 114 canvas, equivalent to warping with
     ``letterbox_matrix`` (``letterbox_into`` renders them). Boxes: through the same matrix, then
-    ``affine.filter_boxes`` like every geometric step (boxes inside the image stay inside; boxes of
+    ``boxes.sanitize_boxes`` like every geometric step (boxes inside the image stay inside; boxes of
     2 px or less after resizing are dropped).
     """
     image = check_image(image)
@@ -161,5 +161,5 @@ def letterbox(image: np.ndarray, labels: np.ndarray, dst_hw, *, scaleup: bool = 
     out = np.empty((dst_h, dst_w, 3), np.uint8)
     scale, (pad_x, pad_y) = letterbox_into(image, out, scaleup=scaleup)
     matrix, _, _ = letterbox_matrix(image.shape[:2], (dst_h, dst_w), scaleup=scaleup)
-    new_labels = filter_boxes(*transform_clip_boxes(labels, matrix, (dst_h, dst_w)))
+    new_labels = sanitize_boxes(*transform_clip_boxes(labels, matrix, (dst_h, dst_w)))
     return out, new_labels, scale, (pad_x, pad_y)

@@ -16,7 +16,7 @@ How it renders
   or perspective): no canvas at all. For each tile, resize and placement and affine compose into one
   axis-aligned map; the source pixels that land in the output are cropped (a view),
   ``cv2.resize``-d onto their destination rectangle snapped to whole pixels, flipped if needed, and
-  written straight into the output (``affine.draw_axis_aligned``): about one output image of
+  written straight into the output (``geometry.draw_axis_aligned``): about one output image of
   ``cv2.resize`` work, which costs less per output pixel than ``cv2.warpAffine``, instead of YOLOv5's
   canvas + warpAffine. Snapping moves each tile's
   edges by at most half an output pixel; two tiles meeting at the mosaic centre snap their common
@@ -24,7 +24,7 @@ How it renders
   boxes agree exactly.
 - Rotation, shear or perspective: a canvas is still built, but only the part of it that the output
   sees (the bounding box of the output's preimage, plus one pixel for interpolation), each tile
-  resized only where it is visible there (``affine.draw_axis_aligned`` again, snapped to whole canvas
+  resized only where it is visible there (``geometry.draw_axis_aligned`` again, snapped to whole canvas
   pixels; exact when no resize is needed), then one ``cv2.warpAffine``/``cv2.warpPerspective`` into
   the output: YOLOv5's cost and, to 0.1 gray levels on average, its pixels. A warp per tile straight
   into the output (``cv2.BORDER_TRANSPARENT`` into views of the output, which OpenCV 4.11 does write
@@ -34,8 +34,8 @@ How it renders
 Boxes. Each image's boxes are clipped to the part of the image its tile shows (YOLOv5 clips to the
 2s canvas: the same thing for boxes inside their image), then go through the tile's map to the output
 (placement, then the affine; the snapped map on the axis-aligned path), all tiles together through
-``affine.transform_clip_box_groups`` (cut to the output; under rotation the box's quadrilateral, not
-its hull, is cut) and ``affine.filter_boxes``. "Area kept" compares the box after the final cut with
+``geometry.transform_clip_box_groups`` (cut to the output; under rotation the box's quadrilateral, not
+its hull, is cut) and ``boxes.sanitize_boxes``. "Area kept" compares the box after the final cut with
 the same box before it: after the affine and already cut to its tile, like YOLOv5's
 ``box_candidates``, which compares with the canvas-clipped box scaled by the affine.
 """
@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .affine import (BORDER_VALUE, check_hw, check_image, check_labels, check_matrix, draw_axis_aligned,
-                     filled_image, filter_boxes, is_axis_aligned, transform_clip_box_groups, translation_matrix,
-                     warp_pixels)
+from ..boxes import sanitize_boxes
+from .geometry import (BORDER_VALUE, check_hw, check_image, check_labels, check_matrix, draw_axis_aligned,
+                       filled_image, is_axis_aligned, transform_clip_box_groups, translation_matrix, warp_pixels)
 from .letterbox import letterbox_scale, resized_hw
 
 NUM_TILES = 4
@@ -194,4 +194,4 @@ def render_mosaic(images, labels, params: MosaicParams, matrix, out_hw) -> tuple
     placements = tile_placements([image.shape[:2] for image in images], params, out_hw)
     render = _render_direct if is_axis_aligned(matrix) else _render_through_canvas
     out, box_groups = render(images, labels, placements, matrix, out_hw)
-    return out, filter_boxes(*transform_clip_box_groups(box_groups, out_hw))
+    return out, sanitize_boxes(*transform_clip_box_groups(box_groups, out_hw))

@@ -27,7 +27,10 @@ import sys
 import threading
 from pathlib import Path
 
+from yolodata.convert import ConversionError, convert_coco, convert_voc, convert_yolo
 from yolodata.formats import DIFFICULT_MODES, SOURCE_FORMATS
+from yolodata.manifest import ManifestError
+from yolodata.verify import verify_output
 
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # The flags each source format reads; the others are refused with that format.
@@ -95,8 +98,6 @@ def _sigterm_as_interrupt():
 
 
 def run_verify(folder: Path, num_workers) -> int:
-    from yolodata.verify import verify_output
-
     report = verify_output(folder, num_workers=num_workers)
     print(report.format())
     return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
@@ -115,8 +116,6 @@ def check_format_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def convert(args: argparse.Namespace):
     """The conversion the arguments ask for; returns its ConversionSummary."""
-    from yolodata.convert import convert_coco, convert_voc, convert_yolo
-
     common = dict(shard_num=args.shard_num, num_workers=args.num_workers, drop_empty=args.drop_empty,
                   strict=args.strict, exif_frame=args.exif_frame, progress=not args.no_progress)
     if args.format == "yolo":
@@ -135,9 +134,6 @@ def main(argv=None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from yolodata.convert import ConversionError
-    from yolodata.manifest import ManifestError
-
     try:
         if args.verify is not None:
             if any(getattr(args, flag) for flag in ("image_dir", "ann_file", "data", "voc_dir", "output_dir")):

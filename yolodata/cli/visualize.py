@@ -33,9 +33,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from yolodata.augment.policy import AugmentConfig
 from yolodata.fileio import write_file_atomic
 from yolodata.manifest import ManifestError, load_manifest
-from yolodata.augment.policy import AugmentConfig
+from yolodata.pipeline.sampler import multiscale_shapes
 # importing these loads numpy and OpenCV; MindSpore and matplotlib load only when a grid or figure is made
 from yolodata.visualize import (GRID_IMAGE_SUFFIXES, STAGES, check_figure_suffix, dataset_label_statistics,
                                 encode_figure, encode_grid, format_statistics, label_figure, read_samples,
@@ -128,8 +129,6 @@ def main(argv=None) -> int:
         _check_suffixes(args)
         AugmentConfig.from_mapping({name: getattr(args, name) for name in AUGMENT_FLAGS})
         if args.output is not None and args.stage != "raw":
-            from yolodata.sampler import multiscale_shapes
-
             multiscale_shapes(args.training_shape)  # a multiple of 32, else a message saying so
         # a missing or incomplete folder fails here, before MindSpore starts
         manifest = load_manifest(args.mindrecord)

@@ -3,7 +3,7 @@
 Pure functions of their arguments (no file access): the same samples give the same bytes.
 
 Drawing conventions (tests rely on them): a box ``x1, y1, x2, y2`` (edge coordinates, see
-``augment/affine.py``) maps into a tile by the tile's letterbox ``scale`` and ``pad``, each coordinate
+``augment/geometry.py``) maps into a tile by the tile's letterbox ``scale`` and ``pad``, each coordinate
 is rounded to the nearest pixel edge (``floor(v + 0.5)``), and the outline is drawn *inward*: its
 ``t`` pixel wide lines cover columns ``[x1, x1 + t)`` and ``[x2 - t, x2)`` and rows ``[y1, y1 + t)``
 and ``[y2 - t, y2)``. Outlines are drawn after all class-name labels, so no label hides an outline.

@@ -21,9 +21,11 @@ import cv2
 import numpy as np
 
 from ..augment.policy import AugmentConfig
-from ..checks import check_int
-from ..manifest import Manifest
-from ..sampler import epoch_order, steps_per_epoch
+from ..checks import check_int, resolve_num_workers
+from ..image_io import decode_stored
+from ..manifest import Manifest, load_manifest
+from ..pipeline import TRAIN_COLUMNS, create_train_dataset, resolve_mindrecord
+from ..pipeline.sampler import epoch_order, steps_per_epoch
 from ..schema import row_labels
 from .drawing import Sample
 from .statistics import LabelStatistics, label_statistics
@@ -158,10 +160,7 @@ def read_label_rows(folder, *, num_workers: int | None = None):
     Reads only the small columns (no image bytes) with MindDataset; ``schema.row_labels`` honours
     ``num_boxes`` so the placeholder of a background row is never counted.
     """
-    import mindspore.dataset as ds
-
-    from ..checks import resolve_num_workers
-    from ..manifest import load_manifest
+    import mindspore.dataset as ds  # on first read: importing yolodata.visualize must not load MindSpore
 
     files = load_manifest(folder).shard_paths
     dataset = ds.MindDataset(str(files[0]), shuffle=False, num_parallel_workers=resolve_num_workers(num_workers),
@@ -174,8 +173,6 @@ def read_label_rows(folder, *, num_workers: int | None = None):
 
 def dataset_label_statistics(folder, *, num_workers: int | None = None) -> tuple[LabelStatistics, Manifest]:
     """(statistics of every stored box of a converter output folder, its manifest)."""
-    from ..manifest import load_manifest
-
     manifest = load_manifest(folder)
     stats = label_statistics(read_label_rows(folder, num_workers=num_workers), manifest.num_classes)
     if stats.num_images != manifest.num_images:
@@ -188,10 +185,7 @@ def raw_samples(folder, *, num: int, seed: int = 0) -> list[Sample]:
     """The stored images and boxes of the rows the train pipeline visits first (epoch 0, ``seed``),
     captioned with image id and file name; each stored image once, so at most ``num_images`` samples
     (``sample_span`` / ``span_note`` say when ``num`` was capped)."""
-    import mindspore.dataset as ds
-
-    from ..image_io import decode_stored
-    from ..pipeline import resolve_mindrecord
+    import mindspore.dataset as ds  # as in read_label_rows
 
     num = check_int("num (the number of samples)", num, minimum=1)
     files, manifest, _ = resolve_mindrecord(folder)
@@ -222,8 +216,6 @@ def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, tr
     ``stage="full"``: exactly what training with these settings sees. ``stage="mosaic"``: the same
     geometry without colour jitter, flips and pixel extras (``stage_augment``).
     """
-    from ..pipeline import TRAIN_COLUMNS, create_train_dataset, resolve_mindrecord
-
     config = stage_augment(stage, augment)
     num = check_int("num (the number of samples)", num, minimum=1)
     _, manifest, _ = resolve_mindrecord(folder)

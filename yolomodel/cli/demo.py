@@ -30,7 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from yolodata.augment.policy import AugmentConfig
 from yolodata.checks import check_multiple_of
+from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
+from yolodata.verify import verify_output
 from yolomodel.demo import (Recipe, coco_scores, convert_splits, eval_command, generate_dataset, load_average,
                             run_checkpoint, run_streaming, tool_command, train_command)
 
@@ -62,9 +65,6 @@ def augment_flags(recipe: Recipe) -> list[str]:
 
 def first_batch_columns(train_dir: Path, val_dir: Path, recipe: Recipe) -> list[str]:
     """One train and one eval batch through the pipelines: their columns, dtypes and shapes."""
-    from yolodata.augment.policy import AugmentConfig
-    from yolodata.pipeline import EVAL_COLUMNS, TRAIN_COLUMNS, create_eval_dataset, create_train_dataset
-
     lines = []
     train = create_train_dataset(train_dir, per_batch_size=recipe.per_batch_size,
                                  training_shape=recipe.training_shape, seed=recipe.seed,
@@ -137,8 +137,6 @@ def run_demo(args) -> int:
     times["generate + convert"] = time.perf_counter() - mark
 
     banner(3, "verify the shards and look at one batch of each pipeline")
-    from yolodata.verify import verify_output
-
     mark = time.perf_counter()
     for split in ("train", "val"):
         report = verify_output(shards[split])

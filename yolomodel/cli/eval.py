@@ -42,9 +42,13 @@ import sys
 import time
 from pathlib import Path
 
+from yolodata.checks import check_int, check_multiple_of
+from yolodata.pipeline.eval_batches import INTERPOLATIONS
+from yolodata.manifest import load_manifest
 from yolomodel.cli import EXIT_OK, report_user_error
-from yolomodel.device import DEVICE_TARGETS
-from yolodata.eval_batches import INTERPOLATIONS
+from yolomodel.coco_eval import load_ground_truth, score_results
+from yolomodel.device import DEVICE_TARGETS, setup_device
+from yolomodel.evaluation import describe_settings, eval_settings, evaluate, load_model_for_dataset
 from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH
 
 RESULT_HEADER = "=============coco eval result========="
@@ -105,17 +109,12 @@ def print_scores(scores, started: float) -> None:
 
 
 def run_results_file(args, started: float) -> int:
-    from yolomodel.coco_eval import score_results
-
     print_scores(score_results(args.ann_file, args.results_file), started)
     return EXIT_OK
 
 
 def check_model_args(args):
     """(geometry, NMS options) of the flags; ValueError naming the flag to fix (before anything slow)."""
-    from yolodata.checks import check_int, check_multiple_of
-    from yolomodel.evaluation import eval_settings
-
     if args.pretrained is None:
         raise ValueError("--mindrecord needs --pretrained CKPT (the checkpoint to evaluate)")
     check_multiple_of("--testing_shape", args.testing_shape)
@@ -128,11 +127,6 @@ def check_model_args(args):
 
 
 def run_model(args, started: float) -> int:
-    from yolodata.manifest import load_manifest
-    from yolomodel.coco_eval import load_ground_truth
-    from yolomodel.device import setup_device
-    from yolomodel.evaluation import describe_settings, evaluate, load_model_for_dataset
-
     geometry, nms = check_model_args(args)
     manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
     ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)  # fails before the long run

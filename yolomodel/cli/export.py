@@ -34,8 +34,12 @@ import sys
 import time
 from pathlib import Path
 
+from yolomodel.checkpoint.loading import ModelLoadError, load_inference_net
 from yolomodel.cli import EXIT_OK, report_user_error
-from yolomodel.device import DEVICE_TARGETS
+from yolomodel.device import DEVICE_TARGETS, DeviceError, setup_device
+from yolomodel.export import (INPUT_NAME, OUTPUT_NAME, ExportError, check_export_request, export_network,
+                              output_shape)
+from yolomodel.sidecar import DYNAMIC, build_sidecar, write_sidecar
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from yolomodel.device import setup_device
-    from yolomodel.export import INPUT_NAME, OUTPUT_NAME, check_export_request, export_network, output_shape
-    from yolomodel.loading import load_inference_net
-    from yolomodel.sidecar import DYNAMIC, build_sidecar, write_sidecar
-
     started = time.perf_counter()
     check_export_request(file_format=args.file_format, batch_size=args.batch_size, testing_shape=args.testing_shape,
                          device_target=args.device_target, file_name=args.file_name, dynamic_batch=args.dynamic_batch)
@@ -92,10 +91,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from yolomodel.device import DeviceError
-    from yolomodel.export import ExportError
-    from yolomodel.loading import ModelLoadError
-
     try:
         return run(args)
     except (ExportError, ModelLoadError, DeviceError) as error:

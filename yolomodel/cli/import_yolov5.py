@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from yolomodel.checkpoint.yolov5_import import import_yolov5
 from yolomodel.cli import EXIT_OK, report_user_error
 
 
@@ -36,8 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from yolomodel.yolov5_import import import_yolov5
-
     started = time.perf_counter()
     output = args.output if args.output is not None else Path(args.weights.with_suffix(".ckpt").name)
     print(f"reading {args.weights} (restricted unpickler: nothing in the file is executed) ...", flush=True)

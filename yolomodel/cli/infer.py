@@ -53,7 +53,7 @@ from yolomodel.infer import (DISPLAY_CONF_THRESH, DISPLAY_NMS_THRESH, Detector, 
                              Progress, check_class_count, check_detection_settings, class_count_summary,
                              class_names_from, detections_document, prepare_output_dir, run_inference,
                              write_detections_json)
-from yolomodel.loading import ModelLoadError
+from yolomodel.checkpoint.loading import ModelLoadError
 from yolomodel.nms import DEFAULT_MAX_DET
 from yolomodel.runtimes import open_runtime
 from yolomodel.sidecar import ExportedModelError

@@ -1,62 +1,42 @@
-"""Training checkpoints: layout, atomic writing, reading, and exact resume.
+"""Training checkpoints: what training adds to the checkpoint format, and exact resume.
 
-Layout of a training checkpoint (one MindSpore ``.ckpt`` file)
---------------------------------------------------------------
-* network parameters under their own names: ``backbone.*``, ``neck.*``, ``head.*`` (BatchNorm moving
-  statistics included);
-* EMA: ``ema.<parameter name>`` for every float parameter of the network, and ``ema_updates`` (int32);
-  eval, infer and export use these (``yolomodel.loading``);
+The file format (names, metadata codec, reading, atomic writing, the model description and the EMA
+entries) is ``yolomodel.checkpoint.format``. A training checkpoint (``CHECKPOINT_FORMAT``) holds besides:
+
 * optimizer state: ``global_step`` and ``moments.<parameter name>`` (nn.Momentum's names); the learning
   rate is not stored, it comes from the schedule and the position;
 * loss scale: ``loss_scale`` (float32), plus ``current_iterator_step`` / ``last_overflow_iterator_step``
   with the dynamic loss scale;
-* metadata entries (``METADATA_KEYS``): ``format`` (str, ``CHECKPOINT_FORMAT``), ``epoch`` and ``step``
-  (the position to continue from: 0-based epoch and the number of steps of that epoch already done),
-  ``steps_completed`` (all steps so far), ``seed``, ``dataset_id`` (str), ``yolov5_version`` (str),
-  ``yolov5_layout`` (str, ``network.YOLOV5_LAYOUTS``; absent in checkpoints older than the v6.0 layout,
-  which are all v5.0), ``num_classes``, ``training_shape``, ``global_batch_size``, ``anchors`` (JSON of
-  the (3, 3, 2) pixel anchors; absent for YOLOv5's defaults) and ``class_names`` (JSON list); the current
-  epoch's loss sums so far (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``)
-  and the validation state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from
-  checkpoints of older runs, read as "no evaluation yet"). Integers are stored as 0-d int64 entries
-  (MindSpore's append_dict), floats as their exact ``repr`` strings, strings as strings;
-  ``read_checkpoint`` returns them as Python values.
-
-A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer) holds the network parameters
-and the model description only: ``format``, ``yolov5_version``, ``yolov5_layout``, ``num_classes``,
-``class_names``, ``anchors`` and ``source`` (where the weights came from).
-
-Writing is atomic: the file is written under a temporary name in the same folder and moved into place
-with ``os.replace``, so a crash or a kill never leaves a truncated checkpoint under the final name. The
-file gets the mode of the project's other outputs (0o666 minus the umask), not MindSpore's owner-only
-0o400, so that the other users of a shared run folder can evaluate it.
+* training's metadata entries (``TRAIN_METADATA_KEYS``): ``epoch`` and ``step`` (the position to continue
+  from: 0-based epoch and the number of steps of that epoch already done), ``steps_completed`` (all steps
+  so far), ``seed``, ``dataset_id`` (str), ``training_shape``, ``global_batch_size``; the current epoch's
+  loss sums so far (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``) and the
+  validation state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from checkpoints
+  of older runs, read as "no evaluation yet"). ``read_checkpoint`` here reads them as metadata.
 
 ``--resume`` loads everything (``load_for_resume``). Loading only the weights (eval, infer, export,
-``--resume_yolov5``, ``--pretrained_backbone``) is in ``yolomodel.loading``, which reads through
-``read_checkpoint`` too.
+``--resume_yolov5``, ``--pretrained_backbone``) is in ``yolomodel.checkpoint.loading``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, nn
 
-from yolodata.fileio import atomic_path
+from yolomodel.checkpoint import format as format_lib
+# the format's names training uses, also as ``checkpoint.<name>`` for the training modules
+from yolomodel.checkpoint.format import (CHECKPOINT_FORMAT, decode_anchors, decode_class_names, encode_anchors,
+                                         encode_class_names, save_checkpoint_atomic)
 
 from .results import VALIDATION_METADATA_KEYS, ValidationState
 
-CHECKPOINT_FORMAT = "yolov5-train-1"
-WEIGHTS_FORMAT = "yolov5-weights-1"
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
 NOT_SAVED = ("learning_rate", "momentum")
-METADATA_KEYS = ("format", "epoch", "step", "steps_completed", "seed", "dataset_id", "yolov5_version",
-                 "yolov5_layout", "num_classes", "training_shape", "global_batch_size", "anchors", "class_names",
-                 "source", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
-                 ) + tuple(VALIDATION_METADATA_KEYS)
+TRAIN_METADATA_KEYS = ("epoch", "step", "steps_completed", "seed", "dataset_id", "training_shape",
+                       "global_batch_size", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
+                       ) + tuple(VALIDATION_METADATA_KEYS)
 _STRING_KEYS = ("format", "dataset_id", "yolov5_version", "yolov5_layout", "anchors", "class_names")
 # fields of TrainState that checkpoints written before they existed lack: their values then
 _OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": ""}
@@ -109,39 +89,6 @@ class TrainState:
                                    epoch_loss_steps=self.epoch_loss_steps + 1)
 
 
-def encode_anchors(anchors) -> str:
-    """Anchors (pixels, (3, 3, 2)) as the JSON text checkpoints record; float32 values survive exactly."""
-    values = np.asarray(anchors, np.float32)
-    return json.dumps([[[float(v) for v in pair] for pair in level] for level in values.tolist()])
-
-
-def decode_anchors(metadata: dict):
-    """The anchors a checkpoint records as float32 (3, 3, 2), or None (YOLOv5's defaults)."""
-    text = metadata.get("anchors")
-    if not text:
-        return None
-    try:
-        return np.asarray(json.loads(text), np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"the checkpoint's anchors entry is not readable ({error})") from error
-
-
-def encode_class_names(names) -> str:
-    return json.dumps([str(name) for name in names], ensure_ascii=False)
-
-
-def decode_class_names(metadata: dict):
-    """The class names a checkpoint records (a list of str), or None."""
-    text = metadata.get("class_names")
-    if not text:
-        return None
-    try:
-        names = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return [str(name) for name in names] if isinstance(names, list) else None
-
-
 def checkpoint_file_name(rank: int, epoch_number: int, step_in_epoch: int) -> str:
     """The reference's naming: ``{rank}-{epoch (1-based)}_{steps done in that epoch}.ckpt``."""
     return f"{int(rank)}-{int(epoch_number)}_{int(step_in_epoch)}.ckpt"
@@ -158,44 +105,14 @@ def saved_parameters(cell: nn.Cell) -> list[Parameter]:
     return params
 
 
-def save_checkpoint_atomic(path, entries, metadata: dict | None = None) -> Path:
-    """Write ``entries`` (a Cell or a list of Parameters / {'name','data'} dicts) + metadata atomically."""
-    final = Path(path)
-    if final.suffix != ".ckpt":
-        raise ValueError(f"checkpoint file names must end with .ckpt, got {final}")
-    if isinstance(entries, (list, tuple)):
-        entries = [e if isinstance(e, dict) else {"name": e.name, "data": e} for e in entries]
-    with atomic_path(final) as temporary:
-        ms.save_checkpoint(entries, str(temporary), append_dict=dict(metadata or {}))
-    return final
-
-
 def save_train_checkpoint(path, train_cell: nn.Cell, state: TrainState) -> Path:
     """Weights, EMA, optimizer and loss-scale state of ``train_cell`` plus ``state``, atomically."""
     return save_checkpoint_atomic(path, saved_parameters(train_cell), state.metadata())
 
 
-def _python_value(value):
-    if isinstance(value, str):
-        return value
-    array = np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value)
-    return array.item() if array.ndim == 0 else array
-
-
 def read_checkpoint(path) -> tuple[dict, dict]:
-    """(parameters name -> Parameter, metadata name -> Python value) of a checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        loaded = ms.load_checkpoint(str(path))
-    except Exception as error:  # noqa: BLE001 - name the file in any loading failure
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
-    metadata = {k: _python_value(loaded.pop(k)) for k in METADATA_KEYS if k in loaded}
-    for key in list(loaded):
-        if isinstance(loaded[key], str):  # unknown string entries are metadata too
-            metadata[key] = loaded.pop(key)
-    return loaded, metadata
+    """``format.read_checkpoint`` with training's metadata entries (position, loss sums, validation state)."""
+    return format_lib.read_checkpoint(path, TRAIN_METADATA_KEYS)
 
 
 def train_state_from(metadata: dict, path) -> TrainState:

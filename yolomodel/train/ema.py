@@ -6,7 +6,7 @@ moving mean and variance included (YOLOv5 averages the whole state dict). The ra
 weights follow the model closely.
 
 The averages are Parameters named ``ema.<parameter name>`` and the counter ``ema_updates``, so they
-land in the checkpoint beside the weights; eval and export load ``ema.*`` (see checkpoint.py).
+land in the checkpoint beside the weights; eval and export load ``ema.*`` (``yolomodel.checkpoint.format``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import math
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-EMA_PREFIX = "ema"
+from yolomodel.checkpoint.format import EMA_PREFIX
+
 EMA_UPDATES_NAME = "ema_updates"
 DEFAULT_DECAY = 0.9999
 DEFAULT_TAU = 2000.0

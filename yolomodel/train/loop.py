@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.manifest import Manifest
-from yolodata.targets import STRIDES
+from yolodata.pipeline.targets import STRIDES
 
 from . import checkpoint as ckpt_lib
 from . import results as results_lib
@@ -221,7 +221,7 @@ def resolve_model(args, resume_state, log=logger.info) -> ModelChoice:
     network than the weights it loads). Sets ``args.yolov5_version`` / ``args.yolov5_layout`` to the
     choice, so config.yaml records it.
     """
-    from yolomodel.loading import layout_from_weights, read_weights, version_from_weights
+    from yolomodel.checkpoint.loading import layout_from_weights, read_weights, version_from_weights
     from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
 
     start, anchors = None, None
@@ -259,10 +259,10 @@ def _existing_checkpoints(folder: Path) -> list[Path]:
 
 def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     """Build network, step and schedule; load --pretrained_backbone / --resume_yolov5 / --resume."""
-    from yolodata import sampler
+    from yolodata.pipeline import sampler
     from yolodata.manifest import load_manifest
 
-    from yolomodel import loading
+    from yolomodel.checkpoint import loading
 
     from . import builder, lr_schedule
     from . import step as step_lib

@@ -27,7 +27,7 @@ class ValidationSettings:
     mindrecord: str                 # the val shard folder
     testing_shape: int
     per_batch_size: int
-    geometry: object                # yolodata.eval_batches.EvalGeometry
+    geometry: object                # yolodata.pipeline.eval_batches.EvalGeometry
     nms: object                     # yolomodel.nms.NmsOptions
     eval_interval: int = 1          # every this many epochs, and always after the last one
     patience: int = 0               # stop after this many evaluations without a better fitness (0: never)

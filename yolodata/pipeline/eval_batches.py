@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .checks import INPUT_MULTIPLE, check_int, check_multiple_of
+from ..checks import INPUT_MULTIPLE, check_int, check_multiple_of
 
 INTERPOLATIONS = ("linear", "yolov5")   # yolov5: cv2.INTER_AREA when shrinking, as val.py's load_image
 # columns of an eval sample's key

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .schema import NUM_LABEL_COLUMNS
+from ..schema import NUM_LABEL_COLUMNS
 
 logger = logging.getLogger(__name__)
 

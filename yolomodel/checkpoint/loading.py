@@ -2,11 +2,11 @@
 
 Reading
 -------
-``read_weights`` is the one reader: it reads a checkpoint file (``yolomodel.train.checkpoint`` describes
+``read_weights`` is the one reader: it reads a checkpoint file (``checkpoint.format`` describes
 the layout) and returns the network-named weights, the EMA weights (``ema.*``) when the checkpoint has
 them and ``use_ema`` asks for them, else the plain ones, with the checkpoint's metadata. Every loader
 below goes through it, so a file format added later is added in one place. A PyTorch YOLOv5 ``.pt`` is
-such a format: it is imported in memory (``yolomodel.yolov5_import``, with the import tool's checks;
+such a format: it is imported in memory (``checkpoint.yolov5_import``, with the import tool's checks;
 nothing in it is executed) and then reads like the ``.ckpt`` the import tool would write.
 
 Which network a checkpoint holds
@@ -40,9 +40,13 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import mindspore as ms
 import numpy as np
 
-from .network import BASE_CHANNELS, NUM_ANCHORS, YOLOV5_VERSIONS, make_divisible
+from ..network import (BASE_CHANNELS, DEFAULT_LAYOUT, LAYOUT_V6, NUM_ANCHORS, YOLOV5_VERSIONS, InferenceNet,
+                       create_yolov5, make_divisible, normalize_layout, validate_model_args)
+from .format import EMA_PREFIX, decode_anchors, decode_class_names, read_checkpoint
+from .yolov5_import import is_pytorch_file, read_yolov5_pt
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class CheckpointWeights:
     path: Path
     weights: dict            # network parameter name -> Parameter
     is_ema: bool
-    metadata: dict           # name -> Python value (``yolomodel.train.checkpoint.read_checkpoint``)
+    metadata: dict           # name -> Python value (``format.read_checkpoint``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +103,6 @@ def model_weights(params: dict, use_ema: bool = True) -> tuple[dict, bool]:
     With ``use_ema`` and ``ema.*`` entries present, those are returned under the network's names;
     otherwise the plain entries (a checkpoint without EMA, e.g. a converted or exported one).
     """
-    from .train.ema import EMA_PREFIX
-
     prefix = EMA_PREFIX + "."
     ema = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
     if use_ema and ema:
@@ -115,9 +117,6 @@ def read_weights(path, use_ema: bool = True) -> CheckpointWeights:
     weights and metadata of the ``.ckpt`` the import tool would write (its values are numpy arrays).
     ModelLoadError naming the file when it is missing or cannot be read as a checkpoint.
     """
-    from .train.checkpoint import read_checkpoint
-    from .yolov5_import import is_pytorch_file, read_yolov5_pt
-
     path = Path(path)
     try:
         if is_pytorch_file(path):
@@ -171,8 +170,6 @@ def describe_weights(weights: dict) -> str:
 
 def layout_from_weights(metadata: dict, weights: dict) -> str:
     """The network layout a checkpoint holds: recorded, else told by its stem's parameter names, else v5.0."""
-    from .network import DEFAULT_LAYOUT, LAYOUT_V6, normalize_layout
-
     recorded = metadata.get("yolov5_layout")
     if recorded:
         try:
@@ -210,8 +207,6 @@ def resolve_model_spec(metadata: dict, weights: dict, *, version=None, num_class
     if missing:
         raise ModelLoadError(f"{source} does not record which network it holds (a plain weights file); pass "
                              f"{' and '.join(missing)} (its weights look like {looks_like})")
-    from .network import validate_model_args
-
     try:
         return validate_model_args(str(chosen_version), int(chosen_classes))
     except (TypeError, ValueError) as error:
@@ -279,11 +274,6 @@ def load_inference_net(checkpoint, *, version=None, num_classes=None, use_ema: b
     does, they must agree with it. ModelLoadError for a missing or unreadable file and for weights that
     do not fit.
     """
-    import mindspore as ms
-
-    from .network import InferenceNet, create_yolov5
-    from .train.checkpoint import decode_anchors, decode_class_names
-
     read = read_weights(checkpoint, use_ema)
     source = f"checkpoint {read.path}"
     layout = layout_from_weights(read.metadata, read.weights)
@@ -318,8 +308,6 @@ def network_predictor(inference_net) -> Callable[[np.ndarray], np.ndarray]:
     The one way eval and infer run a network; they take ``predict`` as a parameter so that their
     geometry and bookkeeping can be checked without a network.
     """
-    import mindspore as ms
-
     def predict(images: np.ndarray) -> np.ndarray:
         return inference_net(ms.Tensor(images)).asnumpy()
 
@@ -335,8 +323,6 @@ def _assign(network, chosen: dict) -> None:
 
     Used for partial loads, where ``load_param_into_net`` would warn about every parameter left out.
     """
-    import mindspore as ms
-
     own = {p.name: p for p in network.get_parameters()}
     for name, value in chosen.items():
         target = own[name]

@@ -48,8 +48,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .checks import INPUT_MULTIPLE, check_int, check_multiple_of
-from .rng import keyed_rng
+from ..checks import INPUT_MULTIPLE, check_int, check_multiple_of
+from ..rng import keyed_rng
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _WORD_MASK = (1 << 64) - 1

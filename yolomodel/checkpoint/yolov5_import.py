@@ -26,7 +26,7 @@ zip, a Git LFS pointer, a file that is no checkpoint, and a pickle naming anythi
 allow-list (``pt_reader``: the pickle is never executed).
 
 The written ``.ckpt`` holds the network's parameters under this project's names (float32 values of
-the stored weights) and the metadata ``format`` (``checkpoint.WEIGHTS_FORMAT``), ``yolov5_version``,
+the stored weights) and the metadata ``format`` (``format.WEIGHTS_FORMAT``), ``yolov5_version``,
 ``yolov5_layout``, ``num_classes``, ``class_names`` and ``anchors`` (JSON) and ``source``; it is
 written atomically.
 """
@@ -36,10 +36,12 @@ import dataclasses
 import math
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 
+from ..network import LAYOUT_V5, LAYOUT_V6, NUM_ANCHORS, YOLOV5_LAYER_CELLS, YOLOV5_VERSIONS, create_yolov5
 from . import pt_reader
-from .network import LAYOUT_V5, LAYOUT_V6, NUM_ANCHORS, YOLOV5_LAYER_CELLS, YOLOV5_VERSIONS
+from .format import WEIGHTS_FORMAT, encode_anchors, encode_class_names, save_checkpoint_atomic
 
 # classes of these namespaces become inert records (YOLOv5's own, torch's modules, the ultralytics
 # package's so that its checkpoints can be recognised and refused by name)
@@ -113,9 +115,7 @@ class ImportedYolov5:
                 f"{'/'.join(self.storage_dtypes)} storages)")
 
     def metadata(self) -> dict:
-        """The metadata entries of the ``.ckpt`` this import writes (``checkpoint.METADATA_KEYS``)."""
-        from .train.checkpoint import WEIGHTS_FORMAT, encode_anchors, encode_class_names
-
+        """The metadata entries of the ``.ckpt`` this import writes (``format.METADATA_KEYS``)."""
         return {"format": WEIGHTS_FORMAT, "yolov5_version": self.version, "yolov5_layout": self.layout,
                 "num_classes": self.num_classes, "class_names": encode_class_names(self.class_names),
                 "anchors": encode_anchors(self.anchors), "source": self.source_text()}
@@ -368,8 +368,6 @@ def map_state_dict(tensors: dict, layout: str) -> tuple[dict, list]:
 
 def network_shapes(version: str, num_classes: int, layout: str) -> dict:
     """Parameter name -> shape of this project's network for (version, num_classes, layout)."""
-    from .network import create_yolov5
-
     net = create_yolov5(version, num_classes, layout=layout)
     return {param.name: tuple(param.shape) for param in net.get_parameters()}
 
@@ -439,10 +437,6 @@ def _check_fit(check: _Checker, mapped: dict, unknown: list, expected: dict, ver
 
 def save_imported(imported: ImportedYolov5, output) -> Path:
     """Write ``imported`` as this project's ``.ckpt`` (weights + metadata), atomically."""
-    import mindspore as ms
-
-    from .train.checkpoint import save_checkpoint_atomic
-
     entries = [{"name": name, "data": ms.Tensor(values)} for name, values in imported.weights.items()]
     return save_checkpoint_atomic(output, entries, imported.metadata())
 
