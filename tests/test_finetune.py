@@ -2,7 +2,7 @@
 
 One short training run is shared (it compiles yolov5n once): ``yolo-train --weights`` an imported
 v7.0 checkpoint (3 classes, v6.0 layout) on the 5-class synthetic set, ``--freeze 10``, 2 epochs at a
-64 px training shape. The cheaper checks of what is loaded use ``loop.prepare`` (no compilation).
+64 px training shape. The cheaper checks of what is loaded use ``session.prepare`` (no compilation).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolomodel.network import create_yolov5
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
-from yolomodel.train import loop
+from yolomodel.train import session as session_lib
 from yolomodel.checkpoint.yolov5_import import import_yolov5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def train_flags(data, run_dir, *extra):
 def prepared(data, tmp_path, *extra):
     messages = []
     args = config_lib.parse_config(train_flags(data, tmp_path / "run", *extra))
-    session = loop.prepare(args, 0, 1, log=messages.append)
+    session = session_lib.prepare(args, 0, 1, log=messages.append)
     return session, args, messages
 
 
@@ -128,7 +128,7 @@ def test_a_pt_is_imported_on_the_fly_and_the_same_class_count_loads_the_heads(da
     args = config_lib.parse_config(["--config", str(data["config"]), "--mindrecord", str(shards), "--weights",
                                     str(fixture_pt(CUSTOM3)), "--training_shape", "64", "--ckpt_path",
                                     str(tmp_path / "run")])
-    session = loop.prepare(args, 0, 1, log=messages.append)
+    session = session_lib.prepare(args, 0, 1, log=messages.append)
     imported, _ = ckpt_lib.read_checkpoint(data["imported"])
     for param in session.parts.network.get_parameters():
         np.testing.assert_array_equal(param.asnumpy(), imported[param.name].asnumpy(), err_msg=param.name)

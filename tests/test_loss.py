@@ -18,6 +18,8 @@ from yolodata.rng import keyed_rng
 from yolodata.pipeline.targets import STRIDES, YOLOV5_ANCHORS, build_targets
 from yolomodel.loss import YoloLoss
 
+from float32_tolerance import reordered_sum_rtol
+
 EPS = 1e-7
 
 
@@ -152,6 +154,17 @@ def count_duplicate_rows(targets):
     return duplicates
 
 
+def reference_rtol(outputs) -> float:
+    """Relative tolerance of the float32 loss parts against the float64 reference.
+
+    Each part is a float32 sum over the head rows (objectness: every row; box and class: the valid
+    entries, fewer), each term a few roundings of its own (sigmoid, log, division), so it agrees with the
+    float64 sum to the rounding of that many terms, not to a fixed 1e-5: 3 images at 320 px sum 18,900
+    rows. A real difference in the formula (a gain, a balance, the duplicate rule) moves a part by per cent.
+    """
+    return reordered_sum_rtol(sum(output.shape[0] * output.shape[1] for output in outputs))
+
+
 CASES = {
     "ciou_4_classes": dict(seed=1, batch_size=2, input_hw=(64, 96), num_classes=4, max_boxes=6, options={}),
     "giou_label_smooth": dict(seed=2, batch_size=3, input_hw=(64, 64), num_classes=7, max_boxes=5,
@@ -173,7 +186,7 @@ def test_matches_reference(name):
     loss_cell = YoloLoss(case["num_classes"], **case["options"])
     got = run_loss(loss_cell, outputs, targets)
     expected = reference_loss(outputs, targets, num_classes=case["num_classes"], **case["options"])
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got, expected, rtol=reference_rtol(outputs), atol=1e-7)
     if case["num_classes"] == 1:
         assert got[3] == 0.0
     else:
@@ -187,7 +200,7 @@ def test_empty_targets_give_objectness_only():
     loss, box, obj, cls = run_loss(YoloLoss(3), outputs, targets)
     assert box == 0.0 and cls == 0.0 and obj > 0.0
     np.testing.assert_allclose([loss, box, obj, cls], reference_loss(outputs, targets, num_classes=3),
-                               rtol=1e-5, atol=1e-7)
+                               rtol=reference_rtol(outputs), atol=1e-7)
 
 
 def test_duplicates_take_the_largest_iou_in_any_order():
@@ -242,7 +255,8 @@ def test_graph_mode_value_and_finite_gradient(graph_case):
     output_tensors, target_tensors = to_tensors(outputs, targets)
     (loss, box, obj, cls), grads = loss_and_grad(*output_tensors, *target_tensors)
     got = [float(t.asnumpy()) for t in (loss, box, obj, cls)]
-    np.testing.assert_allclose(got, reference_loss(outputs, targets, num_classes=3), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got, reference_loss(outputs, targets, num_classes=3), rtol=reference_rtol(outputs),
+                               atol=1e-7)
     assert len(grads) == 3
     for output, grad in zip(outputs, grads):
         grad = grad.asnumpy()
@@ -396,7 +410,8 @@ def test_perfect_prediction_on_real_boxes(coco128_dir):
     np.testing.assert_allclose(perfect_parts, reference_loss(perfect, targets, num_classes=num_classes,
                                                              training_shape=input_hw[0]), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(random_parts, reference_loss(random_outputs, targets, num_classes=num_classes,
-                                                            training_shape=input_hw[0]), rtol=1e-5, atol=1e-7)
+                                                            training_shape=input_hw[0]),
+                               rtol=reference_rtol(random_outputs), atol=1e-7)
     assert random_parts[1] > 0 and random_parts[3] > 0
     assert perfect_parts[0] < 0.1 * random_parts[0], (perfect_parts, random_parts)
     for part in (1, 2, 3):

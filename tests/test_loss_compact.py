@@ -20,6 +20,7 @@ from yolodata.rng import keyed_rng
 from yolomodel.loss import (NUM_BOX_OUTPUTS, NUM_TARGET_COLUMNS, YoloLoss, bce_with_logits, box_iou_xywh,
                             target_gather_for)
 
+from float32_tolerance import reordered_sum_rtol
 from test_loss import coco128_labels, count_duplicate_rows, random_case
 
 
@@ -119,9 +120,19 @@ def evaluate(cell, outputs, targets):
 
 
 def assert_same_loss(got, expected):
-    """Loss parts and gradients equal to float32 rounding."""
+    """Loss parts and gradients equal to float32 rounding.
+
+    The parts are sums over every head row (objectness) and every valid entry (box, class) that the two
+    formulations add in different orders (gathered entries against zero-padded slots), so they agree to
+    the rounding of a reordered sum of that many terms (``float32_tolerance``), not to a fixed 2e-6: the
+    real batch sums 25,200 rows. A real difference (an entry lost or counted twice, a wrong denominator)
+    moves a part by 1/(number of entries), per cent and more. The gradients to the head outputs are
+    element by element: a few terms each (duplicates of a row), so a fixed relative 1e-5 (~170 roundings)
+    with an absolute floor at 1e-6 of the largest gradient (elements whose terms nearly cancel).
+    """
     (got_parts, got_grads), (expected_parts, expected_grads) = got, expected
-    np.testing.assert_allclose(got_parts, expected_parts, rtol=2e-6, atol=1e-7)
+    num_rows = sum(grad.shape[0] * grad.shape[1] for grad in expected_grads)
+    np.testing.assert_allclose(got_parts, expected_parts, rtol=reordered_sum_rtol(num_rows), atol=1e-7)
     for got_grad, expected_grad in zip(got_grads, expected_grads):
         assert got_grad.shape == expected_grad.shape
         scale = float(np.abs(expected_grad).max())

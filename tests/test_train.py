@@ -29,6 +29,7 @@ from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import data as data_lib
 from yolomodel.train import loop
+from yolomodel.train import session as session_lib
 from yolomodel.train.ema import ModelEMA, ema_decay
 from yolomodel.train.lr_schedule import build_lr_schedule, parse_lr_epochs
 from yolomodel.train.step import decay_parameter_groups
@@ -480,7 +481,7 @@ def test_resume_against_other_batch_size_is_refused(interrupted_run, tiny_shards
     args = config_lib.parse_config([*_common_flags(shards, config_file), "--per_batch_size", "1",
                                     "--ckpt_path", str(tmp_path), "--resume", str(run_dir / "ckpt_0" / "0-2_1.ckpt")])
     with pytest.raises(ValueError, match="global batch of 2 images"):
-        loop.prepare(args, 0, 1)
+        session_lib.prepare(args, 0, 1)
 
 
 @pytest.mark.slow
@@ -489,4 +490,4 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(interrupted_run, tiny_shard
     shards, config_file = tiny_shards
     args = config_lib.parse_config([*_common_flags(shards, config_file), "--ckpt_path", str(run_dir)])
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        loop.prepare(args, 0, 1)
+        session_lib.prepare(args, 0, 1)

@@ -5,6 +5,9 @@ import dataclasses
 
 from mindspore import nn
 
+from yolomodel.loss import YoloLoss
+from yolomodel.network import create_yolov5, layer_parameter_prefixes
+
 from . import step as step_lib
 from .ema import ModelEMA
 
@@ -22,8 +25,6 @@ class TrainParts:
 def build_network(yolov5_version: str, num_classes: int, *, seed: int = 0, amp_level: str = "O0",
                   layout: str = "v5.0", anchors=None) -> nn.Cell:
     """The YOLOv5 network (initial weights fixed by ``seed``), with mixed precision if asked."""
-    from yolomodel.network import create_yolov5
-
     network = create_yolov5(yolov5_version, num_classes, seed=seed, layout=layout, anchors=anchors)
     return step_lib.apply_mixed_precision(network, amp_level)
 
@@ -35,8 +36,6 @@ def freeze_layers(network: nn.Cell, layout: str, layers) -> list[str]:
     in training mode. Call before ``assemble`` (the optimizer takes the trainable parameters). Returns
     the frozen parameter names.
     """
-    from yolomodel.network import layer_parameter_prefixes
-
     prefixes = layer_parameter_prefixes(layout, layers)
     frozen = []
     for param in network.trainable_params():
@@ -54,8 +53,6 @@ def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentu
     Load pretrained weights into ``network`` (and freeze layers) before calling this, so the EMA starts
     from them. ``anchors`` (pixels) default to YOLOv5's; pass the network's.
     """
-    from yolomodel.loss import YoloLoss
-
     extra = {} if anchors is None else {"anchors": anchors}
     loss_fn = YoloLoss(num_classes, label_smooth_factor=label_smooth_factor, iou_type=iou_type,
                        training_shape=training_shape, **extra)

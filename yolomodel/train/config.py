@@ -25,10 +25,15 @@ from pathlib import Path
 
 import yaml
 
+from yolodata.augment.policy import AugmentConfig
 from yolodata.checks import check_multiple_of
 from yolodata.fileio import write_file_atomic
 from yolomodel.device import DEVICE_TARGETS
+from yolomodel.evaluation import eval_settings
+from yolomodel.network import DEFAULT_LAYOUT, YOLOV5_LAYER_CELLS, normalize_layout
 from yolomodel.nms import EVAL_CONF_THRESH
+
+from .validation import ValidationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +77,6 @@ def _shape(text) -> str:
 
 def _layout(text) -> str:
     """--yolov5_layout: v5.0 or v6.0 (release names such as v6.1, v7.0 are accepted)."""
-    from yolomodel.network import normalize_layout
-
     try:
         return normalize_layout(text)
     except ValueError as error:
@@ -279,8 +282,6 @@ def validate(args: argparse.Namespace) -> None:
                          "(converted to MindRecord first)")
     if not isinstance(args.augment, dict):
         raise ValueError(f"--config: 'augment' must be a mapping of augmentation options, got {args.augment!r}")
-    from yolodata.augment.policy import AugmentConfig
-
     try:  # a misspelt or out-of-range option fails here, before any network is built
         AugmentConfig.from_mapping(args.augment)
     except ValueError as error:
@@ -291,8 +292,6 @@ def validate(args: argparse.Namespace) -> None:
 
 def check_freeze(freeze) -> list[int]:
     """``--freeze`` values, or ValueError: one count 0..25, or several layer indices 0..24."""
-    from yolomodel.network import YOLOV5_LAYER_CELLS, DEFAULT_LAYOUT
-
     num_layers = len(YOLOV5_LAYER_CELLS[DEFAULT_LAYOUT])
     values = list(freeze) if isinstance(freeze, (list, tuple)) else [freeze]
     if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
@@ -339,9 +338,6 @@ def validation_settings(args: argparse.Namespace):
     """The ``ValidationSettings`` of the flags, or None without validation shards."""
     if not args.val_mindrecord:
         return None
-    from yolomodel.evaluation import eval_settings
-    from yolomodel.train.validation import ValidationSettings
-
     geometry, nms = eval_settings(rect=bool(args.val_rect), scaleup=bool(args.val_scaleup),
                                   multi_label=bool(args.val_multi_label), conf_thresh=args.val_conf_thresh,
                                   yolov5_val=bool(args.val_yolov5))

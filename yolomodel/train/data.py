@@ -14,6 +14,9 @@ import logging
 import time
 from pathlib import Path
 
+from yolodata.convert import convert_coco
+from yolodata.manifest import has_manifest, read_manifest
+
 logger = logging.getLogger(__name__)
 
 SPLITS = {"train": ("train2017", "instances_train2017.json"), "val": ("val2017", "instances_val2017.json")}
@@ -30,8 +33,6 @@ def _sha256(path: Path) -> str:
 
 
 def has_shards(folder) -> bool:
-    from yolodata.manifest import has_manifest
-
     return has_manifest(folder)
 
 
@@ -58,9 +59,6 @@ def _wait_for_manifest(folder: Path, rank: int, log) -> None:
 
 def convert_split(data_dir, split: str, output_dir, *, rank: int = 0, log=logger.info) -> Path:
     """Shards of ``split`` of a COCO folder in ``output_dir``: reused if built from the same json, else converted."""
-    from yolodata.convert import convert_coco
-    from yolodata.manifest import read_manifest
-
     image_dir, ann_file = coco_split_paths(data_dir, split)
     output_dir = Path(output_dir)
     if has_shards(output_dir):

@@ -1,5 +1,9 @@
 """The training loop: data epochs, the compiled step, logging, checkpoints, resume, signals, profiler.
 
+``train`` takes its set-up from ``train.session.prepare``, then for each epoch runs the steps
+(``_run_steps``) and one end-of-epoch call (``_end_epoch``: validation, the results row, the epoch's
+checkpoint, last/best, patience).
+
 Position and exact resume
 -------------------------
 The run's position is (epoch, step within the epoch); ``steps_completed`` counts all steps. The input
@@ -19,6 +23,7 @@ Stopping
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import signal
@@ -26,16 +31,20 @@ import threading
 import time
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 
-from yolodata.manifest import Manifest
+from yolodata.augment.policy import AugmentConfig
+from yolodata.pipeline import TRAIN_COLUMNS, create_train_dataset
 from yolodata.pipeline.targets import STRIDES
 
 from . import checkpoint as ckpt_lib
-from . import results as results_lib
-from .results import ValidationState
-from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, Validator, summary_line
 from . import config as config_lib
+from . import results as results_lib
+from . import step as step_lib
+from .results import ValidationState
+from .session import CheckpointWriter, Session, prepare
+from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, ValidationOutcome, summary_line
 
 logger = logging.getLogger(__name__)
 
@@ -151,250 +160,14 @@ def position_after(epoch: int, step_in_epoch: int, steps_per_epoch: int) -> tupl
     return epoch, step_in_epoch + 1
 
 
-class CheckpointWriter:
-    """Writes ``folder/{rank}-{epoch}_{step}.ckpt`` atomically and keeps the newest ``keep_max`` of this run."""
-
-    def __init__(self, folder: Path, rank: int, enabled: bool, keep_max: int):
-        self.folder = Path(folder)
-        self.rank = rank
-        self.enabled = enabled
-        self.keep_max = keep_max
-        self.written: list[Path] = []
-        self.last_path: Path | None = None
-
-    def save(self, train_cell, state: ckpt_lib.TrainState, epoch_number: int, step_in_epoch: int) -> Path | None:
-        if not self.enabled:
-            return None
-        path = self.folder / ckpt_lib.checkpoint_file_name(self.rank, epoch_number, step_in_epoch)
-        ckpt_lib.save_train_checkpoint(path, train_cell, state)
-        if path in self.written:
-            self.written.remove(path)
-        self.written.append(path)
-        self.last_path = path
-        while len(self.written) > self.keep_max:
-            old = self.written.pop(0)
-            if old.exists():
-                old.unlink()
-        return path
-
-    def save_named(self, train_cell, state: ckpt_lib.TrainState, name: str) -> Path | None:
-        """``folder/name`` (``last.ckpt``, ``best.ckpt``): a full training checkpoint outside the rotation."""
-        if not self.enabled:
-            return None
-        return ckpt_lib.save_train_checkpoint(self.folder / name, train_cell, state)
-
-
-@dataclasses.dataclass
-class Session:
-    """Everything the loop needs, built by ``prepare``."""
-
-    args: object
-    rank: int
-    group_size: int
-    manifest: Manifest             # of the training shards
-    training_shape: int
-    resize_rate: int
-    steps_per_epoch: int
-    lr: np.ndarray
-    parts: object
-    position: ckpt_lib.TrainState
-    writer: CheckpointWriter
-    run_dir: Path
-    validator: Validator | None = None     # with validation shards
-    anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
-
-
-@dataclasses.dataclass
-class ModelChoice:
-    """The network a run builds and where that choice came from."""
-
-    version: str
-    layout: str
-    anchors: np.ndarray | None     # pixels; None = YOLOv5's defaults
-    start: object | None           # ``loading.read_weights`` of --weights (a CheckpointWeights), read once
-
-
-def resolve_model(args, resume_state, log=logger.info) -> ModelChoice:
-    """Size, layout and anchors: recorded by --resume or --weights, else the flags, else yolov5s / v5.0.
-
-    A flag given explicitly must agree with the checkpoint (so a run never silently builds another
-    network than the weights it loads). Sets ``args.yolov5_version`` / ``args.yolov5_layout`` to the
-    choice, so config.yaml records it.
-    """
-    from yolomodel.checkpoint.loading import layout_from_weights, read_weights, version_from_weights
-    from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
-
-    start, anchors = None, None
-    if resume_state is not None:
-        version, layout, source = resume_state.yolov5_version, resume_state.yolov5_layout, f"--resume {args.resume}"
-        anchors = ckpt_lib.decode_anchors({"anchors": resume_state.anchors})
-    elif args.resume_yolov5:
-        start = read_weights(args.resume_yolov5)
-        weights, metadata = start.weights, start.metadata
-        version = metadata.get("yolov5_version") or version_from_weights(weights)
-        layout = layout_from_weights(metadata, weights)
-        anchors = ckpt_lib.decode_anchors(metadata)
-        source = f"--weights {args.resume_yolov5}"
-        if version is None and args.yolov5_version is None:
-            raise ValueError(f"{source} does not record its model size and its weights match none; pass "
-                             f"--yolov5_version")
-    else:
-        version, layout, source = None, None, None
-    for flag, given, recorded in (("--yolov5_version", args.yolov5_version, version),
-                                  ("--yolov5_layout", args.yolov5_layout, layout)):
-        if given is not None and recorded is not None and given != recorded:
-            raise ValueError(f"{flag} {given} but {source} holds a {recorded}; drop {flag} (it comes from the "
-                             f"checkpoint) or start from a checkpoint of that network")
-    version = version or args.yolov5_version or "yolov5s"
-    layout = normalize_layout(layout or args.yolov5_layout or DEFAULT_LAYOUT)
-    args.yolov5_version, args.yolov5_layout = version, layout
-    if anchors is not None:
-        log(f"anchors from {source} (not YOLOv5's defaults): {anchors.reshape(3, -1).tolist()} pixels")
-    return ModelChoice(version, layout, anchors, start)
-
-
-def _existing_checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
-
-
-def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
-    """Build network, step and schedule; load --pretrained_backbone / --resume_yolov5 / --resume."""
-    from yolodata.pipeline import sampler
-    from yolodata.manifest import load_manifest
-
-    from yolomodel.checkpoint import loading
-
-    from . import builder, lr_schedule
-    from . import step as step_lib
-
-    manifest = load_manifest(args.mindrecord)
-    training_shape, resize_rate = config_lib.training_shape_of(args)
-    global_batch = int(args.per_batch_size) * int(group_size)
-    steps_per_epoch = sampler.steps_per_epoch(manifest.num_images, global_batch)
-    run_dir = Path(args.ckpt_path)
-    ckpt_dir = run_dir / f"ckpt_{rank}"
-    if not args.resume and _existing_checkpoints(ckpt_dir):
-        raise ValueError(f"{ckpt_dir} already holds checkpoints of an earlier run; continue it with --resume "
-                         f"{_existing_checkpoints(ckpt_dir)[-1]} or choose another --ckpt_path")
-
-    resume_state = None
-    if args.resume:
-        _, metadata = ckpt_lib.read_checkpoint(args.resume)
-        resume_state = ckpt_lib.train_state_from(metadata, args.resume)
-        sampler.check_resume(resume_state.dataset_id, manifest.dataset_id)
-        if resume_state.global_batch_size != global_batch:
-            raise ValueError(f"cannot resume {args.resume}: it was trained with a global batch of "
-                             f"{resume_state.global_batch_size} images (per_batch_size x ranks), this run has "
-                             f"{global_batch}; the sample order is defined per global batch")
-        if resume_state.seed != args.seed:
-            log(f"resuming with the checkpoint's seed {resume_state.seed} (not --seed {args.seed}) so that the "
-                f"sample order continues")
-            args.seed = resume_state.seed
-
-    choice = resolve_model(args, resume_state, log)
-    amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
-    if args.loss_scale is None:
-        args.loss_scale = step_lib.default_loss_scale(amp_level, args.loss_scale_type)
-    network = builder.build_network(choice.version, manifest.num_classes, seed=args.seed, amp_level=amp_level,
-                                    layout=choice.layout, anchors=choice.anchors)
-    if not args.resume:
-        if args.pretrained_backbone:
-            loading.load_pretrained_backbone(network, args.pretrained_backbone, log=log)
-        if args.resume_yolov5:
-            loading.load_finetune_weights(network, args.resume_yolov5, manifest.num_classes, log=log,
-                                          read=choice.start)
-    elif args.pretrained_backbone:
-        log("--pretrained_backbone is ignored with --resume (the checkpoint holds every weight)")
-    layers = config_lib.frozen_layers(args.freeze)
-    if layers:
-        frozen = builder.freeze_layers(network, choice.layout, layers)
-        log(f"--freeze: YOLOv5 layers {_layer_ranges(layers)} are frozen ({len(frozen)} parameters get no "
-            f"gradient; their BatchNorm statistics still follow the data, as in YOLOv5)")
-    anchors = np.asarray(network.anchors, np.float32)
-    parts = builder.assemble(
-        network, num_classes=manifest.num_classes, training_shape=training_shape, momentum=args.momentum,
-        weight_decay=args.weight_decay, loss_scale=args.loss_scale, loss_scale_type=args.loss_scale_type,
-        label_smooth_factor=args.label_smooth_factor if args.label_smooth else 0.0, iou_type=args.iou_type,
-        group_size=group_size, anchors=anchors)
-    if args.resume:
-        ckpt_lib.load_for_resume(parts.train_step, args.resume)
-        log(f"resumed from {args.resume}: epoch {resume_state.epoch}, step {resume_state.step} of "
-            f"{steps_per_epoch}, {resume_state.steps_completed} steps done")
-        position = resume_state
-    else:
-        position = ckpt_lib.TrainState(
-            epoch=0, step=0, steps_completed=0, seed=int(args.seed), dataset_id=manifest.dataset_id,
-            yolov5_version=choice.version, num_classes=manifest.num_classes, training_shape=training_shape,
-            global_batch_size=global_batch, yolov5_layout=choice.layout,
-            anchors=ckpt_lib.encode_anchors(choice.anchors) if choice.anchors is not None else "",
-            class_names=ckpt_lib.encode_class_names(manifest.class_names))
-    lr = lr_schedule.build_lr_schedule(
-        lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
-        lr_gamma=args.lr_gamma, t_max=args.t_max, eta_min=args.eta_min)
-    saving = rank == 0 or not args.is_save_on_master
-    keep_max = args.keep_checkpoint_max or int(args.max_epoch)
-    writer = CheckpointWriter(ckpt_dir, rank, saving, keep_max)
-    validator = None
-    settings = config_lib.validation_settings(args)
-    if settings is not None:
-        check_val_categories(manifest, load_manifest(settings.mindrecord), settings.mindrecord)
-        validator = Validator(
-            settings, ema=parts.ema, rank=rank, group_size=group_size, num_parallel_workers=args.num_parallel_workers,
-            build_network=lambda: builder.build_network(choice.version, manifest.num_classes, seed=args.seed,
-                                                        layout=choice.layout, anchors=choice.anchors))
-        log(f"validating the EMA weights on {settings.mindrecord} every {settings.eval_interval} epoch(s) at "
-            f"{settings.testing_shape}"
-            + (f", stopping after {settings.patience} validations without a better fitness" if settings.patience
-               else ""))
-    if rank == 0 and args.resume:
-        carry_results_over(Path(args.resume), run_dir, position.epoch)
-    return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator, anchors)
-
-
-def check_val_categories(train_manifest: Manifest, val_manifest: Manifest, val_dir) -> None:
-    """ValueError unless the validation shards have the training shards' categories, in the same order."""
-    if val_manifest.categories != train_manifest.categories:
-        raise ValueError(f"--val_mindrecord {val_dir} has categories {val_manifest.class_names} (ids "
-                         f"{val_manifest.category_ids.tolist()}) but the training shards have "
-                         f"{train_manifest.class_names} (ids {train_manifest.category_ids.tolist()}); convert both "
-                         f"splits from annotation files with the same categories")
-
-
-def carry_results_over(resume_checkpoint: Path, run_dir: Path, epoch: int) -> None:
-    """When a run resumes into another folder, its ``results.csv`` starts with the earlier run's rows of
-    the epochs before ``epoch`` (the resumed run then adds the rest)."""
-    previous = resume_checkpoint.resolve().parent.parent / results_lib.RESULTS_CSV
-    target = run_dir / results_lib.RESULTS_CSV
-    if previous.is_file() and previous.resolve() != target.resolve() and not target.exists():
-        results_lib.write_results(target, [row for row in results_lib.read_results(previous) if row["epoch"] <= epoch])
-
-
-def _layer_ranges(layers) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5'."""
-    runs, start = [], None
-    for index, layer in enumerate(layers):
-        if start is None:
-            start = layer
-        if index + 1 == len(layers) or layers[index + 1] != layer + 1:
-            runs.append(f"{start}-{layer}" if layer != start else f"{layer}")
-            start = None
-    return ", ".join(runs)
-
-
 def step_inputs(columns) -> list:
     """The step's input arrays (``STEP_INPUT_COLUMNS``) from a batch's columns in ``TRAIN_COLUMNS`` order."""
-    from yolodata.pipeline import TRAIN_COLUMNS
-
     named = dict(zip(TRAIN_COLUMNS, columns))
     return [named[name] for name in STEP_INPUT_COLUMNS]
 
 
 def _epoch_dataset(session: Session, epoch: int, start_step: int):
-    from yolodata.augment.policy import AugmentConfig
-    from yolodata.pipeline import create_train_dataset
-
+    """The input pipeline of one epoch from ``start_step`` on (the batches an uninterrupted run sees there)."""
     args = session.args
     return create_train_dataset(
         args.mindrecord, per_batch_size=args.per_batch_size, training_shape=session.training_shape,
@@ -406,6 +179,7 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
 
 
 def _start_profiler(folder: Path):
+    # mindspore.profiler is imported only when --need_profiler asks for it
     from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
 
     profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.NPU]
@@ -416,8 +190,6 @@ def _start_profiler(folder: Path):
 
 
 def _device_is_ascend() -> bool:
-    import mindspore as ms
-
     return ms.get_context("device_target") == "Ascend"
 
 
@@ -443,166 +215,276 @@ def _non_finite_weights_message(epoch: int, iteration: int, writer: CheckpointWr
             f"a longer --warmup_epochs, or --loss_scale_type dynamic, which checks every gradient")
 
 
+@dataclasses.dataclass
+class Run:
+    """One call of ``train``: the session, how steps are fed and logged, and what changes from step to step."""
+
+    session: Session
+    batch_hook: object
+    log: object
+    global_batch: int
+    total_steps: int
+    checks_gradients: bool         # with a unit loss scale the step checks the loss only; weights before each save
+    stop_flags: tuple              # the step's stop input: (no stop, stop)
+    position: ckpt_lib.TrainState
+    started: float
+    last_log_time: float
+    last_log_iter: int
+    profiler: object = None
+    profile_dir: Path | None = None
+    signals: StopSignals | None = None
+    meter: IntervalMeter = dataclasses.field(default_factory=IntervalMeter)
+    steps_run: int = 0
+    first_step_done_at: float | None = None
+    validation_seconds: float = 0.0     # kept out of the logged images/s, which stay the train step's
+    last_parts: np.ndarray | None = None
+    status: str = "finished"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDone:
+    """What the saving, stopping and epoch-end decisions need from one step."""
+
+    epoch: int
+    step_in_epoch: int
+    iteration: int
+    lr: np.float32
+    epoch_losses: tuple            # (box/obj/cls sums, steps) of the epoch up to and including this step
+    epoch_end: bool
+    interval_due: bool             # --ckpt_interval asks for a checkpoint after this step
+    stopping: bool                 # a stop was requested (this process's signal, or any rank's vote)
+
+
 def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logger.info) -> TrainSummary:
     """Run training as configured by ``args`` (``config.parse_config``), after ``yolomodel.device.setup_device``.
 
     ``batch_hook(iteration, columns) -> columns`` (tests) may replace a batch's numpy columns
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
-    import mindspore as ms
-
-    from . import step as step_lib
-
     session = prepare(args, rank, group_size, log=log)
     if rank == 0:
-        extra = {"rank_0_of": group_size, "steps_per_epoch": session.steps_per_epoch,
-                 "num_classes": session.manifest.num_classes, "dataset_id": session.manifest.dataset_id,
-                 "training_shape_used": session.training_shape, "resize_rate_used": session.resize_rate}
-        config_path = config_lib.save_config(args, session.run_dir, extra)
-        log(f"configuration saved to {config_path}")
-    position = session.position
+        _save_run_config(session, log)
+    run = _start_run(session, batch_hook, log)
+    with StopSignals() as signals:
+        run.signals = signals
+        epoch, start_step = run.position.epoch, run.position.step
+        while epoch < args.max_epoch and run.status == "finished":
+            _train_epoch(run, epoch, start_step)
+            epoch, start_step = epoch + 1, 0
+    if run.profiler is not None:
+        run.profiler.stop()
+        log(f"MindSpore profile written to {run.profile_dir}")
+    summary = _summary(run)
+    if rank == 0:
+        log(summary_text(summary))
+    return summary
+
+
+def _save_run_config(session: Session, log) -> None:
+    extra = {"rank_0_of": session.group_size, "steps_per_epoch": session.steps_per_epoch,
+             "num_classes": session.manifest.num_classes, "dataset_id": session.manifest.dataset_id,
+             "training_shape_used": session.training_shape, "resize_rate_used": session.resize_rate}
+    config_path = config_lib.save_config(session.args, session.run_dir, extra)
+    log(f"configuration saved to {config_path}")
+
+
+def _start_run(session: Session, batch_hook, log) -> Run:
+    """Log what is trained, start the clock and (with --need_profiler) the profiler."""
+    args, position, group_size = session.args, session.position, session.group_size
     global_batch = int(args.per_batch_size) * int(group_size)
-    total_steps = int(args.max_epoch) * session.steps_per_epoch
     log(f"{args.yolov5_version} (layout {args.yolov5_layout}), {session.manifest.num_classes} classes, "
         f"{session.manifest.num_images} images, "
         f"{session.steps_per_epoch} steps per epoch of {global_batch} images ({group_size} rank(s) x "
         f"{args.per_batch_size}), epochs {position.epoch}..{args.max_epoch - 1}, training shape "
         f"{session.training_shape}"
         + (f" (multi-scale, a new shape every {session.resize_rate} steps)" if session.resize_rate else ""))
-
-    train_step = session.parts.train_step
-    # with a unit loss scale the step checks the loss only; the weights are checked before each save
-    checks_gradients = train_step.apply_gradients.check_gradients
-    meter = IntervalMeter()
-    validation_seconds = 0.0     # kept out of the logged images/s, which stay the train step's
     started = time.perf_counter()
-    first_step_done_at = None
-    last_log_time, last_log_iter = started, position.steps_completed - 1
-    steps_run, last_parts, status, profile_dir = 0, None, "finished", None
-    profiler = None
+    profile_dir, profiler = None, None
     if args.need_profiler:
-        profile_dir = session.run_dir / f"profiler_rank{rank}"
+        profile_dir = session.run_dir / f"profiler_rank{session.rank}"
         profiler = _start_profiler(profile_dir)
         log(f"profiling the first {args.profiler_steps} steps into {profile_dir}")
-    no_stop, stop = ms.Tensor(np.float32(0.0)), ms.Tensor(np.float32(1.0))
+    return Run(session=session, batch_hook=batch_hook, log=log, global_batch=global_batch,
+               total_steps=int(args.max_epoch) * session.steps_per_epoch,
+               checks_gradients=session.parts.train_step.apply_gradients.check_gradients,
+               stop_flags=(ms.Tensor(np.float32(0.0)), ms.Tensor(np.float32(1.0))), position=position,
+               started=started, last_log_time=started, last_log_iter=position.steps_completed - 1,
+               profiler=profiler, profile_dir=profile_dir)
 
-    with StopSignals() as signals:
-        epoch, start_step = position.epoch, position.step
-        while epoch < args.max_epoch and status == "finished":
-            dataset = _epoch_dataset(session, epoch, start_step)
-            step_in_epoch = start_step
-            epoch_started, epoch_steps_run = time.perf_counter(), 0
-            batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
-            while True:
-                waited_from = time.perf_counter()
-                columns = next(batches, None)
-                if columns is None:
-                    break
-                step_from = time.perf_counter()
-                iteration = position.steps_completed
-                if batch_hook is not None:
-                    columns = batch_hook(iteration, list(columns))
-                inputs = [ms.Tensor(column) for column in step_inputs(columns)]
-                lr_value = session.lr[min(iteration, total_steps - 1)]
-                outputs = train_step(*inputs, ms.Tensor(lr_value), stop if signals.received else no_stop)
-                parts, finite, scale, votes = (o.asnumpy() for o in outputs)
-                step_done = time.perf_counter()
-                steps_run += 1
-                if first_step_done_at is None:
-                    first_step_done_at = time.perf_counter()
-                finite_loss = bool(np.isfinite(parts).all())
-                if not bool(finite):
-                    if not finite_loss or args.loss_scale_type == "static":
-                        if profiler is not None:
-                            profiler.stop()
-                        raise TrainingDiverged(_diverged_message(parts, finite_loss, epoch, iteration,
-                                                                 session.writer, args))
-                    logger.warning("epoch[%d], iter[%d]: gradient overflow at loss scale %g, update skipped; "
-                                   "the dynamic loss scale is now %g", epoch, iteration, float(scale),
-                                   float(session.parts.loss_scale.scale.asnumpy()))
-                last_parts = parts
-                meter.update(parts, step_from - waited_from, step_done - step_from)
-                epoch_steps_run += 1
-                next_epoch, next_step = position_after(epoch, step_in_epoch, session.steps_per_epoch)
-                epoch_losses = (np.add(position.epoch_loss_sums, parts[1:4]), position.epoch_loss_steps + 1)
-                position = position.after_step(next_epoch, next_step, iteration + 1, parts[1:4])
-                if iteration % args.log_interval == 0:
-                    now = time.perf_counter()
-                    fps = global_batch * (iteration - last_log_iter) / max(now - last_log_time, 1e-9)
-                    if rank == 0:
-                        log(log_line(epoch, iteration, meter.mean(), fps, lr_value, meter.mean_ms()))
-                    meter.reset()
-                    last_log_time, last_log_iter = now, iteration
-                epoch_end = next_epoch != epoch
-                interval_due = args.ckpt_interval is not None and (iteration + 1) % args.ckpt_interval == 0
-                # one process stops as soon as it sees the signal; ranks stop on the all-reduced votes
-                stopping = float(votes) > 0 or (group_size == 1 and signals.received is not None)
-                outcome = None
-                if epoch_end:
-                    epoch_seconds = time.perf_counter() - epoch_started
-                    if session.validator is not None and session.validator.settings.due(epoch + 1, args.max_epoch):
-                        outcome = session.validator.validate(position.validation, epoch + 1)
-                        validation_seconds += outcome.seconds
-                        last_log_time += outcome.seconds
-                        position = dataclasses.replace(position, validation=outcome.state)
-                        if rank == 0:
-                            log("validation of the EMA weights:\n" + outcome.scores.text)
-                            log(summary_line(outcome, epoch + 1, args.max_epoch))
-                    if rank == 0:
-                        record_epoch(session.run_dir, epoch + 1, epoch_losses, lr_value, epoch_seconds,
-                                     global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
-                if epoch_end or interval_due or stopping:
-                    if not checks_gradients and not step_lib.weights_finite(session.parts.network):
-                        raise TrainingDiverged(_non_finite_weights_message(epoch, iteration, session.writer))
-                    saved = session.writer.save(train_step, position, epoch + 1, step_in_epoch + 1)
-                    if saved is not None:
-                        log(f"saved checkpoint {saved}")
-                if epoch_end:
-                    session.writer.save_named(train_step, position, LAST_CHECKPOINT)
-                    if outcome is not None and outcome.improved:
-                        best = session.writer.save_named(train_step, position, BEST_CHECKPOINT)
-                        if best is not None:
-                            log(f"saved {best} (fitness {outcome.fitness:.4f}, the best so far)")
-                    if outcome is not None and outcome.state.patience_exhausted(session.validator.settings.patience):
-                        status = "stopped_early"
-                        log(f"stopping early: the fitness has not improved for {outcome.state.evaluations_since_best} "
-                            f"validations (--patience {session.validator.settings.patience}); the best, "
-                            f"{outcome.state.best_fitness:.4f} at epoch {outcome.state.best_epoch}, is in "
-                            f"{session.writer.folder / BEST_CHECKPOINT}")
-                        break
-                if profiler is not None and steps_run >= args.profiler_steps:
-                    profiler.stop()
-                    profiler = None
-                    status = "profiled"
-                    log(f"MindSpore profile of {steps_run} steps written to {profile_dir}; stopping as the "
-                        f"reference does with --need_profiler 1")
-                    break
-                if stopping:
-                    status = "interrupted"
-                    break
-                step_in_epoch += 1
-            bad_rows = len(getattr(dataset, "bad_rows", []))
-            if bad_rows:
-                logger.warning("epoch %d: %d bad rows were skipped", epoch, bad_rows)
-            epoch, start_step = epoch + 1, 0
-    if profiler is not None:
-        profiler.stop()
-        log(f"MindSpore profile written to {profile_dir}")
 
+def _train_epoch(run: Run, epoch: int, start_step: int) -> None:
+    """Epoch ``epoch`` from step ``start_step``: its steps, then the end-of-epoch work once its last step ran."""
+    dataset = _epoch_dataset(run.session, epoch, start_step)
+    epoch_started = time.perf_counter()
+    done, epoch_steps_run = _run_steps(run, dataset, epoch, start_step)
+    if done is not None and done.epoch_end:
+        _end_epoch(run, done, time.perf_counter() - epoch_started, epoch_steps_run)
+        if run.status == "finished":
+            run.status = _stop_status(run, done)
+    bad_rows = len(getattr(dataset, "bad_rows", []))
+    if bad_rows:
+        logger.warning("epoch %d: %d bad rows were skipped", epoch, bad_rows)
+
+
+def _run_steps(run: Run, dataset, epoch: int, start_step: int) -> tuple[StepDone | None, int]:
+    """The epoch's steps until its last one (whose checkpoint is the epoch end's) or a stop; returns the
+    last step and how many steps ran."""
+    batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+    done, steps_run = None, 0
+    for step_in_epoch in itertools.count(start_step):
+        waited_from = time.perf_counter()
+        columns = next(batches, None)
+        if columns is None:
+            break
+        done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
+        steps_run += 1
+        if done.epoch_end:
+            break
+        if done.interval_due or done.stopping:
+            _save_checkpoint(run, done)
+        run.status = _stop_status(run, done)
+        if run.status != "finished":
+            break
+    return done, steps_run
+
+
+def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: float) -> StepDone:
+    """One compiled step on ``columns``: divergence check, position, interval meter and log line."""
+    session, args = run.session, run.session.args
+    step_from = time.perf_counter()
+    iteration = run.position.steps_completed
+    if run.batch_hook is not None:
+        columns = run.batch_hook(iteration, list(columns))
+    inputs = [ms.Tensor(column) for column in step_inputs(columns)]
+    lr_value = session.lr[min(iteration, run.total_steps - 1)]
+    no_stop, stop = run.stop_flags
+    outputs = session.parts.train_step(*inputs, ms.Tensor(lr_value), stop if run.signals.received else no_stop)
+    parts, finite, scale, votes = (o.asnumpy() for o in outputs)
+    step_done = time.perf_counter()
+    run.steps_run += 1
+    if run.first_step_done_at is None:
+        run.first_step_done_at = time.perf_counter()
+    _check_update(run, parts, bool(finite), scale, epoch, iteration)
+    run.last_parts = parts
+    run.meter.update(parts, step_from - waited_from, step_done - step_from)
+    next_epoch, next_step = position_after(epoch, step_in_epoch, session.steps_per_epoch)
+    position = run.position
+    epoch_losses = (np.add(position.epoch_loss_sums, parts[1:4]), position.epoch_loss_steps + 1)
+    run.position = position.after_step(next_epoch, next_step, iteration + 1, parts[1:4])
+    _log_step(run, epoch, iteration, lr_value)
+    return StepDone(
+        epoch, step_in_epoch, iteration, lr_value, epoch_losses, epoch_end=next_epoch != epoch,
+        interval_due=args.ckpt_interval is not None and (iteration + 1) % args.ckpt_interval == 0,
+        # one process stops as soon as it sees the signal; ranks stop on the all-reduced votes
+        stopping=float(votes) > 0 or (session.group_size == 1 and run.signals.received is not None))
+
+
+def _check_update(run: Run, parts, finite: bool, scale, epoch: int, iteration: int) -> None:
+    """TrainingDiverged on a non-finite loss (or gradient, with a static loss scale); a skipped update of
+    the dynamic loss scale is only logged."""
+    if finite:
+        return
+    args = run.session.args
+    finite_loss = bool(np.isfinite(parts).all())
+    if not finite_loss or args.loss_scale_type == "static":
+        if run.profiler is not None:
+            run.profiler.stop()
+        raise TrainingDiverged(_diverged_message(parts, finite_loss, epoch, iteration, run.session.writer, args))
+    logger.warning("epoch[%d], iter[%d]: gradient overflow at loss scale %g, update skipped; "
+                   "the dynamic loss scale is now %g", epoch, iteration, float(scale),
+                   float(run.session.parts.loss_scale.scale.asnumpy()))
+
+
+def _log_step(run: Run, epoch: int, iteration: int, lr_value) -> None:
+    """The reference's log line every --log_interval steps (rank 0), with the means since the last one."""
+    if iteration % run.session.args.log_interval != 0:
+        return
+    now = time.perf_counter()
+    fps = run.global_batch * (iteration - run.last_log_iter) / max(now - run.last_log_time, 1e-9)
+    if run.session.rank == 0:
+        run.log(log_line(epoch, iteration, run.meter.mean(), fps, lr_value, run.meter.mean_ms()))
+    run.meter.reset()
+    run.last_log_time, run.last_log_iter = now, iteration
+
+
+def _save_checkpoint(run: Run, done: StepDone) -> None:
+    """The rotating ``{rank}-{epoch}_{step}.ckpt`` after step ``done``, once the weights are known finite."""
+    session = run.session
+    if not run.checks_gradients and not step_lib.weights_finite(session.parts.network):
+        raise TrainingDiverged(_non_finite_weights_message(done.epoch, done.iteration, session.writer))
+    saved = session.writer.save(session.parts.train_step, run.position, done.epoch + 1, done.step_in_epoch + 1)
+    if saved is not None:
+        run.log(f"saved checkpoint {saved}")
+
+
+def _end_epoch(run: Run, done: StepDone, epoch_seconds: float, epoch_steps_run: int) -> None:
+    """After an epoch's last step: validation when due, the results row, the checkpoint, last.ckpt,
+    best.ckpt when the fitness improved, and --patience (status "stopped_early")."""
+    session, epoch_number = run.session, done.epoch + 1
+    outcome = _validate(run, epoch_number)
+    if session.rank == 0:
+        record_epoch(session.run_dir, epoch_number, done.epoch_losses, done.lr, epoch_seconds,
+                     run.global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
+    _save_checkpoint(run, done)
+    train_step, writer = session.parts.train_step, session.writer
+    writer.save_named(train_step, run.position, LAST_CHECKPOINT)
+    if outcome is None:
+        return
+    if outcome.improved:
+        best = writer.save_named(train_step, run.position, BEST_CHECKPOINT)
+        if best is not None:
+            run.log(f"saved {best} (fitness {outcome.fitness:.4f}, the best so far)")
+    patience = session.validator.settings.patience
+    if outcome.state.patience_exhausted(patience):
+        run.status = "stopped_early"
+        run.log(f"stopping early: the fitness has not improved for {outcome.state.evaluations_since_best} "
+                f"validations (--patience {patience}); the best, {outcome.state.best_fitness:.4f} at epoch "
+                f"{outcome.state.best_epoch}, is in {writer.folder / BEST_CHECKPOINT}")
+
+
+def _validate(run: Run, epoch_number: int) -> ValidationOutcome | None:
+    """Validate the EMA weights if epoch ``epoch_number`` (1-based) ends with a validation; the time it
+    takes is kept out of the logged images/s."""
+    session = run.session
+    if session.validator is None or not session.validator.settings.due(epoch_number, session.args.max_epoch):
+        return None
+    outcome = session.validator.validate(run.position.validation, epoch_number)
+    run.validation_seconds += outcome.seconds
+    run.last_log_time += outcome.seconds
+    run.position = dataclasses.replace(run.position, validation=outcome.state)
+    if session.rank == 0:
+        run.log("validation of the EMA weights:\n" + outcome.scores.text)
+        run.log(summary_line(outcome, epoch_number, session.args.max_epoch))
+    return outcome
+
+
+def _stop_status(run: Run, done: StepDone) -> str:
+    """After a step (and its epoch end): "profiled" once --profiler_steps ran, "interrupted" on a stop
+    request, else "finished" (go on)."""
+    if run.profiler is not None and run.steps_run >= run.session.args.profiler_steps:
+        run.profiler.stop()
+        run.profiler = None
+        run.log(f"MindSpore profile of {run.steps_run} steps written to {run.profile_dir}; stopping as the "
+                f"reference does with --need_profiler 1")
+        return "profiled"
+    if done.stopping:
+        return "interrupted"
+    return "finished"
+
+
+def _summary(run: Run) -> TrainSummary:
+    session, position = run.session, run.position
     ended = time.perf_counter()
-    timed_steps = max(steps_run - 1, 0)
-    steady = (ended - first_step_done_at - validation_seconds) if first_step_done_at is not None else 0.0
-    summary = TrainSummary(
-        status=status, steps=steps_run, steps_completed=position.steps_completed, epoch=position.epoch,
-        step=position.step, seconds=ended - started,
-        images_per_second=global_batch * timed_steps / steady if steady > 0 and timed_steps else 0.0,
-        last_loss=float(last_parts[0]) if last_parts is not None else None,
+    timed_steps = max(run.steps_run - 1, 0)
+    steady = (ended - run.first_step_done_at - run.validation_seconds) if run.first_step_done_at is not None else 0.0
+    return TrainSummary(
+        status=run.status, steps=run.steps_run, steps_completed=position.steps_completed, epoch=position.epoch,
+        step=position.step, seconds=ended - run.started,
+        images_per_second=run.global_batch * timed_steps / steady if steady > 0 and timed_steps else 0.0,
+        last_loss=float(run.last_parts[0]) if run.last_parts is not None else None,
         last_checkpoint=str(session.writer.last_path) if session.writer.last_path else None,
-        signal=signals.received, profile_dir=str(profile_dir) if profile_dir else None,
+        signal=run.signals.received, profile_dir=str(run.profile_dir) if run.profile_dir else None,
         validation=position.validation if session.validator is not None else None)
-    if rank == 0:
-        log(summary_text(summary))
-    return summary
 
 
 def record_epoch(run_dir: Path, epoch_number: int, epoch_losses, lr, epoch_seconds: float,

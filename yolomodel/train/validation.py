@@ -12,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import mindspore as ms
 import numpy as np
+
+from yolodata.manifest import load_manifest
+from yolomodel import evaluation
+from yolomodel.coco_eval import load_ground_truth
+from yolomodel.network import InferenceNet
 
 from .results import ValidationState, fitness
 
@@ -70,10 +76,6 @@ class Validator:
         self._ground_truth = None
 
     def _network_with_ema_weights(self):
-        import mindspore as ms
-
-        from yolomodel.network import InferenceNet
-
         if self._inference_net is None:
             self._inference_net = InferenceNet(self.build_network())
         prefix = self.ema.ema_params[0].name.split(".", 1)[0] + "."
@@ -84,15 +86,10 @@ class Validator:
 
     def validate(self, state: ValidationState, epoch_number: int) -> ValidationOutcome:
         """Evaluate the EMA weights now, as epoch ``epoch_number`` (1-based) ends."""
-        from yolomodel.coco_eval import load_ground_truth
-        from yolomodel.evaluation import evaluate
-
         started = time.perf_counter()
         if self._ground_truth is None:
-            from yolodata.manifest import load_manifest
-
             self._ground_truth = load_ground_truth(load_manifest(self.settings.mindrecord).annotations_path)
-        report = evaluate(self._network_with_ema_weights(), self.settings.mindrecord,
+        report = evaluation.evaluate(self._network_with_ema_weights(), self.settings.mindrecord,
                           testing_shape=self.settings.testing_shape, per_batch_size=self.settings.per_batch_size,
                           nms=self.settings.nms, geometry=self.settings.geometry, rank=self.rank,
                           group_size=self.group_size, ground_truth=self._ground_truth,
