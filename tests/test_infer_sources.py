@@ -23,7 +23,8 @@ import pytest
 from detection_stand_ins import RED_BGR, rectangle_image, red_extent_predictor
 from yolomodel.checkpoint.format import save_checkpoint_atomic
 from yolomodel.network import create_yolov5
-from yolomodel.infer import DETECTIONS_NAME, Detector, OutputOptions, Progress, keep_classes, run_inference
+from yolomodel.infer import (DETECTIONS_NAME, Detector, InterruptsHeld, OutputOptions, Progress, keep_classes,
+                             run_inference)
 from yolomodel.outputs import crop_boxes, draw_detections, label_name, yolo_label_text
 from yolomodel.sources import SourceError, VideoSource, find_sources
 
@@ -316,6 +317,17 @@ def test_pictures_get_labels_even_without_detections_and_the_json_can_be_left_ou
         "labels/red.txt", "labels/sub/gray.txt"]
     assert (tmp_path / "out" / "labels" / "sub" / "gray.txt").read_text() == ""
     assert read_label(tmp_path / "out" / "labels" / "red.txt")[0][0] == 1
+
+
+def test_an_interrupt_while_a_frame_is_written_waits_for_the_frame():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with InterruptsHeld():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run by now; nothing was raised inside the block
+            done.append("frame written and recorded")
+    assert done == ["frame written and recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 # --- the command line --------------------------------------------------------------------------

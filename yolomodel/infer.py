@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -226,6 +228,38 @@ class StageTimes:
         return {stage: seconds / total for stage, seconds in self.seconds.items()}
 
 
+class InterruptsHeld:
+    """Inside the block a Ctrl-C (SIGINT) or SIGTERM is held and raised as KeyboardInterrupt when it ends.
+
+    Used around writing one frame's outputs and recording it, so an interrupted run never keeps a
+    video frame without its entry in the json or the other way round. Outside the main thread (where
+    Python cannot install handlers) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.pending = None
+        self.saved = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {number: signal.getsignal(number) for number in self.SIGNALS}
+            for number in self.SIGNALS:
+                signal.signal(number, self.hold)
+        return self
+
+    def hold(self, number, frame) -> None:
+        self.pending = number
+
+    def __exit__(self, kind, value, traceback):
+        if self.saved is not None:
+            for number, handler in self.saved.items():
+                # None: a handler installed outside Python (MindSpore's); Python's own takes its place
+                signal.signal(number, handler if handler is not None else signal.default_int_handler)
+        if self.pending is not None and kind is None:
+            raise KeyboardInterrupt
+        return False
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:
     """What to write besides ``detections.json``, and how detections are drawn."""
@@ -330,13 +364,13 @@ def process_picture(source: ImageSource, name: str, detector, writer: FrameWrite
         progress.update()
         return
     detections = detect_frame(detector, image, writer.options, times)
-    with times.measure("drawing"):
+    with times.measure("drawing"), InterruptsHeld():
         writer.picture(name, image, detections)
-    report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
-    report.num_frames += 1
-    report.images.append({"file": str(source.path), "output": name if writer.options.save_drawn else None,
-                          "width": int(image.shape[1]), "height": int(image.shape[0]),
-                          "detections": writer.records(detections)})
+        report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
+        report.num_frames += 1
+        report.images.append({"file": str(source.path), "output": name if writer.options.save_drawn else None,
+                              "width": int(image.shape[1]), "height": int(image.shape[0]),
+                              "detections": writer.records(detections)})
     progress.update()
 
 
@@ -374,14 +408,14 @@ def process_video(source: VideoSource, name: str, detector, writer: FrameWriter,
                 break
             index, image = item
             detections = detect_frame(detector, image, writer.options, times)
-            with times.measure("drawing"):
+            with times.measure("drawing"), InterruptsHeld():  # the frame's outputs and its record go together
                 if video is not None:
                     video.write(writer.drawn(image, detections))
                 writer.extras(name, image, detections, frame=index)
-            report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
-            report.num_frames += 1
-            entry["frames_processed"] += 1
-            entry["frames"].append({"frame": index, "detections": writer.records(detections)})
+                report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
+                report.num_frames += 1
+                entry["frames_processed"] += 1
+                entry["frames"].append({"frame": index, "detections": writer.records(detections)})
             progress.update()
     except KeyboardInterrupt:
         entry["interrupted"] = True
