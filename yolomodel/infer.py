@@ -333,7 +333,8 @@ class FrameWriter:
                 write_file_atomic(self.output_dir / name, encode_jpeg(self.drawn(image, detections)))
             self.extras(name, image, detections)
         except OSError as error:
-            raise InferenceError(f"cannot write into {self.output_dir} for {name}: {error.strerror or error}") from error
+            raise InferenceError(f"cannot write into {self.output_dir} for {name}: "
+                                 f"{error.strerror or error}") from error
 
     def records(self, detections: np.ndarray) -> list[dict]:
         return detection_records(detections, self.class_names, self.category_ids)

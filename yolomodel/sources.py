@@ -193,9 +193,10 @@ class VideoReader:
     """An opened video, camera or stream: its frame rate and size, and its frames one by one.
 
     ``frames(stride)`` yields (frame index, BGR image) for every ``stride``-th frame; the frames between
-    are grabbed (FFmpeg decodes them, the stream must be followed) but neither converted nor processed. A frame the decoder rejects is skipped and counted in
-    ``num_corrupt`` when later frames still decode; a run of ``MAX_FAILURES_IN_A_ROW`` failures ends the
-    video (for a file, its end). ``close()`` releases the capture.
+    are grabbed (FFmpeg decodes them, the stream must be followed) but neither converted nor processed.
+    A frame the decoder rejects is skipped and counted in ``num_corrupt`` when later frames still decode;
+    a run of ``MAX_FAILURES_IN_A_ROW`` failures ends the video (for a file, its end). ``close()``
+    releases the capture.
     """
 
     def __init__(self, source: VideoSource, capture: cv2.VideoCapture):
@@ -271,7 +272,8 @@ def file_source(path: Path, relative: PurePosixPath):
 
 
 def sources_in_folder(folder: Path) -> tuple[list, list[Failure]]:
-    """The image and video files under ``folder`` (recursive, sorted, hidden names skipped) and unreadable subfolders."""
+    """The image and video files under ``folder`` (recursive, sorted, hidden names skipped), and the
+    subfolders that could not be listed."""
     found, failures = [], []
 
     def report(error: OSError) -> None:
