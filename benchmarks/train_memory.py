@@ -43,10 +43,6 @@ handler = logging.StreamHandler(sys.stdout)
 handler.setFormatter(logging.Formatter("MEMORY %(message)s"))
 memory_logger = logging.getLogger("yolomodel.train.memory")
 memory_logger.addHandler(handler); memory_logger.setLevel(logging.DEBUG); memory_logger.propagate = False
-import os
-if os.environ.get("PROBE_MEMORY_LEVEL"):
-    import mindspore as ms
-    ms.set_context(memory_optimize_level=os.environ["PROBE_MEMORY_LEVEL"])
 from yolomodel.cli import train
 sys.exit(train.main(sys.argv[1:]))
 """
