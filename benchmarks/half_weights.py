@@ -10,7 +10,8 @@ yolo-eval / yolo-infer / yolo-export do (``load_inference_net``) and runs all 12
 both (letterboxed to ``--testing_shape``). YOLOv5's ``.pt`` files store float16 values, so their
 import survives the rounding exactly; ``--checkpoint`` takes the EMA weights of a training checkpoint
 instead (e.g. ``last.ckpt`` of ``benchmarks/train_memory.py --keep DIR``, yolov5n fine-tuned from those
-weights on coco128), whose float32 values are not on the float16 grid: the meaningful comparison. It prints the largest difference of the raw decoded outputs
+weights on coco128), whose float32 values are not on the float16 grid: the meaningful comparison.
+It prints the largest difference of the raw decoded outputs
 (boxes in pixels, objectness and class scores), the detections yolo-infer would draw (score >= 0.25,
 NMS 0.45) that are not matched one to one (same class, IoU >= 0.99), the largest score and box-corner
 differences among matched ones, and COCO mAP@0.5:0.95 / mAP@0.5 of both on coco128 (yolo-eval's settings).

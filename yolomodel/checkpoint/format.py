@@ -21,9 +21,10 @@ entries are metadata whatever their name.
 A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer and, at the end of training,
 as ``best_weights.ckpt`` / ``last_weights.ckpt`` by ``save_weights_file``) holds the network parameters
 and the model description only. Training's weights files store the EMA weights in half precision
-(``WEIGHTS_DTYPE_KEY`` = ``"float16"``), a quarter of a training checkpoint; readers
+(``WEIGHTS_DTYPE_KEY`` = ``"float16"``), a sixth of a training checkpoint; readers
 (``checkpoint.loading.read_weights``) give them back as float32, which reproduces the float32
-detections within the tolerance ``benchmarks/half_weights.py`` measures (README, training). A training checkpoint (``CHECKPOINT_FORMAT``) also holds what training
+detections within the tolerance ``benchmarks/half_weights.py`` measures (README, training).
+A training checkpoint (``CHECKPOINT_FORMAT``) also holds what training
 needs to resume exactly (``yolomodel.train.checkpoint`` describes those entries).
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place

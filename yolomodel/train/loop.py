@@ -583,7 +583,7 @@ def summary_text(summary: TrainSummary) -> str:
     return (f"training {summary.status}: {summary.steps} steps in {summary.seconds:.1f} s "
             f"({summary.images_per_second:.2f} images/s after the first step), now at epoch {summary.epoch} "
             f"step {summary.step} ({summary.steps_completed} steps in all), last loss {loss}, last checkpoint "
-            f"{summary.last_checkpoint or 'none'} (it resumes with --resume; {LAST_WEIGHTS} and {BEST_WEIGHTS}, written "
-            f"when training ends, are the weights to evaluate and export)"
+            f"{summary.last_checkpoint or 'none'} (it resumes with --resume; {LAST_WEIGHTS} and {BEST_WEIGHTS}, "
+            f"written when training ends, are the weights to evaluate and export)"
             + (f"; best fitness {summary.validation.best_fitness:.4f} at epoch {summary.validation.best_epoch} "
                f"({BEST_CHECKPOINT})" if summary.validation is not None and summary.validation.best_epoch > 0 else ""))
