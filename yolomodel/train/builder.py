@@ -67,11 +67,11 @@ def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentu
         optimizer = step_lib.build_optimizer(network, momentum=momentum, weight_decay=weight_decay)
         train_step = step_lib.TrainStep(network, loss_fn, optimizer, scale, ema, group_size=group_size)
     else:
-        optimizer, lr_groups = yolov5_step.build_yolov5_optimizer(network, momentum=momentum,
-                                                                  weight_decay=yolov5_schedule.weight_decay)
+        optimizer, param_groups = yolov5_step.build_yolov5_optimizer(network, momentum=momentum,
+                                                                     weight_decay=yolov5_schedule.weight_decay)
         train_step = yolov5_step.Yolov5TrainStep(
-            network, loss_fn, optimizer, lr_groups, scale, ema, group_size=group_size,
-            accumulating=not bool(yolov5_schedule.optimizer_step.all()))
+            network, loss_fn, optimizer, param_groups, scale, ema, group_size=group_size,
+            accumulating=not bool(yolov5_schedule.optimizer_step.all()), weight_decay=yolov5_schedule.weight_decay)
     train_step.set_train(True)
     return TrainParts(network, loss_fn, optimizer, scale, ema, train_step)
 

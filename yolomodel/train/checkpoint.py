@@ -34,7 +34,6 @@ from .results import VALIDATION_METADATA_KEYS, ValidationState
 
 # optimizer hyper-parameters that come from the configuration, not from the checkpoint
 NOT_SAVED = ("learning_rate", "momentum")
-GROUP_LR_PREFIX = "learning_rate_group_"    # MindSpore's per-group lr Parameters (YOLOv5's groups, --hyp)
 TRAIN_METADATA_KEYS = ("epoch", "step", "steps_completed", "seed", "dataset_id", "training_shape",
                        "global_batch_size", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
                        ) + tuple(VALIDATION_METADATA_KEYS)
@@ -100,7 +99,7 @@ def saved_parameters(cell: nn.Cell) -> list[Parameter]:
     """The parameters of a training cell that a checkpoint holds (everything but lr and momentum)."""
     seen, params = set(), []
     for param in cell.get_parameters():
-        if param.name in NOT_SAVED or param.name.startswith(GROUP_LR_PREFIX) or param.name in seen:
+        if param.name in NOT_SAVED or param.name in seen:
             continue
         seen.add(param.name)
         params.append(param)

@@ -3,8 +3,11 @@ momentum, gradient accumulation to the nominal batch, gradient clipping, and YOL
 
 * Groups (``yolov5_parameter_groups``), in YOLOv5's order: biases (every ``bias`` and BatchNorm
   ``beta``: PyTorch calls both "bias"), weights with the (nominal-batch scaled) decay, BatchNorm weights
-  (``gamma``). Each group's learning rate is a Parameter the step overwrites from its ``lr`` input (3,),
-  and the momentum from its ``momentum`` input, before the update (``yolov5_schedule`` gives both).
+  (``gamma``). The step's ``lr`` input (3,) gives each group's learning rate and its ``momentum`` input the
+  momentum of that iteration (``yolov5_schedule`` gives both); the update is PyTorch's SGD with Nesterov
+  momentum, written out (``_nesterov_update``): MindSpore 2.8.0's ApplyMomentum on CPU ignores
+  ``use_nesterov`` (measured: two steps of lr 0.1, momentum 0.8, gradient 1 move a weight by 0.1 and
+  0.18 with and without it, where Nesterov gives 0.18 and 0.244).
 * Accumulation: gradients of each batch are added to ``accumulated_grad.<name>`` Parameters; when the
   ``optimizer_step`` input is true, the sum (this batch's included) is clipped to a global norm of 10
   (YOLOv5's ``clip_grad_norm_(max_norm=10)``: scaled by 10 / (norm + 1e-6) when that is below 1), the
@@ -21,7 +24,7 @@ are then dropped, as PyTorch's GradScaler skips that step and YOLOv5 zeroes the 
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
 from . import step as step_lib
 
@@ -47,26 +50,25 @@ def yolov5_parameter_groups(params, weight_decay: float) -> list[list]:
 
 
 def build_yolov5_optimizer(network: nn.Cell, *, momentum: float, weight_decay: float):
-    """``nn.Momentum`` (Nesterov) with one learning-rate Parameter per YOLOv5 group; returns it and the
-    group index of each of the three lr inputs (None for a group without trainable parameters)."""
+    """``nn.Momentum`` over YOLOv5's groups (it holds the ``moments.*`` and the parameter order; the update
+    itself is ``nesterov_update``) and the YOLOv5 group index (0 biases, 1 weights, 2 BatchNorm weights)
+    of each of its parameters, in its order."""
     groups = yolov5_parameter_groups(network.trainable_params(), weight_decay)
     decays = (0.0, float(weight_decay), 0.0)
-    present = [index for index, params in enumerate(groups) if params]
-    optimizer = nn.Momentum([{"params": groups[i], "lr": 0.0, "weight_decay": decays[i]} for i in present],
+    optimizer = nn.Momentum([{"params": params, "weight_decay": decays[i]} for i, params in enumerate(groups) if params],
                             learning_rate=0.0, momentum=float(momentum), use_nesterov=True)
-    return optimizer, present
+    group_of = {id(param): index for index, params in enumerate(groups) for param in params}
+    return optimizer, tuple(group_of[id(param)] for param in optimizer.parameters)
 
 
-def _group_lr_parameters(optimizer: nn.Optimizer, num_groups: int) -> list[Parameter]:
-    """The distinct per-group lr Parameters, in group order (the optimizer holds one reference per parameter)."""
-    seen, distinct = set(), []
-    for param in optimizer.learning_rate:
-        if id(param) not in seen:
-            seen.add(id(param))
-            distinct.append(param)
-    if len(distinct) != num_groups:
-        raise RuntimeError(f"expected {num_groups} learning-rate groups in the optimizer, found {len(distinct)}")
-    return distinct
+def _nesterov_update(momentum, lr, decay, grad, param, moment):
+    """PyTorch's SGD(nesterov=True) on one parameter: d = grad + decay * param; buf = momentum * buf + d;
+    param -= lr * (d + momentum * buf). (MindSpore 2.8.0's ApplyMomentum on CPU ignores use_nesterov:
+    measured, it applies lr * buf, plain momentum.)"""
+    step = grad + decay * param
+    new_moment = moment * momentum + step
+    updated = ops.assign(moment, new_moment)
+    return ops.depend(ops.assign(param, param - lr * (step + momentum * new_moment)), updated)
 
 
 def _add_finite(finite, total, grad):
@@ -90,16 +92,18 @@ def _clip_factor(grads):
 class Yolov5ApplyGradients(nn.Cell):
     """Unscale and check, accumulate, and on optimizer-step batches clip, set lr/momentum, step and EMA."""
 
-    def __init__(self, optimizer: nn.Optimizer, lr_groups, loss_scale: step_lib.LossScale, ema: nn.Cell | None,
-                 accumulating: bool):
+    def __init__(self, optimizer: nn.Optimizer, param_groups, loss_scale: step_lib.LossScale, ema: nn.Cell | None,
+                 accumulating: bool, weight_decay: float):
         super().__init__(auto_prefix=False)
         self.optimizer = optimizer
         self.loss_scale = loss_scale
         self.ema = ema
         self.has_ema = ema is not None
         self.check_gradients = not loss_scale.unit
-        self.lr_groups = tuple(lr_groups)
-        self.lr_parameters = ParameterTuple(_group_lr_parameters(optimizer, len(self.lr_groups)))
+        self.param_groups = tuple(int(group) for group in param_groups)     # YOLOv5 group of each parameter
+        self.decays = tuple(float(weight_decay) if group == 1 else 0.0 for group in self.param_groups)
+        self.params = optimizer.parameters
+        self.moments = optimizer.moments
         self.accumulating = bool(accumulating)
         if self.accumulating:
             self.accumulated = optimizer.parameters.clone(prefix=ACCUMULATED_PREFIX, init="zeros")
@@ -120,10 +124,9 @@ class Yolov5ApplyGradients(nn.Cell):
             total = grads
         if ops.logical_and(optimizer_step, finite):
             clipped = _hyper_map(ops.partial(step_lib._scale, _clip_factor(total)), total)  # noqa: SLF001
-            for position, group in enumerate(self.lr_groups):
-                ops.assign(self.lr_parameters[position], lr[group])
-            ops.assign(self.optimizer.momentum, momentum)
-            stepped = self.optimizer(clipped)
+            lrs = tuple(lr[group] for group in self.param_groups)
+            stepped = _hyper_map(ops.partial(_nesterov_update, momentum), lrs, self.decays, clipped, self.params,
+                                 self.moments)
             if self.has_ema:
                 stepped = ops.depend(stepped, self.ema())
             finite = ops.depend(finite, stepped)
@@ -139,11 +142,12 @@ class Yolov5TrainStep(step_lib.TrainStep):
     """``TrainStep`` with YOLOv5's optimizer step: inputs ``(images, ti8, tv8, ti16, tv16, ti32, tv32, lr (3,),
     momentum, optimizer_step, stop_vote)``, outputs as ``TrainStep``'s."""
 
-    def __init__(self, network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, lr_groups,
+    def __init__(self, network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, param_groups,
                  loss_scale: step_lib.LossScale, ema: nn.Cell | None = None, *, group_size: int = 1,
-                 accumulating: bool = True):
+                 accumulating: bool = True, weight_decay: float = 0.0):
         super().__init__(network, loss_fn, optimizer, loss_scale, ema, group_size=group_size)
-        self.apply_gradients = Yolov5ApplyGradients(optimizer, lr_groups, loss_scale, ema, accumulating)
+        self.apply_gradients = Yolov5ApplyGradients(optimizer, param_groups, loss_scale, ema, accumulating,
+                                                    weight_decay)
         if self.distributed:   # YOLOv5: loss *= WORLD_SIZE, then DDP's mean = the sum over ranks
             self.grad_reducer = nn.DistributedGradReducer(self.forward_backward.weights, mean=False,
                                                           degree=int(group_size))
