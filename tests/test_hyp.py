@@ -246,3 +246,140 @@ def test_the_step_accumulates_then_applies_yolov5s_update(graph_mode):
                                    err_msg=param.name)
     assert all(not a.asnumpy().any() for a in train_step.apply_gradients.accumulated)
     assert int(train_step.ema.updates.asnumpy()) == 1 and clip < 1.0
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def test_bce_pos_weight_and_focal_loss_follow_yolov5s_criteria():
+    from mindspore import Tensor
+
+    from yolomodel.loss import bce_with_logits, weighted_bce_with_logits
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, 500)
+    targets = np.concatenate([rng.random(250), rng.integers(0, 2, 250)]).astype(np.float64)
+    for pos_weight, gamma in ((1.0, 0.0), (2.5, 0.0), (1.0, 1.5), (0.631, 2.0)):
+        # PyTorch's BCEWithLogitsLoss(pos_weight): -(pw * t * log(sigmoid(x)) + (1 - t) * log(1 - sigmoid(x)))
+        expected = pos_weight * targets * _softplus(-logits) + (1 - targets) * _softplus(logits)
+        if gamma:
+            p = 1 / (1 + np.exp(-logits))
+            p_t = targets * p + (1 - targets) * (1 - p)
+            expected = expected * (targets * 0.25 + (1 - targets) * 0.75) * (1 - p_t) ** gamma
+        result = weighted_bce_with_logits(Tensor(logits.astype(np.float32)), Tensor(targets.astype(np.float32)),
+                                          pos_weight, gamma).asnumpy()
+        np.testing.assert_allclose(result, expected, rtol=reordered_sum_rtol(1), atol=1e-6)
+    default = bce_with_logits(Tensor(logits.astype(np.float32)), Tensor(targets.astype(np.float32))).asnumpy()
+    np.testing.assert_array_equal(weighted_bce_with_logits(Tensor(logits.astype(np.float32)),
+                                                           Tensor(targets.astype(np.float32))).asnumpy(), default)
+
+
+def test_yolo_loss_takes_the_hyp_gains_and_focal_objectness():
+    """A batch without targets: the loss is the objectness of every row against 0, so with focal loss it is
+    sum over strides of balance * mean(bce(x, 0) * 0.75 * sigmoid(x) ** gamma) times the scaled obj gain."""
+    from mindspore import Tensor
+
+    from yolomodel.loss import YoloLoss
+
+    rng = np.random.default_rng(2)
+    num_classes, batch, shape = 3, 2, 64
+    outputs = [rng.normal(-2, 2, (batch, 3 * (shape // s) ** 2, 5 + num_classes)).astype(np.float32)
+               for s in (8, 16, 32)]
+    targets = []
+    for _ in range(3):
+        targets += [Tensor(np.zeros((batch, 4), np.int32)), Tensor(np.zeros((batch, 4, 6), np.float32))]
+    gamma, obj = 1.5, 0.7
+    loss = YoloLoss(num_classes, training_shape=shape, obj_gain=obj, focal_gamma=gamma, obj_pos_weight=3.0,
+                    cls_pos_weight=2.0)
+    _, box, obj_part, cls = (float(v.asnumpy()) for v in loss(tuple(Tensor(o) for o in outputs), *targets))
+    expected = 0.0
+    for balance, output in zip((4.0, 1.0, 0.4), outputs):
+        x = output[..., 4].astype(np.float64)
+        expected += balance * (_softplus(x) * 0.75 * (1 / (1 + np.exp(-x))) ** gamma).mean()
+    expected *= obj * (shape / 640) ** 2
+    assert box == 0.0 and cls == 0.0
+    assert obj_part == pytest.approx(expected, rel=reordered_sum_rtol(batch * 3 * 64))
+    with pytest.raises(ValueError, match="focal_gamma"):
+        YoloLoss(num_classes, focal_gamma=-1.0)
+
+
+# --- a user's YOLOv5 recipe end to end: --hyp with the real COCO-pretrained yolov5n ------------------------
+
+@pytest.fixture(scope="module")
+def recipe_data(tmp_path_factory):
+    from conftest import shared_data_path
+    from yolodata.convert import convert_coco
+    from yolodata.synthetic import make_synthetic_coco
+
+    weights = shared_data_path("yolov5_pt", "yolov5n_v6.1_coco.pt")
+    root = tmp_path_factory.mktemp("recipe")
+    synthetic = make_synthetic_coco(root / "syn", num_images=6, seed=5, image_size=(96, 128), val_fraction=0.0,
+                                    background_fraction=0.0)
+    convert_coco(synthetic.image_dir, synthetic.train_json, root / "train", shard_num=1)
+    return {"root": root, "train": root / "train", "weights": weights}
+
+
+def recipe_flags(recipe_data, run_dir, *extra):
+    # 6 images, batch 2: 3 iterations per epoch; YOLOv5's accumulation ramps from 1 towards 32 in the warmup,
+    # so the optimizer steps after iterations 0, 1 and 3 and epoch 1 ends mid-accumulation (iteration 2)
+    return ["--hyp", str(HYPS / "hyp.scratch-low.yaml"), "--weights", str(recipe_data["weights"]),
+            "--mindrecord", str(recipe_data["train"]), "--training_shape", "64", "--per_batch_size", "2",
+            "--max_epoch", "2", "--log_interval", "1", "--num_parallel_workers", "1", "--ckpt_path", str(run_dir),
+            *extra]
+
+
+def run_train(argv):
+    import logging
+
+    from yolomodel.cli import train as train_cli
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        code = train_cli.main(argv)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return code, [r.getMessage() for r in records]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(recipe_data):
+    run_dir = recipe_data["root"] / "run"
+    code, messages = run_train(recipe_flags(recipe_data, run_dir))
+    return run_dir, code, messages
+
+
+@pytest.mark.slow
+def test_a_yolov5_recipe_runs_unchanged_and_is_recorded(recipe_run):
+    run_dir, code, messages = recipe_run
+    assert code == 0, messages[-5:]
+    assert any(m.startswith("--hyp YOLOv5 hyperparameters in effect: schedule: lr0=0.01, lrf=0.01") for m in messages)
+    assert any("YOLOv5 schedule: 100 warmup iterations, an optimizer step every 32 batch(es)" in m for m in messages)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["hyp"] == hyp_values("hyp.scratch-low.yaml") and saved["lr"] == 0.01 and saved["momentum"] == 0.937
+    params, metadata = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "0-1_3.ckpt")
+    assert json.loads(metadata["hyp"]) == saved["hyp"]
+    # three optimizer steps in six iterations (after 0, 1, 3); the epoch-1 checkpoint holds a partial sum
+    assert int(params["ema_updates"].asnumpy()) == 2
+    assert any(params[n].asnumpy().any() for n in params if n.startswith("accumulated_grad."))
+    final, _ = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "0-2_3.ckpt")
+    assert int(final["ema_updates"].asnumpy()) == 3
+    steps = [m for m in messages if m.startswith("epoch[") and "iter[" in m]
+    assert len(steps) == 6 and "lr:0.0" in steps[0]
+
+
+@pytest.mark.slow
+def test_resume_mid_accumulation_continues_exactly(recipe_data, recipe_run):
+    run_dir, _, _ = recipe_run
+    resumed_dir = recipe_data["root"] / "resumed"
+    code, messages = run_train(recipe_flags(recipe_data, resumed_dir, "--weights", "", "--resume",
+                                            str(run_dir / "ckpt_0" / "0-1_3.ckpt")))
+    assert code == 0, messages[-5:]
+    uninterrupted, meta_a = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "0-2_3.ckpt")
+    resumed, meta_b = ckpt_lib.read_checkpoint(resumed_dir / "ckpt_0" / "0-2_3.ckpt")
+    assert meta_a == meta_b and sorted(uninterrupted) == sorted(resumed)
+    different = [n for n in uninterrupted if not np.array_equal(uninterrupted[n].asnumpy(), resumed[n].asnumpy())]
+    assert not different, different[:5]
