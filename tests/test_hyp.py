@@ -92,6 +92,15 @@ def test_schedule_equals_yolov5_train_loop(name, batch_size, nb, epochs, cos_lr)
     assert lrs[0, 0] == hyp["warmup_bias_lr"] and lrs[0, 1] == 0.0
 
 
+def test_nominal_batch_size_0_steps_every_batch_with_the_decay_as_given():
+    hyp = hyp_values("hyp.scratch-low.yaml")
+    schedule = build_yolov5_schedule(hyp, total_batch_size=8, batches_per_epoch=10, epochs=3, nominal_batch_size=0)
+    accumulated = build_yolov5_schedule(hyp, total_batch_size=8, batches_per_epoch=10, epochs=3)
+    assert schedule.optimizer_step.all() and schedule.weight_decay == hyp["weight_decay"]
+    np.testing.assert_array_equal(schedule.lr, accumulated.lr)     # the learning rates do not depend on it
+    assert not accumulated.optimizer_step.all()
+
+
 def test_parameter_groups_are_yolov5s():
     from yolomodel.network import create_yolov5
 

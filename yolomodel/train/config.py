@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
              "wins over the file (see README)")
     add("--cos_lr", type=_int_flag, default=0, help="with --hyp: 1 = YOLOv5's --cos-lr (cosine one-cycle), "
         "0 = its linear one-cycle")
+    add("--nominal_batch_size", type=int, default=64,
+        help="with --hyp: YOLOv5's nominal batch (nbs): gradients of max(round(N / global batch), 1) batches are "
+             "summed per optimizer step and the weight decay scaled to match; 0 = one step per batch")
     add("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine_annealing")
     add("--lr", type=float, default=0.02, help="learning rate after warmup")
     add("--lr_epochs", default="220,250", help="epochs where the exponential schedule multiplies lr by lr_gamma")
@@ -280,6 +283,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed must not be negative, got {args.seed}")
     if args.profiler_steps < 1:
         raise ValueError(f"--profiler_steps must be at least 1, got {args.profiler_steps}")
+    if args.nominal_batch_size < 0:
+        raise ValueError(f"--nominal_batch_size must be 0 (one optimizer step per batch) or a number of images such "
+                         f"as YOLOv5's 64, got {args.nominal_batch_size}")
     if args.eval_interval < 1:
         raise ValueError(f"--eval_interval must be at least 1, got {args.eval_interval}")
     if args.patience < 0:

@@ -154,7 +154,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if args.hyp:
         schedule = yolov5_schedule.build_yolov5_schedule(
             args.hyp, total_batch_size=global_batch, batches_per_epoch=steps_per_epoch, epochs=args.max_epoch,
-            cos_lr=bool(args.cos_lr))
+            cos_lr=bool(args.cos_lr), nominal_batch_size=args.nominal_batch_size)
         log(schedule.describe())
     parts = _build_parts(args, choice, manifest, training_shape, group_size, log, schedule)
     anchors = np.asarray(parts.network.anchors, np.float32)

@@ -42,11 +42,12 @@ class Yolov5Schedule:
     optimizer_step: np.ndarray     # bool (iterations,): the optimizer steps after this iteration's gradients
     weight_decay: float            # of the weight group, scaled for the nominal batch
     accumulate: int                # batches per optimizer step after warmup
+    nominal_batch_size: int
     warmup_iterations: int
 
     def describe(self) -> str:
         return (f"YOLOv5 schedule: {self.warmup_iterations} warmup iterations, an optimizer step every "
-                f"{self.accumulate} batch(es) after warmup (nominal batch {NOMINAL_BATCH_SIZE}), weight decay "
+                f"{self.accumulate} batch(es) after warmup (nominal batch {self.nominal_batch_size}), weight decay "
                 f"{self.weight_decay:g}, lr {self.lr[0, WEIGHT_GROUP]:g} at the first iteration, "
                 f"{self.lr[-1, WEIGHT_GROUP]:g} at the last")
 
@@ -67,19 +68,24 @@ def _ramp(iteration: int, warmup: int, start: float, end: float) -> float:
     return (end - start) / warmup * iteration + start
 
 
-def nominal_accumulation(total_batch_size: int) -> int:
+def nominal_accumulation(total_batch_size: int, nominal_batch_size: int = NOMINAL_BATCH_SIZE) -> int:
     """Batches per optimizer step after warmup: max(round(64 / B), 1)."""
-    return max(round(NOMINAL_BATCH_SIZE / int(total_batch_size)), 1)
+    return max(round(nominal_batch_size / int(total_batch_size)), 1)
 
 
 def build_yolov5_schedule(hyp: dict, *, total_batch_size: int, batches_per_epoch: int, epochs: int,
-                          cos_lr: bool = False) -> Yolov5Schedule:
-    """The per-iteration table for ``epochs * batches_per_epoch`` iterations (see the module docstring)."""
+                          cos_lr: bool = False, nominal_batch_size: int = NOMINAL_BATCH_SIZE) -> Yolov5Schedule:
+    """The per-iteration table for ``epochs * batches_per_epoch`` iterations (see the module docstring).
+
+    ``nominal_batch_size``: YOLOv5's fixed 64 by default; 0 means the total batch itself (one optimizer
+    step per batch and the weight decay as given: ``--nominal_batch_size 0``).
+    """
     if int(total_batch_size) < 1 or int(batches_per_epoch) < 1 or int(epochs) < 1:
         raise ValueError(f"total_batch_size, batches_per_epoch and epochs must be at least 1, got "
                          f"{total_batch_size}, {batches_per_epoch}, {epochs}")
     batch, per_epoch, epochs = int(total_batch_size), int(batches_per_epoch), int(epochs)
-    accumulate = nominal_accumulation(batch)
+    nominal = int(nominal_batch_size) or batch
+    accumulate = nominal_accumulation(batch, nominal)
     warmup = max(round(hyp["warmup_epochs"] * per_epoch), MIN_WARMUP_ITERATIONS)
     num_iterations = epochs * per_epoch
     lr = np.empty((num_iterations, len(GROUPS)), np.float64)
@@ -89,7 +95,7 @@ def build_yolov5_schedule(hyp: dict, *, total_batch_size: int, batches_per_epoch
     for iteration in range(num_iterations):
         peak = hyp["lr0"] * one_cycle_factor(iteration // per_epoch, epochs, hyp["lrf"], cos_lr)
         if iteration <= warmup:
-            current_accumulate = max(1.0, float(np.round(_ramp(iteration, warmup, 1.0, NOMINAL_BATCH_SIZE / batch))))
+            current_accumulate = max(1.0, float(np.round(_ramp(iteration, warmup, 1.0, nominal / batch))))
             lr[iteration] = _ramp(iteration, warmup, 0.0, peak)
             lr[iteration, BIAS_GROUP] = _ramp(iteration, warmup, hyp["warmup_bias_lr"], peak)
             momentum[iteration] = _ramp(iteration, warmup, hyp["warmup_momentum"], hyp["momentum"])
@@ -100,5 +106,5 @@ def build_yolov5_schedule(hyp: dict, *, total_batch_size: int, batches_per_epoch
             optimizer_step[iteration] = True
             last_step = iteration
     return Yolov5Schedule(lr=lr, momentum=momentum, optimizer_step=optimizer_step,
-                          weight_decay=hyp["weight_decay"] * batch * accumulate / NOMINAL_BATCH_SIZE,
-                          accumulate=accumulate, warmup_iterations=warmup)
+                          weight_decay=hyp["weight_decay"] * batch * accumulate / nominal,
+                          accumulate=accumulate, nominal_batch_size=nominal, warmup_iterations=warmup)
