@@ -88,7 +88,7 @@ def test_schedule_equals_yolov5_train_loop(name, batch_size, nb, epochs, cos_lr)
     np.testing.assert_array_equal(schedule.optimizer_step, stepped)
     assert schedule.weight_decay == pytest.approx(weight_decay, rel=1e-12)
     # what the cases are there for
-    assert not stepped.all() if batch_size < 96 else stepped.all()
+    assert not stepped.all() if batch_size < 43 else stepped.all()   # round(64 / 43) = 1
     assert lrs[0, 0] == hyp["warmup_bias_lr"] and lrs[0, 1] == 0.0
 
 

@@ -13,7 +13,7 @@ momentum, gradient accumulation to the nominal batch, gradient clipping, and YOL
   (YOLOv5's ``clip_grad_norm_(max_norm=10)``: scaled by 10 / (norm + 1e-6) when that is below 1), the
   momentum SGD step and the EMA update run, and the sums go back to zero. The sums are Parameters of the
   step, so every checkpoint holds them and ``--resume`` continues mid-accumulation exactly. With a
-  nominal accumulation of 1 (a total batch of 96 or more) there are no sums.
+  nominal accumulation of 1 (a global batch of 43 or more, or ``--nominal_batch_size 0``) there are no sums.
 * Distributed: YOLOv5 multiplies each rank's loss by the world size before DDP averages the gradients,
   i.e. the gradients are summed over ranks; the reducer here sums (``mean=False``) for the same update.
   The loss parts reported stay the mean over ranks.
