@@ -55,8 +55,8 @@ def build_yolov5_optimizer(network: nn.Cell, *, momentum: float, weight_decay: f
     of each of its parameters, in its order."""
     groups = yolov5_parameter_groups(network.trainable_params(), weight_decay)
     decays = (0.0, float(weight_decay), 0.0)
-    optimizer = nn.Momentum([{"params": params, "weight_decay": decays[i]} for i, params in enumerate(groups) if params],
-                            learning_rate=0.0, momentum=float(momentum), use_nesterov=True)
+    present = [{"params": params, "weight_decay": decays[i]} for i, params in enumerate(groups) if params]
+    optimizer = nn.Momentum(present, learning_rate=0.0, momentum=float(momentum), use_nesterov=True)
     group_of = {id(param): index for index, params in enumerate(groups) for param in params}
     return optimizer, tuple(group_of[id(param)] for param in optimizer.parameters)
 
