@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="YOLOv5's --freeze: N freezes layers 0..N-1 (10 = the backbone), several numbers freeze those "
              "layers (0-24); 0 trains everything")
     add("--resume", default="", help="training checkpoint to continue exactly (weights, EMA, optimizer, position)")
+    add("--noautoanchor", action="store_true",
+        help="skip AutoAnchor (by default it checks the anchors' best possible recall on the training boxes "
+             "and computes new ones below 0.98 when training from scratch or with another class count)")
+    add("--image_weights", action="store_true",
+        help="YOLOv5's --image-weights: each epoch samples images (with replacement) by weights from their "
+             "classes' inverse frequencies, times (1 - class mAP)^2 once validation has measured it")
     # optimisation
     add("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine_annealing")
     add("--lr", type=float, default=0.02, help="learning rate after warmup")

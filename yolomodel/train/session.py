@@ -20,7 +20,7 @@ from yolomodel.checkpoint import loading
 from yolomodel.checkpoint.loading import layout_from_weights, read_weights, version_from_weights
 from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
 
-from . import builder, lr_schedule
+from . import autoanchor, builder, lr_schedule
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
@@ -81,6 +81,7 @@ class Session:
     run_dir: Path
     validator: Validator | None = None     # with validation shards
     anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
+    anchor_reason: str = ""                # which anchors are used and why (``autoanchor.choose_anchors``)
 
 
 @dataclasses.dataclass
@@ -147,6 +148,9 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
 
     resume_state = _read_resume_state(args, manifest, global_batch, log) if args.resume else None
     choice = resolve_model(args, resume_state, log)
+    anchor_choice = autoanchor.choose_anchors(args, choice, manifest, training_shape, log)
+    choice.anchors = anchor_choice.anchors
+    log(anchor_choice.reason)
     parts = _build_parts(args, choice, manifest, training_shape, group_size, log)
     anchors = np.asarray(parts.network.anchors, np.float32)
     if args.resume:
@@ -172,7 +176,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if rank == 0 and args.resume:
         carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator, anchors)
+                   position, writer, run_dir, validator, anchors, anchor_choice.reason)
 
 
 def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt_lib.TrainState:
