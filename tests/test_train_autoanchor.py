@@ -15,6 +15,7 @@ from yolodata.pipeline.targets import YOLOV5_ANCHORS
 from yolomodel.checkpoint import loading
 from yolomodel.train import autoanchor
 from yolomodel.train import checkpoint as ckpt_lib
+from yolomodel.train.labels import TrainingLabels, boxes_per_image_and_class, image_weights_for
 from yolomodel.train.session import ModelChoice
 
 
@@ -69,12 +70,12 @@ def test_from_scratch_thin_boxes_get_new_anchors_and_the_log_says_why(thin_shard
     manifest = load_manifest(thin_shards)
     messages = []
     chosen = autoanchor.choose_anchors(_args(thin_shards), ModelChoice("yolov5n", "v5.0", None, None), manifest,
-                                       320, log=messages.append)
+                                       320, TrainingLabels(thin_shards), log=messages.append)
     assert chosen.anchors is not None and not np.array_equal(chosen.anchors, YOLOV5_ANCHORS)
     assert "AutoAnchor (training from scratch" in chosen.reason and "new anchors" in chosen.reason
     assert any("Best Possible Recall (BPR)" in m and "poor fit" in m for m in messages)
     again = autoanchor.choose_anchors(_args(thin_shards), ModelChoice("yolov5n", "v5.0", None, None), manifest,
-                                      320, log=lambda _: None)
+                                      320, TrainingLabels(thin_shards), log=lambda _: None)
     assert np.array_equal(again.anchors, chosen.anchors)
 
 
@@ -84,14 +85,26 @@ def test_autoanchor_runs_only_where_the_anchors_are_free_to_change(thin_shards):
     manifest = load_manifest(thin_shards)
     trained = np.asarray(YOLOV5_ANCHORS, np.float32) * 1.5
     same_classes = ModelChoice("yolov5n", "v5.0", trained, FakeWeights(1))
-    kept = autoanchor.choose_anchors(_args(thin_shards), same_classes, manifest, 320, log=lambda _: None)
+    labels = TrainingLabels(thin_shards)
+    kept = autoanchor.choose_anchors(_args(thin_shards), same_classes, manifest, 320, labels, log=lambda _: None)
     assert kept.anchors is trained and "--weights" in kept.reason and "AutoAnchor not run" in kept.reason
     other_classes = ModelChoice("yolov5n", "v5.0", None, FakeWeights(80))
-    changed = autoanchor.choose_anchors(_args(thin_shards), other_classes, manifest, 320, log=lambda _: None)
+    changed = autoanchor.choose_anchors(_args(thin_shards), other_classes, manifest, 320, labels, log=lambda _: None)
     assert "--weights has 80 classes, the shards 1" in changed.reason and changed.anchors is not None
     skipped = autoanchor.choose_anchors(_args(thin_shards, noautoanchor=True),
-                                        ModelChoice("yolov5n", "v5.0", None, None), manifest, 320, log=lambda _: None)
+                                        ModelChoice("yolov5n", "v5.0", None, None), manifest, 320, labels,
+                                        log=lambda _: None)
     assert skipped.anchors is None and "--noautoanchor" in skipped.reason
+
+
+def test_image_weights_come_from_the_stored_boxes(thin_shards):
+    rows = TrainingLabels(thin_shards).rows()
+    assert len(rows) == 12 and all(len(labels) == 2 for _, _, labels in rows)
+    np.testing.assert_array_equal(boxes_per_image_and_class(rows, 1), np.full((12, 1), 2))
+    messages = []
+    weights = image_weights_for(TrainingLabels(thin_shards), 1, log=messages.append)
+    np.testing.assert_allclose(weights, np.full(12, 2.0))   # one class: class weight 1, two boxes each
+    assert "class frequencies only" in messages[0]
 
 
 @pytest.mark.slow
@@ -105,13 +118,14 @@ def test_training_stores_the_new_anchors_where_eval_and_resume_read_them(thin_sh
     try:
         code = train_cli.main(["--mindrecord", str(thin_shards), "--yolov5_version", "yolov5n", "--training_shape",
                                "64", "--per_batch_size", "4", "--max_epoch", "1", "--warmup_epochs", "0",
-                               "--num_parallel_workers", "1", "--ckpt_path", str(tmp_path)])
+                               "--num_parallel_workers", "1", "--ckpt_path", str(tmp_path), "--image_weights"])
     finally:
         logging.getLogger().removeHandler(handler)
     assert code == 0
     messages = [r.getMessage() for r in records]
     reason = [m for m in messages if m.startswith("anchors from AutoAnchor")]
     assert reason, messages
+    assert any(m.startswith("--image_weights: each epoch draws 12 images") for m in messages)
     checkpoint = sorted((tmp_path / "ckpt_0").glob("0-*.ckpt"))[-1]
     _, metadata = ckpt_lib.read_checkpoint(checkpoint)
     stored = ckpt_lib.decode_anchors(metadata)

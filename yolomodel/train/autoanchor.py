@@ -21,7 +21,6 @@ from tqdm import tqdm
 from yolodata import anchors as anchors_lib
 from yolodata.manifest import Manifest
 from yolodata.pipeline.targets import YOLOV5_ANCHORS
-from yolodata.visualize.readers import read_label_rows
 from yolomodel.checkpoint.loading import classes_from_weights
 
 logger = logging.getLogger(__name__)
@@ -55,8 +54,9 @@ def autoanchor_reason(args, start, manifest: Manifest) -> str | None:
     return None
 
 
-def choose_anchors(args, choice, manifest: Manifest, training_shape: int, log=logger.info) -> AnchorChoice:
-    """The anchors for ``choice`` (a ``session.ModelChoice``) and why; runs AutoAnchor when due."""
+def choose_anchors(args, choice, manifest: Manifest, training_shape: int, labels, log=logger.info) -> AnchorChoice:
+    """The anchors for ``choice`` (a ``session.ModelChoice``) and why; runs AutoAnchor when due on
+    ``labels`` (a ``train.labels.TrainingLabels``)."""
     current = choice.anchors
     if args.resume:
         source = "--resume (the run continues with the anchors it was trained with)"
@@ -71,9 +71,7 @@ def choose_anchors(args, choice, manifest: Manifest, training_shape: int, log=lo
         return AnchorChoice(current, f"anchors from {source} ({why}; AutoAnchor not run)")
     started = time.perf_counter()
     anchor_t = float(getattr(args, "anchor_t", None) or DEFAULT_ANCHOR_T)
-    rows = ((height, width, labels) for _, height, width, labels in read_label_rows(
-        args.mindrecord, num_workers=args.num_parallel_workers))
-    boxes = anchors_lib.box_sizes(rows, training_shape)
+    boxes = anchors_lib.box_sizes(labels.rows(), training_shape)
     given = YOLOV5_ANCHORS if current is None else current
     result = anchors_lib.check_anchors(
         boxes, given, anchor_t=anchor_t, training_shape=training_shape, seed=int(args.seed), log=log,

@@ -174,7 +174,7 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
         resize_rate=session.resize_rate, num_parallel_workers=args.num_parallel_workers, rank=session.rank,
         group_size=session.group_size, seed=args.seed, start_epoch=epoch, start_step=start_step, num_epochs=1,
         max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id,
-        augment=AugmentConfig.from_mapping(args.augment),
+        augment=AugmentConfig.from_mapping(args.augment), image_weights=session.image_weights,
         **({} if session.anchors is None else {"anchors": session.anchors}))
 
 

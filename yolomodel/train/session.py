@@ -21,6 +21,7 @@ from yolomodel.checkpoint.loading import layout_from_weights, read_weights, vers
 from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
 
 from . import autoanchor, builder, lr_schedule
+from .labels import TrainingLabels, image_weights_for
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
@@ -82,6 +83,7 @@ class Session:
     validator: Validator | None = None     # with validation shards
     anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
     anchor_reason: str = ""                # which anchors are used and why (``autoanchor.choose_anchors``)
+    image_weights: np.ndarray | None = None  # --image_weights: per-image sampling weights (row order)
 
 
 @dataclasses.dataclass
@@ -148,7 +150,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
 
     resume_state = _read_resume_state(args, manifest, global_batch, log) if args.resume else None
     choice = resolve_model(args, resume_state, log)
-    anchor_choice = autoanchor.choose_anchors(args, choice, manifest, training_shape, log)
+    labels = TrainingLabels(args.mindrecord, args.num_parallel_workers)
+    anchor_choice = autoanchor.choose_anchors(args, choice, manifest, training_shape, labels, log)
     choice.anchors = anchor_choice.anchors
     log(anchor_choice.reason)
     parts = _build_parts(args, choice, manifest, training_shape, group_size, log)
@@ -176,7 +179,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if rank == 0 and args.resume:
         carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator, anchors, anchor_choice.reason)
+                   position, writer, run_dir, validator, anchors, anchor_choice.reason,
+                   image_weights_for(labels, manifest.num_classes, log) if args.image_weights else None)
 
 
 def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt_lib.TrainState:
