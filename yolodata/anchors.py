@@ -119,10 +119,11 @@ def augmented_sizes(boxes: BoxSizes, seed: int) -> np.ndarray:
 # --- new anchors --------------------------------------------------------------------------------------
 
 def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the nearest centre, distance to it) of every point."""
-    distances = np.sqrt(((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
-    nearest = distances.argmin(axis=1)
-    return nearest, distances[np.arange(len(points)), nearest]
+    """(index of the nearest centre, distance to it) of every point (squared distances expanded as
+    |p|^2 - 2 p.c + |c|^2: one small matrix product instead of an (N, K, 2) difference)."""
+    squared = (points ** 2).sum(axis=1)[:, None] - 2.0 * points @ centres.T + (centres ** 2).sum(axis=1)[None, :]
+    nearest = squared.argmin(axis=1)
+    return nearest, np.sqrt(np.maximum(squared[np.arange(len(points)), nearest], 0.0))
 
 
 def _lloyd(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, float]:
@@ -136,8 +137,8 @@ def _lloyd(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, float]:
             return centres, mean_distance
         previous = mean_distance
         counts = np.bincount(nearest, minlength=len(centres))
-        sums = np.zeros_like(centres)
-        np.add.at(sums, nearest, points)
+        sums = np.stack([np.bincount(nearest, weights=points[:, axis], minlength=len(centres))
+                         for axis in range(points.shape[1])], axis=1)
         keep = counts > 0
         centres = sums[keep] / counts[keep, None]
 
@@ -156,17 +157,25 @@ def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator,
     return best
 
 
-def _fitness(sizes: np.ndarray, anchors: np.ndarray, threshold: np.float32) -> float:
-    best = ratio_metric(sizes, anchors).max(axis=1)
-    return float((best * (best > threshold)).mean())
+def _fitness(log_sizes: np.ndarray, anchors: np.ndarray, threshold: float) -> float:
+    """YOLOv5's evolution fitness ``mean(best * (best > threshold))`` with the ratio metric in log space:
+    ``min(w/aw, aw/w, h/ah, ah/h) = exp(-max(|log w - log aw|, |log h - log ah|))``, the same number up
+    to float32 rounding, at a fraction of the cost on a million boxes (two (N, K) passes instead of an
+    (N, K, 2) division)."""
+    log_anchors = np.log(np.asarray(anchors, np.float64)).astype(np.float32)
+    distance = np.abs(log_sizes[:, 0, None] - log_anchors[None, :, 0])
+    np.maximum(distance, np.abs(log_sizes[:, 1, None] - log_anchors[None, :, 1]), out=distance)
+    best = np.exp(-distance.min(axis=1))
+    return float((best * (best > threshold)).mean(dtype=np.float64))
 
 
 def evolve(sizes: np.ndarray, anchors: np.ndarray, *, anchor_t: float, rng: np.random.Generator,
            generations: int = DEFAULT_GENERATIONS, progress: Callable | None = None) -> np.ndarray:
     """The anchors after ``generations`` rounds of mutation, each kept only when it raises the fitness."""
     threshold = np.float32(1.0 / float(anchor_t))
+    log_sizes = np.log(np.asarray(sizes, np.float32))
     best = np.asarray(anchors, np.float64)
-    best_fitness = _fitness(sizes, best, threshold)
+    best_fitness = _fitness(log_sizes, best, threshold)
     low, high = MUTATION_CLIP
     rounds = range(int(generations)) if progress is None else progress(range(int(generations)))
     for _ in rounds:
@@ -175,7 +184,7 @@ def evolve(sizes: np.ndarray, anchors: np.ndarray, *, anchor_t: float, rng: np.r
             mutate = rng.random(best.shape) < MUTATION_PROBABILITY
             factors = (mutate * rng.random() * rng.standard_normal(best.shape) * MUTATION_SIGMA + 1).clip(low, high)
         candidate = (best * factors).clip(min=MIN_ANCHOR_PIXELS)
-        fitness = _fitness(sizes, candidate, threshold)
+        fitness = _fitness(log_sizes, candidate, threshold)
         if fitness > best_fitness:
             best, best_fitness = candidate, fitness
     return best
