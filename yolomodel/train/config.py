@@ -182,8 +182,12 @@ def _explicit_arguments(parser: argparse.ArgumentParser, argv) -> set[str]:
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public way to list actions
         if not action.option_strings or action.dest == "help":
             continue
-        shadow.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
-                            default=argparse.SUPPRESS)
+        if action.nargs == 0:  # a bare switch (--noautoanchor, --image_weights)
+            shadow.add_argument(*action.option_strings, dest=action.dest, action="store_const", const=True,
+                                default=argparse.SUPPRESS)
+        else:
+            shadow.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
+                                default=argparse.SUPPRESS)
     known, _ = shadow.parse_known_args(argv)
     return set(vars(known))
 
