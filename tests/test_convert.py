@@ -394,7 +394,7 @@ def synthetic_rows(count: int, seed: int = 0) -> list[dict]:
         num_boxes = int(rng.integers(1, 4))
         rows.append({"image": rng.integers(0, 256, int(rng.integers(10, 3000)), dtype=np.uint8).tobytes(),
                      "image_id": 1000 + index, "file_name": f"f{index}.jpg", "height": 10, "width": 12,
-                     "num_boxes": num_boxes, "boxes": rng.random((num_boxes, 4), dtype=np.float32),
+                     "orig_height": 20, "orig_width": 24, "stored_scale": 0.5, "num_boxes": num_boxes, "boxes": rng.random((num_boxes, 4), dtype=np.float32),
                      "classes": np.arange(num_boxes, dtype=np.int32), "iscrowd": np.zeros(num_boxes, np.int32),
                      "row_index": index})
     return rows

@@ -74,7 +74,9 @@ def test_onnx_and_mindir_compute_what_inference_net_computes_with_the_ema_weight
                            SHAPE, "--batch_size", BATCH, "--file_name", tmp_path / "yolov5n")
         assert code == 0
         assert "EMA weights" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.mindir", "yolov5n.onnx"]  # no temporary left
+    # no temporary left; each file with its sidecar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.mindir", "yolov5n.mindir.json", "yolov5n.onnx",
+                                                          "yolov5n.onnx.json"]
     for written in tmp_path.iterdir():  # readable by others as the umask allows, like every other output
         assert stat.S_IMODE(written.stat().st_mode) == default_file_mode(), written
 
@@ -97,7 +99,7 @@ def test_plain_weights_export_with_flags_into_a_folder_with_a_space(checkpoints,
                        "--batch_size", 1, "--file_name", folder / "n.onnx", "--yolov5_version", "yolov5n",
                        "--num_classes", NUM_CLASSES)
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in folder.iterdir()) == ["n.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == ["n.onnx", "n.onnx.json"]
     session = ort.InferenceSession(str(folder / "n.onnx"), providers=["CPUExecutionProvider"])
     expected = checkpoints["model_net"](ms.Tensor(test_images[:1])).asnumpy()
     assert_same_predictions(session.run(["predictions"], {"images": test_images[:1]})[0], expected)

@@ -15,47 +15,14 @@ from yolodata.augment.letterbox import letterbox_matrix
 from yolodata.augment.letterbox import to_original_pixels
 from yolodata.boxes import transform_boxes
 from yolodata.rng import keyed_rng
-from yolomodel.infer import (DETECTIONS_NAME, Detector, InferenceError, check_class_count, class_names_from,
-                             check_detection_settings, detections_document, find_images, letterbox_input,
-                             output_names, read_image, run_inference, write_detections_json)
+from detection_stand_ins import rectangle_image, red_extent_predictor
+from yolomodel.infer import (DETECTIONS_NAME, Detector, InferenceError, Progress, check_class_count,
+                             class_names_from, check_detection_settings, detections_document, letterbox_input,
+                             output_names, run_inference, write_detections_json)
+from yolomodel.sources import find_sources as find_images
+from yolomodel.sources import read_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-RED_BGR = (0, 0, 255)
-
-
-def rectangle_image(height: int, width: int, box) -> np.ndarray:
-    """BGR image, gray noise-free background, one pure red filled rectangle over [x1, x2) x [y1, y2)."""
-    image = np.full((height, width, 3), 90, np.uint8)
-    x1, y1, x2, y2 = box
-    image[y1:y2, x1:x2] = RED_BGR
-    return image
-
-
-def red_extent_predictor(num_classes: int = 3, class_index: int = 1, calls=None):
-    """A stand-in network: finds the pure red pixels of its RGB input and 'detects' their extent.
-
-    Returns (1, 2, 5 + C): the red extent as cx, cy, w, h with objectness 0.9 and a one-hot class, and
-    a junk row with objectness 0.01 (below any threshold used here). Finding red in channel 0 only
-    works when the input is RGB.
-    """
-    def predict(images):
-        if calls is not None:
-            calls.append(images)
-        rgb = images[0].astype(np.int32)
-        mask = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
-        out = np.zeros((1, 2, 5 + num_classes), np.float32)
-        if mask.any():
-            ys, xs = np.nonzero(mask)
-            x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-            out[0, 0, :5] = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 0.9)
-            out[0, 0, 5 + class_index] = 1.0
-        out[0, 1, :5] = (10, 10, 4, 4, 0.01)
-        out[0, 1, 5] = 1.0
-        return out
-
-    return predict
-
-
 # --- geometry ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("orig_hw", [(480, 640), (640, 360), (100, 60), (33, 500)])
@@ -163,9 +130,14 @@ def test_run_inference_skips_unreadable_images_and_writes_the_rest(tmp_path, qui
     sources, failures = find_images([folder, exif])
     output_dir = tmp_path / "out"
     reported = []
+
+    class Recorder(Progress):
+        def failure(self, failure):
+            reported.append(failure)
+
     report = run_inference(sources, Detector(red_extent_predictor(), 128, conf_thresh=0.25), output_dir,
                            class_names=["circle", "square", "cross"], category_ids=[1, 3, 5],
-                           on_failure=reported.append)
+                           progress=Recorder())
     assert failures == []
     assert sorted(Path(f.file).name for f in report.failures) == ["empty.jpg", "text.png", "truncated.jpg"]
     reasons = {Path(f.file).name: f.reason for f in report.failures}
@@ -198,7 +170,7 @@ def test_run_inference_skips_unreadable_images_and_writes_the_rest(tmp_path, qui
 def test_outputs_may_not_overwrite_the_inputs(tmp_path):
     write_jpeg(tmp_path / "a.jpg", rectangle_image(40, 40, (1, 1, 5, 5)))
     sources, _ = find_images([tmp_path])
-    with pytest.raises(InferenceError, match="overwrite the input image"):
+    with pytest.raises(InferenceError, match="overwrite the input"):
         run_inference(sources, Detector(red_extent_predictor(), 64), tmp_path)
     assert read_image(tmp_path / "a.jpg").shape == (40, 40, 3)
 
@@ -243,7 +215,7 @@ def test_cli_detects_draws_and_names_classes_from_the_manifest(synthetic_setup):
                      "--mindrecord", root / "mindrecord")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "broken.jpg" in result.stderr and "3 image(s) processed" in result.stdout
+    assert "broken.jpg" in result.stderr and "3 picture(s), 3 frame(s) processed" in result.stdout
     document = json.loads((output_dir / DETECTIONS_NAME).read_text(encoding="utf-8"))
     assert document["model"]["yolov5_version"] == "yolov5n" and document["model"]["num_classes"] == 5
     assert document["class_names"] == ["circle", "rectangle", "triangle", "cross", "ring"]

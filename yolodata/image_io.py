@@ -4,7 +4,8 @@ The pipeline decodes stored rows with :func:`decode_stored` (``cv2.imdecode`` wi
 which also applies an EXIF orientation). The converter therefore guarantees that the bytes it stores
 decode with exactly that call to the picture the json's width and height describe; it checks every
 source file with :func:`prepare_source_image` and re-encodes (losslessly, PNG) only when the original
-bytes would decode to a different frame.
+bytes would decode to a different frame, or when ``--max_side`` shrinks the picture
+(``yolodata.convert.shrink``, which takes the decoded pixels from ``PreparedImage.pixels``).
 
 Facts about OpenCV 4.11 this module relies on (checked on real files by tests/test_image_io.py):
 - ``IMREAD_COLOR`` returns 3-channel BGR for grayscale and CMYK JPEGs, and for gray+alpha, RGBA and
@@ -181,6 +182,9 @@ class PreparedImage:
     width: int
     encoded: bytes | None = None
     note: str | None = None
+    # the decoded BGR picture in the json's frame, kept only when asked for (``keep_pixels``): the
+    # converter's --max_side shrinks it without decoding the file a second time
+    pixels: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _size(image: np.ndarray) -> tuple[int, int]:
@@ -205,7 +209,8 @@ def check_complete(data: bytes) -> None:
         raise ImageProblem("truncated", f"truncated PNG: no IEND chunk at the end of its {len(data)} bytes")
 
 
-def prepare_source_image(data: bytes, expected_hw: tuple[int, int], exif_frame: str = "auto") -> PreparedImage:
+def prepare_source_image(data: bytes, expected_hw: tuple[int, int], exif_frame: str = "auto", *,
+                         keep_pixels: bool = False) -> PreparedImage:
     """Validate one source file fully (complete, decodable, right size) and choose the bytes to store.
 
     ``expected_hw`` is the json's (height, width). The stored bytes must decode with
@@ -218,6 +223,7 @@ def prepare_source_image(data: bytes, expected_hw: tuple[int, int], exif_frame: 
     - ``displayed``: always the displayed frame; ``stored``: always the raw stored frame.
 
     A picture that fits neither frame is reported (ImageProblem ``size_mismatch``), never guessed at.
+    ``keep_pixels``: the result also carries the decoded picture (``PreparedImage.pixels``).
     """
     if exif_frame not in EXIF_FRAMES:
         raise ValueError(f"exif_frame must be one of {EXIF_FRAMES}, got {exif_frame!r}")
@@ -230,7 +236,7 @@ def prepare_source_image(data: bytes, expected_hw: tuple[int, int], exif_frame: 
             raise ImageProblem("undecodable", f"OpenCV cannot decode the file ({sniff_format(data)}, "
                                               f"{len(data)} bytes)")
         if _size(displayed) == expected_hw:
-            return PreparedImage(*expected_hw)
+            return PreparedImage(*expected_hw, pixels=displayed if keep_pixels else None)
         if exif_frame == "displayed":
             raise ImageProblem("size_mismatch", f"decodes to {displayed.shape[1]}x{displayed.shape[0]} "
                                                 f"(width x height) but the json says "
@@ -248,6 +254,8 @@ def prepare_source_image(data: bytes, expected_hw: tuple[int, int], exif_frame: 
     if displayed is None:
         displayed = cv2.imdecode(array, cv2.IMREAD_COLOR)
     if displayed is not None and displayed.shape == raw.shape and np.array_equal(displayed, raw):
-        return PreparedImage(*expected_hw)  # no orientation to undo: the original bytes decode right
+        # no orientation to undo: the original bytes decode right
+        return PreparedImage(*expected_hw, pixels=raw if keep_pixels else None)
     return PreparedImage(*expected_hw, encoded=_encode_lossless(raw),
-                         note="re-encoded as PNG in the stored (un-rotated) frame that the json's size describes")
+                         note="re-encoded as PNG in the stored (un-rotated) frame that the json's size describes",
+                         pixels=raw if keep_pixels else None)

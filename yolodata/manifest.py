@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, SCHEMA_VERSION
+from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
 
 # Keys every manifest has; the other fields default when an older converter did not write them.
 REQUIRED_KEYS = (
@@ -103,13 +103,25 @@ class Manifest:
     source: dict = dataclasses.field(default_factory=dict)   # YOLO txt / VOC: layout, files, split, class order
     source_problems: tuple = ()          # YOLO txt / VOC: {file, line, reason, message[, image_id, file_name]}
     annotation_file: str | None = None
-    options: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)   # incl. max_side, jpeg_quality (converter 1.3)
+    shrunk: dict = dataclasses.field(default_factory=dict)    # --max_side: {num_images, source_bytes, stored_bytes}
     folder: Path | None = dataclasses.field(default=None, compare=False)
 
     # ------------------------------------------------------------------ derived views
     @property
     def num_classes(self) -> int:
         return len(self.categories)
+
+    @property
+    def has_original_sizes(self) -> bool:
+        """Whether the rows carry ``orig_height``, ``orig_width`` and ``stored_scale`` (schema 2 and later);
+        a version 1 set stores every picture at its original size."""
+        return self.schema_version >= 2
+
+    @property
+    def max_side(self) -> int | None:
+        """The converter's --max_side (None: every picture stored at its size)."""
+        return self.options.get("max_side")
 
     @property
     def class_names(self) -> list[str]:
@@ -180,6 +192,7 @@ class Manifest:
             "annotation_file": self.annotation_file,
             "annotation_sha256": self.annotation_sha256,
             "options": dict(self.options),
+            "shrunk": dict(self.shrunk),
             "shards": [dataclasses.asdict(entry) for entry in self.shards],
             "dataset_id": self.dataset_id,
         }
@@ -245,9 +258,9 @@ def manifest_from_dict(document, where, folder: Path | None = None) -> Manifest:
     missing = [key for key in REQUIRED_KEYS if key not in document]
     if missing:
         raise ManifestError(f"{where} lacks key(s) {missing}; {RECONVERT}")
-    if document["schema_version"] != SCHEMA_VERSION:
+    if document["schema_version"] not in READABLE_SCHEMA_VERSIONS or not _is_int(document["schema_version"]):
         raise ManifestError(f"{where} has schema_version {document['schema_version']!r} but this code reads "
-                            f"version {SCHEMA_VERSION}; {RECONVERT}")
+                            f"versions {list(READABLE_SCHEMA_VERSIONS)}; {RECONVERT}")
     for key in ("num_images", "num_boxes"):
         if not _is_int(document[key]) or document[key] < 0:
             raise ManifestError(f"{where}: {key} must be a non-negative integer, got {document[key]!r}")
@@ -273,7 +286,7 @@ def manifest_from_dict(document, where, folder: Path | None = None) -> Manifest:
         reencoded=tuple(document.get("reencoded", ())), warnings=tuple(document.get("warnings", ())),
         source=dict(document.get("source") or {}), source_problems=tuple(document.get("source_problems", ())),
         annotation_file=document.get("annotation_file"),
-        options=dict(document.get("options", {})), folder=folder)
+        options=dict(document.get("options", {})), shrunk=dict(document.get("shrunk") or {}), folder=folder)
 
 
 def read_manifest(output_dir: str | os.PathLike) -> Manifest:

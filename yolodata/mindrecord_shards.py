@@ -110,6 +110,10 @@ def link_shard_files(paths: list[Path]) -> None:
         os.chmod(f"{path}.db", stat.S_IRUSR | stat.S_IWUSR)
 
 
+# Python type of each scalar (raw) field type the native path writes
+_RAW_TYPES = {"string": str, "int32": int, "int64": int, "float32": float, "float64": float}
+
+
 class _NativeRowWriter:
     """Direct path to the C++ MindRecord writer behind ``FileWriter`` (mindspore 2.8.0).
 
@@ -128,7 +132,7 @@ class _NativeRowWriter:
         self._blob_fields = blob_fields
         self._blob_dtypes = {f: schema[f]["type"] for f in blob_fields}
         self._raw_fields = [f for f in schema if f not in blob_fields]
-        self._raw_types = {f: (str if schema[f]["type"] == "string" else int) for f in self._raw_fields}
+        self._raw_types = {f: _RAW_TYPES[schema[f]["type"]] for f in self._raw_fields}
 
     @classmethod
     def open(cls, file_writer) -> "_NativeRowWriter | None":
@@ -140,7 +144,7 @@ class _NativeRowWriter:
             paths, overwrite = list(file_writer._paths), bool(file_writer._overwrite)
         except AttributeError:
             return None
-        supported = all(schema[f]["type"] in ("string", "int32", "int64") for f in schema if f not in blob_fields)
+        supported = all(schema[f]["type"] in _RAW_TYPES for f in schema if f not in blob_fields)
         if not callable(getattr(native, "write_raw_data", None)) or len(blob_fields) < 2 or not supported:
             return None
         if not shard_writer.is_open:

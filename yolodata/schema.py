@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 (converter < 1.3) has no original-size columns: its pictures are stored at their original
+# size. Readers take the columns a set has from its manifest's schema_version (``columns_of``).
+READABLE_SCHEMA_VERSIONS = (1, 2)
+# The version hashed into a set's dataset_id (``manifest.compute_dataset_id``). Schema 2 only added
+# columns, so it stays 1: the same images, labels and row order keep their identity, sample order and
+# resume across the bump.
+DATASET_ID_VERSION = 1
 
 # Field name -> MindRecord schema entry.
 MINDRECORD_SCHEMA = {
@@ -20,6 +27,9 @@ MINDRECORD_SCHEMA = {
     "file_name": {"type": "string"},       # as in the json, relative to --image_dir
     "height": {"type": "int32"},           # of the stored (decoded) image
     "width": {"type": "int32"},
+    "orig_height": {"type": "int32"},      # of the source picture (annotations.json's height); version 2
+    "orig_width": {"type": "int32"},
+    "stored_scale": {"type": "float64"},   # stored pixels per source pixel (1.0 unless --max_side shrank it)
     "num_boxes": {"type": "int32"},        # real rows in boxes/classes/iscrowd (0 for a background image)
     "boxes": {"type": "float32", "shape": [-1, 4]},   # xyxy pixels of the stored image
     "classes": {"type": "int32", "shape": [-1]},      # contiguous class index (manifest categories)
@@ -28,6 +38,14 @@ MINDRECORD_SCHEMA = {
 }
 
 FIELDS = tuple(MINDRECORD_SCHEMA)
+ORIGINAL_SIZE_FIELDS = ("orig_height", "orig_width", "stored_scale")   # new in schema version 2
+
+
+def columns_of(schema_version: int, wanted) -> list[str]:
+    """``wanted`` column names, without the original-size columns a version 1 set does not have."""
+    if int(schema_version) >= 2:
+        return list(wanted)
+    return [name for name in wanted if name not in ORIGINAL_SIZE_FIELDS]
 
 # Columns of the internal label array used by every transform: float32 (N, 6).
 # Boxes and their class and flags live in one array so that a filter can never separate them.

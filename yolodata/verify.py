@@ -2,9 +2,11 @@
 
 Checks: the row count of each shard against ``manifest.json``; for every row, ``row_index`` equal to
 its global position, image ids unique and increasing, file name and size equal to its record in
-``annotations.json``, boxes, classes and crowd flags equal to those its annotations give after
-clipping (mapped through the manifest's categories; the placeholder row for a background image), and
-that the stored bytes decode (``image_io.decode_stored``) to a 3-channel picture of the stored size;
+``annotations.json`` (schema 2: the original size; the stored size and scale as the manifest's
+``max_side`` gives them), boxes, classes and crowd flags equal to those its annotations give after
+clipping (mapped through the manifest's categories, scaled to the stored picture; the placeholder row
+for a background image), and that the stored bytes decode (``image_io.decode_stored``) to a 3-channel
+picture of the stored size;
 then the manifest's totals, ``boxes_per_category`` and ``dataset_id``, and that ``annotations.json``
 lists exactly the converted images.
 """
@@ -21,8 +23,9 @@ import numpy as np
 from . import image_io
 from .checks import resolve_num_workers
 from .convert.label_arrays import labels_from_annotations, row_arrays
+from .convert.shrink import ShrinkOptions, scale_labels, stored_hw
 from .manifest import compute_dataset_id, load_manifest
-from .schema import FIELDS, SCHEMA_VERSION
+from .schema import DATASET_ID_VERSION, FIELDS, columns_of
 
 MAX_PROBLEMS = 50
 DECODE_BATCH = 32
@@ -70,6 +73,35 @@ def _check_decoded(batch: list, pool, problems: list) -> int:
     return len(batch)
 
 
+def original_size(row: dict) -> tuple[int, int]:
+    """(height, width) of the source picture: the orig_* columns, or the stored size (schema 1)."""
+    if "orig_height" in row:
+        return int(row["orig_height"]), int(row["orig_width"])
+    return int(row["height"]), int(row["width"])
+
+
+def _stored_geometry_problem(row: dict, shrink: ShrinkOptions) -> str | None:
+    """Why the row's stored size or scale is not what the manifest's max_side gives (None when it is)."""
+    if "stored_scale" not in row:
+        return None
+    source_hw = original_size(row)
+    scale = float(row["stored_scale"])
+    if scale != shrink.scale_for(source_hw):
+        return f"stored_scale {scale} but --max_side {shrink.max_side} gives {shrink.scale_for(source_hw)}"
+    stored_size = (int(row["height"]), int(row["width"]))
+    if stored_size != stored_hw(source_hw, scale):
+        return f"stored size {stored_size} but {source_hw} scaled by {scale} is {stored_hw(source_hw, scale)}"
+    return None
+
+
+def expected_arrays(row: dict, annotations: list, class_of_category: dict) -> tuple:
+    """The row arrays its annotations give: boxes clipped to the original picture, then scaled to the stored one."""
+    height, width = original_size(row)
+    labels, _, _ = labels_from_annotations(annotations, class_of_category, width, height)
+    scale = float(row.get("stored_scale", 1.0))
+    return row_arrays(scale_labels(labels, scale, (int(row["height"]), int(row["width"]))))
+
+
 def _compare_row(row: dict, position: int, record: dict | None, expected: tuple, problems: list) -> None:
     """Append problems of one row against its annotations.json record and expected arrays."""
     image_id = int(row["image_id"])
@@ -84,7 +116,7 @@ def _compare_row(row: dict, position: int, record: dict | None, expected: tuple,
     file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
     if file_name != record["file_name"]:
         problems.append(f"{where}: file_name {file_name!r} but annotations.json says {record['file_name']!r}")
-    height, width = int(row["height"]), int(row["width"])
+    height, width = original_size(row)
     if (height, width) != (record["height"], record["width"]):
         problems.append(f"{where}: size {width}x{height} but annotations.json says "
                         f"{record['width']}x{record['height']}")
@@ -129,17 +161,20 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
         if size != entry.num_rows:
             problems.append(f"{path.name}: {size} rows, the manifest says {entry.num_rows}")
 
-    dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False,
-                             num_parallel_workers=workers)
+    dataset = ds.MindDataset(str(files[0]), columns_list=columns_of(manifest.schema_version, FIELDS),
+                             shuffle=False, num_parallel_workers=workers)
+    shrink = ShrinkOptions(manifest.max_side)
     image_ids, boxes_per_row, class_counts = [], [], np.zeros(len(categories), np.int64)
     num_decoded = position = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         batch = []
         for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
             image_id = int(row["image_id"])
-            labels, _, _ = labels_from_annotations(annotations_by_image.get(image_id, []), class_of_category,
-                                                   int(row["width"]), int(row["height"]))
-            _compare_row(row, position, records.get(image_id), row_arrays(labels), problems)
+            expected = expected_arrays(row, annotations_by_image.get(image_id, []), class_of_category)
+            _compare_row(row, position, records.get(image_id), expected, problems)
+            geometry_problem = _stored_geometry_problem(row, shrink)
+            if geometry_problem is not None:
+                problems.append(f"row {position} (image_id {image_id}): {geometry_problem}")
             image_ids.append(image_id)
             num_boxes = int(row["num_boxes"])
             boxes_per_row.append(num_boxes)
@@ -167,7 +202,7 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
     if counted != manifest.boxes_per_category:
         problems.append(f"boxes per category of the rows {counted} differ from the manifest's "
                         f"{manifest.boxes_per_category}")
-    dataset_id = compute_dataset_id(SCHEMA_VERSION, image_ids, boxes_per_row, manifest.annotation_sha256)
+    dataset_id = compute_dataset_id(DATASET_ID_VERSION, image_ids, boxes_per_row, manifest.annotation_sha256)
     if dataset_id != manifest.dataset_id:
         problems.append("dataset_id recomputed from the rows differs from the manifest's")
     return VerifyReport(str(folder), position, num_decoded, problems, time.perf_counter() - started)

@@ -1,146 +1,86 @@
-"""Detection on image files: find the images, letterbox, run the network, NMS, map back, draw, report.
+"""Detection where users run it: pictures, videos, cameras and streams in; drawings, labels, crops, json out.
 
-Each image is decoded as OpenCV shows it (``cv2.IMREAD_COLOR``: EXIF orientation applied, grayscale,
-CMYK and alpha pictures made 3-channel BGR; ``yolodata.image_io``), letterboxed into the square
-``testing_shape`` exactly as the eval pipeline does it (``scaleup=False``: smaller images are not
-enlarged; gray 114 padding, centred), converted to RGB and run through ``InferenceNet`` with batch 1.
-``yolomodel.nms`` keeps the detections in input pixels; ``to_original_pixels`` maps them back with the
-exact inverse of the letterbox, ``(xyxy - pad) / scale``, clipped to the image.
+The orchestration of ``yolo-infer``. Its parts live in their own modules: where frames come from in
+``yolomodel.sources`` (files, folders, globs, list files, videos, cameras, streams), what runs the
+network in ``yolomodel.runtimes`` (checkpoint, ONNX, MINDIR: one callable), what is written in
+``yolomodel.outputs`` (drawn images and videos, YOLO label files, crops). This module joins them:
 
-Inputs: files are taken as given (any extension); folders are searched recursively, in sorted order,
-for ``IMAGE_SUFFIXES`` (case-insensitive), skipping hidden files and folders (names starting with a
-dot). A path that does not exist, a folder without images, an empty, truncated or undecodable file
-is reported with its reason and the others are still processed.
+Each picture or video frame is letterboxed into the square ``testing_shape`` exactly as the eval
+pipeline does it (``scaleup=False``: smaller images are not enlarged; gray 114 padding, centred),
+converted to RGB and run with batch 1; ``yolomodel.nms`` keeps the detections in input pixels;
+``to_original_pixels`` maps them back with the exact inverse of the letterbox, ``(xyxy - pad) /
+scale``, clipped to the image. ``--classes`` keeps the listed classes after NMS (NMS is class-aware,
+so the other classes never suppressed them).
 
-Outputs in ``output_dir``: one drawn JPEG per image (``output_names``: the image's path relative to the
-folder it was found in, or its file name, with the suffix ``.jpg``; names that would collide get the
-original suffix and then a counter) and ``detections.json`` (``detections_document``).
+Pictures that cannot be read, videos, cameras and streams that do not open are reported with their
+reason and the other sources are still processed. A Ctrl-C ends the run after the frame at hand: the
+video being written is closed and kept, and the report says the run was interrupted.
+
+Outputs in ``output_dir``: one drawn JPEG per picture (``output_names``: the path relative to the
+folder or pattern it was found by, or its file name, with the suffix ``.jpg``; names that would
+collide get the original suffix and then a counter), one drawn ``.mp4`` per video, camera or stream,
+the files of ``yolomodel.outputs`` asked for, and ``detections.json`` (``detections_document``).
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 
 from yolodata import image_io
-from yolodata.augment.letterbox import letterbox, to_original_pixels
 from yolodata.augment.color import bgr_to_rgb
+from yolodata.augment.letterbox import letterbox, to_original_pixels
 from yolodata.checks import check_multiple_of
 from yolodata.fileio import write_file_atomic
 from yolodata.manifest import ManifestError, read_manifest
-from yolodata.visualize import class_colour, text_colour_on
 
 from .nms import DEFAULT_MAX_DET, NmsOptions, check_nms_arguments
+from .outputs import (IMAGE_OUTPUT_SUFFIX, VIDEO_OUTPUT_SUFFIX, VideoOutput, draw_detections, encode_jpeg,
+                      label_name, write_crops, write_small_file, yolo_label_text)
+from .sources import Failure, ImageSource, SourceError, VideoSource
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-OUTPUT_SUFFIX = ".jpg"
 DETECTIONS_NAME = "detections.json"
-JPEG_QUALITY = 95
 # Boxes drawn for people: confident detections only, and overlapping ones merged harder than for COCO
 # scoring (``yolomodel.nms.EVAL_CONF_THRESH``); YOLOv5's detect.py uses the same two values.
 DISPLAY_CONF_THRESH = 0.25
 DISPLAY_NMS_THRESH = 0.45
 BBOX_DECIMALS = 2
 SCORE_DECIMALS = 5
+STAGES = ("decode", "network", "nms", "drawing")
 
 
 class InferenceError(ValueError):
     """A mistake in the user's request (names file, manifest, output folder); the message says the fix."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageSource:
-    """One image file to process: where it is, and its path relative to the argument it came from."""
+def output_names(relatives: Sequence[PurePosixPath], suffixes: Sequence[str] | None = None) -> list[str]:
+    """Collision-free output file names (POSIX relative paths), one per input, in order.
 
-    path: Path
-    relative: PurePosixPath
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """An input that could not be processed, with the reason in words."""
-
-    file: str
-    reason: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the images
-# ---------------------------------------------------------------------------------------------
-
-def is_image_name(name: str) -> bool:
-    """Whether a file found in a folder is taken as an image: a known suffix and not hidden."""
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
-
-def images_in_folder(folder: Path) -> tuple[list[ImageSource], list[Failure]]:
-    """The image files under ``folder`` (recursive, sorted, hidden names skipped) and unreadable subfolders."""
-    found, failures = [], []
-
-    def report(error: OSError) -> None:
-        failures.append(Failure(str(error.filename or folder), f"cannot list this folder: {error.strerror or error}"))
-
-    for root, dirs, files in os.walk(folder, onerror=report):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if is_image_name(name):
-                path = Path(root) / name
-                found.append(ImageSource(path, PurePosixPath(path.relative_to(folder).as_posix())))
-    return found, failures
-
-
-def find_images(paths: Sequence) -> tuple[list[ImageSource], list[Failure]]:
-    """(images to process in argument order, inputs that cannot be used) for files and folders.
-
-    A file is used as given whatever its suffix; a folder contributes its images recursively. The same
-    file reached twice (given twice, or as a file and inside a folder) is processed once.
-    """
-    sources, failures, seen = [], [], set()
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found, problems = images_in_folder(path)
-            failures.extend(problems)
-            if not found and not problems:
-                failures.append(Failure(str(path), f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder "
-                                                   f"or its subfolders"))
-        elif path.exists():
-            found = [ImageSource(path, PurePosixPath(path.name))]
-        else:
-            failures.append(Failure(str(path), "does not exist"))
-            continue
-        for source in found:
-            key = os.path.realpath(source.path)
-            if key not in seen:
-                seen.add(key)
-                sources.append(source)
-    return sources, failures
-
-
-def output_names(relatives: Sequence[PurePosixPath]) -> list[str]:
-    """Collision-free output file names (POSIX relative paths ending in .jpg), one per input, in order.
-
+    ``suffixes``: the output suffix of each input (default ``.jpg`` for all; ``.mp4`` for videos).
     ``a/x.png`` -> ``a/x.jpg``; inputs whose names would collide keep their suffix (``x_png.jpg``), and
     any name still taken gets a counter (``x_2.jpg``), in input order.
     """
     relatives = [PurePosixPath(r) for r in relatives]
-    plain = [str(r.with_suffix(OUTPUT_SUFFIX)) if r.suffix else str(r) + OUTPUT_SUFFIX for r in relatives]
-    counts = {}
-    for name in plain:
-        counts[name] = counts.get(name, 0) + 1
+    suffixes = list(suffixes) if suffixes is not None else [IMAGE_OUTPUT_SUFFIX] * len(relatives)
+    plain = [str(r.with_suffix(s)) if r.suffix else str(r) + s for r, s in zip(relatives, suffixes)]
+    counts = collections.Counter(plain)
     names, taken = [], set()
-    for relative, name in zip(relatives, plain):
+    for relative, name, suffix in zip(relatives, plain, suffixes):
         if counts[name] > 1 and relative.suffix:
-            name = str(relative.with_name(f"{relative.stem}_{relative.suffix[1:].lower()}{OUTPUT_SUFFIX}"))
+            name = str(relative.with_name(f"{relative.stem}_{relative.suffix[1:].lower()}{suffix}"))
         candidate, number = name, 1
         while candidate in taken:
             number += 1
-            candidate = name[:-len(OUTPUT_SUFFIX)] + f"_{number}{OUTPUT_SUFFIX}"
+            candidate = name[:-len(suffix)] + f"_{number}{suffix}"
         taken.add(candidate)
         names.append(candidate)
     return names
@@ -190,24 +130,6 @@ def check_class_count(class_names, num_classes: int, source: str) -> None:
 # One image: read, prepare, map back
 # ---------------------------------------------------------------------------------------------
 
-def read_image(path) -> np.ndarray:
-    """BGR uint8 (H, W, 3) of an image file; ``image_io.ImageProblem`` with the reason otherwise.
-
-    Empty files and truncated JPEG/PNG files are refused (OpenCV would decode a truncated JPEG into a
-    partly gray picture without complaint).
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise image_io.ImageProblem("unreadable", f"cannot read the file: {error.strerror or error}") from error
-    image_io.check_complete(data)
-    try:
-        return image_io.decode_stored(data)
-    except ValueError as error:
-        raise image_io.ImageProblem("undecodable", f"not an image OpenCV can decode ({image_io.sniff_format(data)} "
-                                                   f"format, {len(data)} bytes)") from error
-
-
 def letterbox_input(image_bgr: np.ndarray, testing_shape: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     """(RGB uint8 (S, S, 3) network input, scale, (pad_x, pad_y)) as the eval pipeline makes it."""
     boxed, _, scale, pad = letterbox(image_bgr, np.zeros((0, 6), np.float32), (int(testing_shape),) * 2,
@@ -237,52 +159,7 @@ def detection_records(detections: np.ndarray, class_names=None, category_ids=Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Drawing
-# ---------------------------------------------------------------------------------------------
-
-def line_thickness(image_hw) -> int:
-    """Outline width in pixels for an image: YOLOv5's round(0.002 * mean side) + 1."""
-    return int(round(0.002 * (image_hw[0] + image_hw[1]) / 2)) + 1
-
-
-def caption_of(class_index: int, score: float, class_names) -> str:
-    """``name 0.87`` (``class 3 0.87`` when the name is unknown)."""
-    index = int(class_index)
-    name = class_names[index] if class_names and 0 <= index < len(class_names) else f"class {index}"
-    return f"{name} {score:.2f}"
-
-
-def draw_detections(image_bgr: np.ndarray, detections: np.ndarray, class_names=None) -> np.ndarray:
-    """A new BGR image with every (M, 6) detection (original pixels) outlined in its class colour and
-    captioned with class name and score; the best detections are drawn last, on top."""
-    canvas = np.array(image_bgr, copy=True)
-    height, width = canvas.shape[:2]
-    thickness = line_thickness((height, width))
-    font_scale = max(thickness / 3, 0.35)
-    text_thickness = max(thickness - 1, 1)
-    for x1, y1, x2, y2, score, class_index in np.asarray(detections, np.float32).reshape(-1, 6)[::-1]:
-        colour_rgb = class_colour(int(class_index))
-        colour_bgr = tuple(int(c) for c in colour_rgb[::-1])
-        top_left = (int(round(float(x1))), int(round(float(y1))))
-        bottom_right = (int(round(float(x2))), int(round(float(y2))))
-        cv2.rectangle(canvas, top_left, bottom_right, colour_bgr, thickness, cv2.LINE_AA)
-        text = caption_of(class_index, float(score), class_names)
-        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_thickness)
-        plate_h = text_h + baseline + 2
-        left = min(max(top_left[0], 0), max(width - text_w - 2, 0))
-        # the caption plate sits above the box; inside it when the box touches the top edge
-        top = top_left[1] - plate_h
-        if top < 0:
-            top = min(max(top_left[1], 0), max(height - plate_h, 0))
-        cv2.rectangle(canvas, (left, top), (left + text_w + 2, top + plate_h), colour_bgr, -1)
-        text_bgr = tuple(int(c) for c in text_colour_on(colour_rgb)[::-1])
-        cv2.putText(canvas, text, (left + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_bgr,
-                    text_thickness, cv2.LINE_AA)
-    return canvas
-
-
-# ---------------------------------------------------------------------------------------------
-# The detector and the run over many images
+# The detector
 # ---------------------------------------------------------------------------------------------
 
 def check_detection_settings(testing_shape, conf_thresh, nms_thresh, max_det) -> None:
@@ -301,8 +178,8 @@ class Detector:
     """Image in, detections in its own pixels out: letterbox, ``predict``, NMS, map back.
 
     ``predict`` takes uint8 (1, S, S, 3) RGB and returns decoded float32 (1, N, 5 + C) predictions
-    (``yolomodel.checkpoint.loading.network_predictor``); a parameter so that the geometry can be checked without a
-    network.
+    (a ``yolomodel.runtimes`` runtime: checkpoint, ONNX or MINDIR); a parameter so that the geometry can
+    be checked without a network.
     """
 
     def __init__(self, predict, testing_shape: int, *, conf_thresh: float = DISPLAY_CONF_THRESH,
@@ -312,20 +189,291 @@ class Detector:
         self.testing_shape = int(testing_shape)
         self.nms = NmsOptions(conf_thresh=float(conf_thresh), nms_thresh=float(nms_thresh), max_det=int(max_det))
 
-    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
-        """float32 (M, 6) x1, y1, x2, y2 (original pixels), score, class; best first."""
-        network_input, scale, pad = letterbox_input(image_bgr, self.testing_shape)
-        # (S, S, 3) -> (1, S, S, 3)
-        predictions = self.predict(network_input[None])
-        kept = self.nms.apply(predictions)[0]
-        return to_original_pixels(kept, scale, pad, image_bgr.shape[:2])
+    def __call__(self, image_bgr: np.ndarray, times: "StageTimes | None" = None) -> np.ndarray:
+        """float32 (M, 6) x1, y1, x2, y2 (original pixels), score, class; best first.
+
+        ``times``: where the seconds of the network (letterbox included) and of NMS are added.
+        """
+        times = times if times is not None else StageTimes()
+        with times.measure("network"):
+            network_input, scale, pad = letterbox_input(image_bgr, self.testing_shape)
+            # (S, S, 3) -> (1, S, S, 3)
+            predictions = self.predict(network_input[None])
+        with times.measure("nms"):
+            kept = self.nms.apply(predictions)[0]
+            return to_original_pixels(kept, scale, pad, image_bgr.shape[:2])
 
 
-def encode_jpeg(image_bgr: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(OUTPUT_SUFFIX, image_bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the drawn image as JPEG")
-    return buffer.tobytes()
+# ---------------------------------------------------------------------------------------------
+# The run over many sources
+# ---------------------------------------------------------------------------------------------
+
+class StageTimes:
+    """Seconds spent per stage (decode, network, nms, drawing) over a run; ``measure(stage)`` adds to one."""
+
+    def __init__(self):
+        self.seconds = {stage: 0.0 for stage in STAGES}
+
+    @contextlib.contextmanager
+    def measure(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def shares(self) -> dict:
+        """Each stage's fraction of the measured total."""
+        total = sum(self.seconds.values()) or 1.0
+        return {stage: seconds / total for stage, seconds in self.seconds.items()}
+
+
+class InterruptsHeld:
+    """Inside the block a Ctrl-C (SIGINT) or SIGTERM is held and raised as KeyboardInterrupt when it ends.
+
+    Used around writing one frame's outputs and recording it, so an interrupted run never keeps a
+    video frame without its entry in the json or the other way round. Outside the main thread (where
+    Python cannot install handlers) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.pending = None
+        self.saved = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {number: signal.getsignal(number) for number in self.SIGNALS}
+            for number in self.SIGNALS:
+                signal.signal(number, self.hold)
+        return self
+
+    def hold(self, number, frame) -> None:
+        self.pending = number
+
+    def __exit__(self, kind, value, traceback):
+        if self.saved is not None:
+            for number, handler in self.saved.items():
+                # None: a handler installed outside Python (MindSpore's); Python's own takes its place
+                signal.signal(number, handler if handler is not None else signal.default_int_handler)
+        if self.pending is not None and kind is None:
+            raise KeyboardInterrupt
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """What to write besides ``detections.json``, and how detections are drawn."""
+
+    save_drawn: bool = True          # drawn pictures and videos
+    save_txt: bool = False           # YOLO label files
+    save_conf: bool = False          # the score as a sixth column of the label files
+    save_crop: bool = False          # one picture per detection, by class
+    save_json: bool = True
+    classes: tuple | None = None     # class indices kept (None: all)
+    hide_labels: bool = False
+    hide_conf: bool = False
+    line_thickness: int | None = None
+
+
+class Progress:
+    """What the run reports as it goes: frames done, frames to come when a video opens, failures."""
+
+    def add_total(self, num_frames: int | None) -> None:
+        """``num_frames`` more frames are expected (None: a stream, no end known)."""
+
+    def update(self, num_frames: int = 1) -> None:
+        """``num_frames`` frames were processed."""
+
+    def failure(self, failure: Failure) -> None:
+        """A source could not be used (or, for a video, frames could not be decoded)."""
+
+
+@dataclasses.dataclass
+class InferenceReport:
+    """The result of ``run_inference``: per-picture and per-video entries, failures, counts, times."""
+
+    images: list
+    failures: list
+    videos: list = dataclasses.field(default_factory=list)
+    unopened: list = dataclasses.field(default_factory=list)   # videos, cameras, streams that did not open
+    class_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    num_frames: int = 0
+    interrupted: bool = False
+    times: StageTimes = dataclasses.field(default_factory=StageTimes)
+
+    @property
+    def num_detections(self) -> int:
+        return sum(self.class_counts.values())
+
+
+class FrameWriter:
+    """Writes what ``OutputOptions`` asks for, one picture or video frame at a time."""
+
+    def __init__(self, output_dir: Path, options: OutputOptions, class_names=None, category_ids=None):
+        self.output_dir = Path(output_dir)
+        self.options = options
+        self.class_names = class_names
+        self.category_ids = category_ids
+
+    def drawn(self, image: np.ndarray, detections: np.ndarray) -> np.ndarray:
+        return draw_detections(image, detections, self.class_names, thickness=self.options.line_thickness,
+                               hide_labels=self.options.hide_labels, hide_conf=self.options.hide_conf)
+
+    def extras(self, name: str, image: np.ndarray, detections: np.ndarray, frame=None) -> None:
+        """Label file and crops of one picture or frame (``frame`` None for a picture)."""
+        if self.options.save_txt:
+            text = yolo_label_text(detections, image.shape[:2], save_conf=self.options.save_conf)
+            write_small_file(self.output_dir / label_name(name, frame), text.encode("ascii"))
+        if self.options.save_crop:
+            write_crops(self.output_dir, name, image, detections, self.class_names, frame)
+
+    def picture(self, name: str, image: np.ndarray, detections: np.ndarray) -> None:
+        try:
+            if self.options.save_drawn:
+                write_file_atomic(self.output_dir / name, encode_jpeg(self.drawn(image, detections)))
+            self.extras(name, image, detections)
+        except OSError as error:
+            raise InferenceError(f"cannot write into {self.output_dir} for {name}: "
+                                 f"{error.strerror or error}") from error
+
+    def records(self, detections: np.ndarray) -> list[dict]:
+        return detection_records(detections, self.class_names, self.category_ids)
+
+
+def keep_classes(detections: np.ndarray, classes) -> np.ndarray:
+    """The rows of (M, 6) ``detections`` whose class is in ``classes`` (all when None)."""
+    if classes is None:
+        return detections
+    return detections[np.isin(detections[:, 5].astype(np.int64), np.asarray(classes, np.int64))]
+
+
+def detect_frame(detector, image: np.ndarray, options: OutputOptions, times: StageTimes) -> np.ndarray:
+    """The kept (M, 6) detections of one picture, timed by stage."""
+    return keep_classes(detector(image, times), options.classes)
+
+
+def process_picture(source: ImageSource, name: str, detector, writer: FrameWriter, report: InferenceReport,
+                    progress: Progress) -> None:
+    """Read, detect, write one picture; a picture that cannot be read becomes a failure."""
+    times = report.times
+    try:
+        with times.measure("decode"):
+            image = source.read()
+    except image_io.ImageProblem as problem:
+        report.failures.append(Failure(str(source.path), str(problem)))
+        progress.failure(report.failures[-1])
+        progress.update()
+        return
+    detections = detect_frame(detector, image, writer.options, times)
+    with times.measure("drawing"), InterruptsHeld():
+        writer.picture(name, image, detections)
+        report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
+        report.num_frames += 1
+        report.images.append({"file": str(source.path), "output": name if writer.options.save_drawn else None,
+                              "width": int(image.shape[1]), "height": int(image.shape[0]),
+                              "detections": writer.records(detections)})
+    progress.update()
+
+
+def video_entry(source: VideoSource, reader, name: str, stride: int) -> dict:
+    return {"file": source.name, "kind": source.kind, "output": name, "fps": reader.fps,
+            "width": reader.width, "height": reader.height, "frames_in_file": reader.num_frames,
+            "vid_stride": stride, "frames_processed": 0, "frames_corrupt": 0, "interrupted": False, "frames": []}
+
+
+def process_video(source: VideoSource, name: str, detector, writer: FrameWriter, report: InferenceReport,
+                  progress: Progress, stride: int) -> None:
+    """Every ``stride``-th frame of a video, camera or stream: detect, draw into the output video, extras.
+
+    The output video is closed (and keeps its frames) however the loop ends, Ctrl-C included; the
+    KeyboardInterrupt is passed on after the entry is recorded.
+    """
+    times = report.times
+    try:
+        reader = source.open()
+    except SourceError as error:
+        report.unopened.append(Failure(source.name, str(error)))
+        report.failures.append(report.unopened[-1])
+        progress.failure(report.failures[-1])
+        return
+    entry = video_entry(source, reader, name, stride)
+    report.videos.append(entry)
+    progress.add_total(None if reader.num_frames is None else -(-reader.num_frames // stride))
+    video = VideoOutput(writer.output_dir / name, reader.fps / stride) if writer.options.save_drawn else None
+    frames = reader.frames(stride)
+    try:
+        while True:
+            with times.measure("decode"):
+                item = next(frames, None)
+            if item is None:
+                break
+            index, image = item
+            detections = detect_frame(detector, image, writer.options, times)
+            with times.measure("drawing"), InterruptsHeld():  # the frame's outputs and its record go together
+                if video is not None:
+                    video.write(writer.drawn(image, detections))
+                writer.extras(name, image, detections, frame=index)
+                report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
+                report.num_frames += 1
+                entry["frames_processed"] += 1
+                entry["frames"].append({"frame": index, "detections": writer.records(detections)})
+            progress.update()
+    except KeyboardInterrupt:
+        entry["interrupted"] = True
+        raise
+    except OSError as error:
+        raise InferenceError(f"cannot write into {writer.output_dir} for {name}: {error.strerror or error}") from error
+    finally:
+        reader.close()
+        entry["frames_corrupt"] = reader.num_corrupt
+        written = video.close() if video is not None else None
+        entry["output"] = name if written is not None else None
+        if reader.num_corrupt:
+            progress.failure(Failure(source.name, f"{reader.num_corrupt} frame(s) could not be decoded and were "
+                                                  f"skipped; the other frames were processed"))
+
+
+def source_output_names(sources: Sequence) -> list[str]:
+    """The output name of every source: ``.jpg`` for pictures, ``.mp4`` for videos, cameras and streams."""
+    return output_names([source.relative for source in sources],
+                        [IMAGE_OUTPUT_SUFFIX if isinstance(source, ImageSource) else VIDEO_OUTPUT_SUFFIX
+                         for source in sources])
+
+
+def run_inference(sources: Sequence, detector, output_dir, *, options: OutputOptions = OutputOptions(),
+                  class_names=None, category_ids=None, progress: Progress = Progress(),
+                  vid_stride: int = 1) -> InferenceReport:
+    """Detect in every source (``yolomodel.sources``) and write what ``options`` asks into ``output_dir``.
+
+    Pictures that cannot be read and videos that do not open are reported (``progress.failure``) and
+    skipped. A Ctrl-C stops the run after the current frame; the report then has ``interrupted``.
+    """
+    output_dir = Path(output_dir)
+    names = source_output_names(sources)
+    check_outputs_spare_inputs(sources, names, output_dir)
+    writer = FrameWriter(output_dir, options, class_names, category_ids)
+    report = InferenceReport(images=[], failures=[])
+    try:
+        for source, name in zip(sources, names):
+            if isinstance(source, ImageSource):
+                process_picture(source, name, detector, writer, report, progress)
+            else:
+                process_video(source, name, detector, writer, report, progress, int(vid_stride))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    return report
+
+
+def check_outputs_spare_inputs(sources: Sequence, names: Sequence[str], output_dir: Path) -> None:
+    """InferenceError when writing a drawn picture or video would overwrite one of the input files."""
+    inputs = {os.path.realpath(source.path) for source in sources if isinstance(source, ImageSource)}
+    inputs |= {os.path.realpath(source.target) for source in sources
+               if isinstance(source, VideoSource) and source.kind == "video"}
+    for name in names:
+        target = os.path.realpath(output_dir / name)
+        if target in inputs:
+            raise InferenceError(f"writing {output_dir / name} would overwrite the input {target}; "
+                                 f"choose another --output_dir")
 
 
 def prepare_output_dir(output_dir) -> None:
@@ -339,71 +487,30 @@ def prepare_output_dir(output_dir) -> None:
         raise InferenceError(f"cannot create --output_dir {output_dir}: {error.strerror or error}") from error
 
 
-def check_outputs_spare_inputs(sources: Sequence[ImageSource], names: Sequence[str], output_dir: Path) -> None:
-    """InferenceError when writing a drawn image would overwrite one of the input images."""
-    inputs = {os.path.realpath(source.path) for source in sources}
-    for source, name in zip(sources, names):
-        target = os.path.realpath(output_dir / name)
-        if target in inputs:
-            raise InferenceError(f"writing {output_dir / name} would overwrite the input image {target}; "
-                                 f"choose another --output_dir")
+def class_count_summary(counts, class_names=None) -> str:
+    """``person 12, car 3`` most frequent first (``class 7`` when a name is unknown); ``none`` when empty."""
+    def name(index):
+        return class_names[index] if class_names and 0 <= index < len(class_names) else f"class {index}"
 
-
-@dataclasses.dataclass
-class InferenceReport:
-    """The result of ``run_inference``: one entry per processed image, and the failures."""
-
-    images: list
-    failures: list
-
-    @property
-    def num_detections(self) -> int:
-        return sum(len(entry["detections"]) for entry in self.images)
-
-
-def run_inference(sources: Sequence[ImageSource], detector: Detector, output_dir, *, class_names=None,
-                  category_ids=None, on_failure: Callable[[Failure], None] = lambda failure: None,
-                  progress: Callable[[], None] = lambda: None) -> InferenceReport:
-    """Detect, draw and write every image of ``sources`` into ``output_dir``; unreadable ones are reported.
-
-    Returns the per-image entries of ``detections.json`` (file, output, width, height, detections) and the
-    images that could not be read. ``on_failure`` is called as each failure happens, ``progress`` after
-    each image.
-    """
-    output_dir = Path(output_dir)
-    names = output_names([source.relative for source in sources])
-    check_outputs_spare_inputs(sources, names, output_dir)
-    images, failures = [], []
-    for source, name in zip(sources, names):
-        try:
-            image = read_image(source.path)
-        except image_io.ImageProblem as problem:
-            failures.append(Failure(str(source.path), str(problem)))
-            on_failure(failures[-1])
-            progress()
-            continue
-        detections = detector(image)
-        try:
-            write_file_atomic(output_dir / name, encode_jpeg(draw_detections(image, detections, class_names)))
-        except OSError as error:
-            raise InferenceError(f"cannot write {output_dir / name}: {error.strerror or error}") from error
-        images.append({"file": str(source.path), "output": name, "width": int(image.shape[1]),
-                       "height": int(image.shape[0]),
-                       "detections": detection_records(detections, class_names, category_ids)})
-        progress()
-    return InferenceReport(images, failures)
+    parts = [f"{name(index)} {count}" for index, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return ", ".join(parts) if parts else "none"
 
 
 def detections_document(report: InferenceReport, *, model: dict, settings: dict, class_names=None,
                         extra_failures: Sequence[Failure] = ()) -> dict:
-    """The ``detections.json`` content: model and settings, class names, ``images`` and ``failed``."""
-    return {
+    """The ``detections.json`` content: model and settings, class names, ``images``, ``videos``, ``failed``."""
+    document = {
         "model": dict(model),
         "settings": dict(settings),
         "class_names": list(class_names) if class_names is not None else None,
         "images": report.images,
         "failed": [dataclasses.asdict(failure) for failure in list(extra_failures) + list(report.failures)],
     }
+    if report.videos:
+        document["videos"] = report.videos
+    if report.interrupted:
+        document["interrupted"] = True
+    return document
 
 
 def format_document(document: dict) -> str:

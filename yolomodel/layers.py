@@ -46,13 +46,14 @@ def images_to_focus_input(images):
     [0, 1] and the NHWC -> NCHW transpose happen in the same reshapes, so the pipeline can hand over its
     uint8 batch untouched.
     """
-    batch, height, width, channels = images.shape
+    _, height, width, channels = images.shape
     x = images.astype(ms.float32) / 255.0
     # (B, H, W, C) -> (B, H/2, dy, W/2, dx, C)
-    x = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+    # -1 for the batch: an exported ONNX graph then runs with any batch (``yolo-export --dynamic_batch``)
+    x = x.reshape(-1, height // 2, 2, width // 2, 2, channels)
     # -> (B, dx, dy, C, H/2, W/2) -> (B, 4C, H/2, W/2): channel = (dx * 2 + dy) * C + c
     x = x.transpose(0, 4, 2, 5, 1, 3)
-    return x.reshape(batch, 4 * channels, height // 2, width // 2)
+    return x.reshape(-1, 4 * channels, height // 2, width // 2)
 
 
 class Focus(nn.Cell):
@@ -181,7 +182,8 @@ def upsample_nearest_2x(x):
     (``nn.Upsample(scale_factor=2)`` raises for 4-D input in MindSpore 2.8.) Exports to ONNX as
     Reshape, Expand, Reshape.
     """
-    batch, channels, height, width = x.shape
+    _, channels, height, width = x.shape
     # (B, C, H, W) -> (B, C, H, 1, W, 1) -> (B, C, H, 2, W, 2) -> (B, C, 2H, 2W)
-    blocks = ops.broadcast_to(x.reshape(batch, channels, height, 1, width, 1), (batch, channels, height, 2, width, 2))
-    return blocks.reshape(batch, channels, 2 * height, 2 * width)
+    # -1 for the batch (kept by broadcast_to): an exported ONNX graph then runs with any batch
+    blocks = ops.broadcast_to(x.reshape(-1, channels, height, 1, width, 1), (-1, channels, height, 2, width, 2))
+    return blocks.reshape(-1, channels, 2 * height, 2 * width)

@@ -152,11 +152,12 @@ def detection_bias_prior(num_classes: int, stride: int, num_anchors: int = NUM_A
 
 def flatten_head_output(x, num_anchors: int):
     """Head conv output (B, A * (5 + C), H, W) -> (B, A * H * W, 5 + C), row a * H * W + gy * W + gx."""
-    batch, channels, height, width = x.shape
+    _, channels, height, width = x.shape
     outputs = channels // num_anchors
     # (B, A*(5+C), H, W) -> (B, A, 5+C, H, W) -> (B, A, H, W, 5+C) -> (B, A*H*W, 5+C)
-    x = x.reshape(batch, num_anchors, outputs, height, width).transpose(0, 1, 3, 4, 2)
-    return x.reshape(batch, num_anchors * height * width, outputs)
+    # -1 for the batch: an exported ONNX graph then runs with any batch (``yolo-export --dynamic_batch``)
+    x = x.reshape(-1, num_anchors, outputs, height, width).transpose(0, 1, 3, 4, 2)
+    return x.reshape(-1, num_anchors * height * width, outputs)
 
 
 def decode_head_output(raw, anchors, stride: int, height: int, width: int):
@@ -167,10 +168,10 @@ def decode_head_output(raw, anchors, stride: int, height: int, width: int):
     pixels), then sigmoid(objectness) and sigmoid(class logits). The grid is built from the shape so
     one network serves every input size.
     """
-    batch, rows, outputs = raw.shape
+    _, rows, outputs = raw.shape
     num_anchors = anchors.shape[0]
     # (B, A*H*W, 5+C) -> (B, A, H, W, 5+C)
-    probs = ops.sigmoid(raw).reshape(batch, num_anchors, height, width, outputs)
+    probs = ops.sigmoid(raw).reshape(-1, num_anchors, height, width, outputs)
     grid_y, grid_x = ops.meshgrid(ops.arange(height, dtype=ms.float32), ops.arange(width, dtype=ms.float32),
                                   indexing="ij")
     # (H, W) twice -> (1, 1, H, W, 2) holding (gx, gy)
@@ -179,7 +180,7 @@ def decode_head_output(raw, anchors, stride: int, height: int, width: int):
     scaled = probs[..., 2:4] * 2.0
     wh = scaled * scaled * anchors.reshape(1, num_anchors, 1, 1, 2)
     decoded = ops.concat((xy, wh, probs[..., 4:]), axis=-1)
-    return decoded.reshape(batch, rows, outputs)
+    return decoded.reshape(-1, rows, outputs)
 
 
 class Backbone(nn.Cell):

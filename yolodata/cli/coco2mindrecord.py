@@ -2,7 +2,8 @@
 YOLOv5 pipelines.
 
     yolo-coco2mindrecord --image_dir DIR --ann_file FILE --output_dir OUT \\
-        [--shard_num N] [--num_workers K] [--drop_empty] [--strict] [--exif_frame auto]
+        [--shard_num N] [--num_workers K] [--drop_empty] [--strict] [--exif_frame auto] \\
+        [--max_side N [--jpeg_quality Q]]
     yolo-coco2mindrecord --format yolo --data data.yaml|obj.data [--split train] --output_dir OUT [...]
     yolo-coco2mindrecord --format voc --voc_dir DIR [--split train] [--names FILE] \\
         [--difficult ignore|keep|drop] --output_dir OUT [...]
@@ -28,6 +29,7 @@ import threading
 from pathlib import Path
 
 from yolodata.convert import ConversionError, convert_coco, convert_voc, convert_yolo
+from yolodata.convert.shrink import DEFAULT_JPEG_QUALITY
 from yolodata.formats import DIFFICULT_MODES, SOURCE_FORMATS
 from yolodata.manifest import ManifestError
 from yolodata.verify import verify_output
@@ -70,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exif_frame", choices=("auto", "displayed", "stored"), default="auto",
                         help="which frame the json's width/height describe for EXIF-rotated images: auto "
                              "(the displayed frame when it fits, else the stored one), displayed, stored")
+    parser.add_argument("--max_side", type=int, default=None, metavar="N",
+                        help="store pictures whose long side exceeds N shrunk to long side N (area interpolation; "
+                             "boxes scaled; evaluation still scores in original pixels). Default: off, every "
+                             "picture stored as it is; 1280 suits camera photos (see README)")
+    parser.add_argument("--jpeg_quality", type=int, default=None, metavar="Q",
+                        help=f"JPEG quality of the pictures --max_side shrinks (default {DEFAULT_JPEG_QUALITY}; "
+                             f"other formats are stored as lossless PNG)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--verify_after", action="store_true",
                         help="after converting, re-read OUT with MindDataset and check it (as --verify)")
@@ -109,6 +118,8 @@ def check_format_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
         if getattr(args, flag) is not None:
             owners = " or ".join(name for name, flags in FORMAT_FLAGS.items() if flag in flags)
             parser.error(f"--{flag} is for --format {owners}, not --format {args.format}")
+    if args.jpeg_quality is not None and args.max_side is None:
+        parser.error("--jpeg_quality applies to the pictures --max_side shrinks; give --max_side too")
     missing = [flag for flag in REQUIRED_FLAGS[args.format] + ("output_dir",) if getattr(args, flag) is None]
     if missing:
         parser.error(f"--format {args.format} needs " + ", ".join("--" + m for m in missing))
@@ -117,7 +128,9 @@ def check_format_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 def convert(args: argparse.Namespace):
     """The conversion the arguments ask for; returns its ConversionSummary."""
     common = dict(shard_num=args.shard_num, num_workers=args.num_workers, drop_empty=args.drop_empty,
-                  strict=args.strict, exif_frame=args.exif_frame, progress=not args.no_progress)
+                  strict=args.strict, exif_frame=args.exif_frame, max_side=args.max_side,
+                  jpeg_quality=DEFAULT_JPEG_QUALITY if args.jpeg_quality is None else args.jpeg_quality,
+                  progress=not args.no_progress)
     if args.format == "yolo":
         return convert_yolo(args.data, args.output_dir, split=args.split or "train", **common)
     if args.format == "voc":

@@ -11,11 +11,12 @@ import numpy as np
 
 from ..fileio import write_file_durable
 from ..manifest import Manifest, ShardEntry, category_count_keys, compute_dataset_id
-from ..schema import MANIFEST_NAME, SCHEMA_VERSION
+from ..schema import DATASET_ID_VERSION, MANIFEST_NAME, SCHEMA_VERSION
 from .plan import Plan
 from .problems import ConversionError
+from .shrink import ShrinkTally, describe_shrunk, shrink_hint
 
-CONVERTER_VERSION = "1.2.0"
+CONVERTER_VERSION = "1.3.0"   # 1.3: schema 2 (original size and scale columns), --max_side
 
 
 def check_output_target(target: Path) -> None:
@@ -58,7 +59,7 @@ def boxes_per_category(categories: list, label_arrays: list) -> dict:
 
 
 def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, shards: list,
-                   options: dict, warnings: list) -> Manifest:
+                   options: dict, warnings: list, shrunk: dict | None = None) -> Manifest:
     """The manifest of the converted rows (``Manifest.to_json`` is what manifest.json holds)."""
     boxes_per_row = [len(image.labels) for image in converted]
     source = plan.source
@@ -83,8 +84,9 @@ def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, 
         annotation_file=source.annotation_file,
         annotation_sha256=source.sha256,
         options=dict(options),
+        shrunk=dict(shrunk or {}),
         shards=tuple(ShardEntry(s["file"], s["num_rows"]) for s in shards),
-        dataset_id=compute_dataset_id(SCHEMA_VERSION, [image.entry.image_id for image in converted],
+        dataset_id=compute_dataset_id(DATASET_ID_VERSION, [image.entry.image_id for image in converted],
                                       boxes_per_row, source.sha256),
     )
 
@@ -112,6 +114,16 @@ class ConversionSummary:
     warnings: list = dataclasses.field(default_factory=list)   # ConversionWarnings, one per kind
     source_format: str = "coco"
     source_problems: list = dataclasses.field(default_factory=list)  # a reader's (yolodata.formats.SourceProblem)
+    max_side: int | None = None   # the --max_side of the run
+    shrink: ShrinkTally = dataclasses.field(default_factory=ShrinkTally)
+
+    @property
+    def shrink_line(self) -> tuple[str, str] | None:
+        """("shrunk", what --max_side did), or ("hint", what it would save), or None."""
+        if self.max_side is not None:
+            return "shrunk", describe_shrunk(self.shrink, self.max_side)
+        hint = shrink_hint(self.shrink, self.num_images)
+        return None if hint is None else ("hint", hint)
 
     @property
     def skipped_by_reason(self) -> dict:
@@ -131,6 +143,8 @@ class ConversionSummary:
         rows.append(("skipped", ", ".join(f"{reason}: {n}" for reason, n in skipped.items()) or "none"))
         if self.reencoded:
             rows.append(("re-encoded", f"{len(self.reencoded)} (EXIF frame, see manifest.json)"))
+        if self.shrink_line is not None:
+            rows.append(self.shrink_line)
         rows.append(("shards", ", ".join(f"{s['file']} ({s['num_rows']} rows)" for s in self.shards)))
         rows.append(("bytes", f"{self.bytes_written:,} ({self.disk_bytes:,} on disk)"))
         rows.append(("time", f"{self.seconds:.2f} s in all; images {self.convert_seconds:.2f} s "

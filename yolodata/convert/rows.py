@@ -18,6 +18,7 @@ import bisect
 import contextlib
 import dataclasses
 import functools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .label_arrays import row_arrays
 from .plan import ImageCandidate, ImageEntry, Plan
 from .problems import MAX_PROBLEMS_IN_MESSAGE, ConversionError, ConversionWarning, Problem, \
     reporting_write_errors, strict_stop
+from .shrink import ShrinkOptions, ShrinkTally, scale_labels, shrink_picture, stored_hw
 
 IMAGES_PER_TASK = 8                  # images a decode thread takes at once
 IN_FLIGHT_BYTES = 64 * 2 ** 20       # image file bytes decoded ahead of the writer, at most (plus one task)
@@ -51,23 +53,49 @@ def read_source(candidate: ImageCandidate) -> bytes | Problem:
                        candidate.image_id, candidate.file_name)
 
 
-def validate_source(candidate: ImageCandidate, data: bytes | Problem, exif_frame: str):
-    """Validate one image fully (runs in a decode thread): complete, decodes, has the json's size.
+@dataclasses.dataclass(frozen=True)
+class ValidatedImage:
+    """A source image ready to be written: the bytes to store, their size, and what --max_side did."""
 
-    Returns (bytes to store, image_io.PreparedImage), or a Problem when the image cannot be converted.
+    stored: bytes                 # the bytes of the row's ``image`` field
+    prepared: image_io.PreparedImage   # the source picture's (json) size and any EXIF re-encoding
+    stored_hw: tuple              # (height, width) the stored bytes decode to
+    scale: float                  # stored pixels per source pixel (1.0: stored at its size)
+    source_bytes: int             # size of the source file
+    seconds: float                # time the checks (a full decode) and any shrinking took
+
+
+def validate_source(candidate: ImageCandidate, data: bytes | Problem, exif_frame: str,
+                    shrink: ShrinkOptions = ShrinkOptions()):
+    """Validate one image fully (runs in a decode thread): complete, decodes, has the json's size;
+    shrunk and re-encoded when its long side exceeds ``shrink.max_side``.
+
+    Returns a ValidatedImage, or a Problem when the image cannot be converted.
     """
     if isinstance(data, Problem):
         return data
+    started = time.perf_counter()
+    source_hw = (candidate.height, candidate.width)
+    scale = shrink.scale_for(source_hw)
     try:
-        prepared = image_io.prepare_source_image(data, (candidate.height, candidate.width), exif_frame)
+        prepared = image_io.prepare_source_image(data, source_hw, exif_frame, keep_pixels=scale < 1.0)
+        stored = data if prepared.encoded is None else prepared.encoded
+        stored_size = source_hw
+        if scale < 1.0:
+            stored = shrink_picture(prepared.pixels, scale, image_io.sniff_format(data), shrink.jpeg_quality)
+            stored_size = stored_hw(source_hw, scale)
+            note = prepared.note and ("shrunk (--max_side) in the stored (un-rotated) frame that the json's "
+                                      "size describes")
+            prepared = dataclasses.replace(prepared, pixels=None, note=note)  # frees the full-size picture early
     except image_io.ImageProblem as problem:
         return Problem(problem.reason, str(problem), candidate.image_id, candidate.file_name)
-    return (data if prepared.encoded is None else prepared.encoded), prepared
+    return ValidatedImage(stored, prepared, stored_size, scale, len(data), time.perf_counter() - started)
 
 
-def decode_ahead(candidates: list, *, exif_frame: str, num_workers: int) -> OrderedPrefetch:
+def decode_ahead(candidates: list, *, exif_frame: str, num_workers: int,
+                 shrink: ShrinkOptions = ShrinkOptions()) -> OrderedPrefetch:
     """Validate ``candidates`` in ``num_workers`` threads ahead of the consumer, in order (enter it to start)."""
-    validate = functools.partial(validate_source, exif_frame=exif_frame)
+    validate = functools.partial(validate_source, exif_frame=exif_frame, shrink=shrink)
     return OrderedPrefetch(candidates, validate, num_workers=num_workers, load=read_source,
                            max_weight=IN_FLIGHT_BYTES, weight=lambda candidate: candidate.size,
                            items_per_task=IMAGES_PER_TASK, thread_name="yolodata-decode")
@@ -142,6 +170,17 @@ class WrittenRows:
     converted: list               # ConvertedImage in row order
     skipped: list                 # Problems found while reading the images
     reencoded: list               # {"image_id", "file_name", "note"}
+    shrink: ShrinkTally = dataclasses.field(default_factory=ShrinkTally)
+
+
+def row_fields(entry: ImageEntry, image: ValidatedImage, labels: np.ndarray, row_index: int) -> dict:
+    """The MindRecord row of one converted image; ``labels`` in the json's (original) pixels."""
+    num_boxes, boxes, classes, iscrowd = row_arrays(scale_labels(labels, image.scale, image.stored_hw))
+    return {"image": image.stored, "image_id": entry.image_id, "file_name": entry.file_name,
+            "height": int(image.stored_hw[0]), "width": int(image.stored_hw[1]),
+            "orig_height": image.prepared.height, "orig_width": image.prepared.width,
+            "stored_scale": float(image.scale), "num_boxes": num_boxes, "boxes": boxes, "classes": classes,
+            "iscrowd": iscrowd, "row_index": row_index}
 
 
 def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, progress: bool,
@@ -165,19 +204,16 @@ def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, p
                 written.skipped.append(result)
                 bar.set_postfix(skipped=len(written.skipped), refresh=False)
             else:
-                stored, prepared = result
                 labels, boxes_clipped, boxes_dropped = plan.labels[position]
-                num_boxes, boxes, classes, iscrowd = row_arrays(labels)
-                fields = {"image": stored, "image_id": entry.image_id, "file_name": entry.file_name,
-                          "height": prepared.height, "width": prepared.width, "num_boxes": num_boxes,
-                          "boxes": boxes, "classes": classes, "iscrowd": iscrowd,
-                          "row_index": len(written.converted)}
+                fields = row_fields(entry, result, labels, len(written.converted))
                 with reporting_write_errors(output_dir):
                     writer.add(fields, shard_of_position(starts, position))
                 written.converted.append(ConvertedImage(entry, labels, boxes_clipped, boxes_dropped))
-                if prepared.note:
+                written.shrink.add((entry.height, entry.width), result.source_bytes, len(result.stored),
+                                   result.scale < 1.0, result.seconds)
+                if result.prepared.note:
                     written.reencoded.append({"image_id": entry.image_id, "file_name": entry.file_name,
-                                              "note": prepared.note})
+                                              "note": result.prepared.note})
             bar.update(1)
     if not written.converted:
         raise ConversionError(f"none of the {len(plan.entries)} images could be converted; nothing was written:"

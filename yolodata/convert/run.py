@@ -30,6 +30,7 @@ from .coco_json import SourceDocument, check_coco_shape, parse_categories, read_
 from .output import ConversionSummary, build_manifest, check_output_target, write_annotations
 from .plan import check_images, plan_conversion
 from .problems import ConversionError, problem_order, reporting_write_errors, skipped_by_source, strict_stop
+from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
 from .rows import decode_ahead, planned_shard_count, shards_warning, write_rows
 
 GIL_SWITCH_INTERVAL = 1e-4           # seconds, while the plan runs next to the decode threads
@@ -54,13 +55,16 @@ def _prompt_gil_handoff(interval: float | None = None):
 
 def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_workers: int | None = None,
                  drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
+                 max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
                  progress: bool = False, log: Callable[[str], None] | None = None) -> ConversionSummary:
     """Convert a COCO-format dataset (an instances json and its image folder) into ``output_dir``.
 
     ``shard_num`` MindRecord files are written (fewer when there are fewer images, said in a warning);
     ``drop_empty`` leaves out images without boxes; ``strict`` stops at the first problem instead of
     skipping the image; ``exif_frame`` says which frame the json's sizes describe for EXIF-rotated
-    pictures (``image_io.prepare_source_image``). ``progress`` shows a tqdm bar (images/s) on stderr;
+    pictures (``image_io.prepare_source_image``). ``max_side``: pictures whose long side exceeds it are
+    stored shrunk to that long side, JPEGs re-encoded at ``jpeg_quality`` (``convert.shrink``; None keeps
+    every picture's size). ``progress`` shows a tqdm bar (images/s) on stderr;
     ``log`` receives a few one-line status messages. Returns the summary.
 
     Raises ConversionError for user errors (the message says what to fix) and ValueError for bad
@@ -69,6 +73,7 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
     """
     started = time.perf_counter()
     workers = _check_arguments(shard_num, exif_frame, num_workers, image_dir)
+    shrink = ShrinkOptions(max_side, jpeg_quality)
     annotation_bytes, annotation_sha256 = read_annotation_file(ann_file)
 
     def parse(on_images: Callable[[list], None]) -> SourceDocument:
@@ -77,13 +82,14 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_num: int = 1, num_wor
                               Path(ann_file).name)
 
     return _convert(parse, str(ann_file), image_dir, output_dir, started=started, shard_num=shard_num,
-                    workers=workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, progress=progress,
-                    log=log)
+                    workers=workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, shrink=shrink,
+                    progress=progress, log=log)
 
 
 def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_num: int = 1,
                      num_workers: int | None = None, drop_empty: bool = False, strict: bool = False,
-                     exif_frame: str = "auto", progress: bool = False,
+                     exif_frame: str = "auto", max_side: int | None = None,
+                     jpeg_quality: int = DEFAULT_JPEG_QUALITY, progress: bool = False,
                      log: Callable[[str], None] | None = None) -> ConversionSummary:
     """``convert_coco`` for a COCO-style document already in memory (a reader of another annotation
     format builds one: ``SourceDocument.from_document``); ``image_dir`` is what its file names are
@@ -95,6 +101,7 @@ def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_num
     """
     started = time.perf_counter()
     workers = _check_arguments(shard_num, exif_frame, num_workers, image_dir)
+    shrink = ShrinkOptions(max_side, jpeg_quality)
     check_coco_shape(source.document, source.name)
     reader_errors = [problem for problem in source.problems if problem.is_error]
     if strict and reader_errors:
@@ -108,8 +115,8 @@ def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_num
         return source
 
     return _convert(parse, source.name, image_dir, output_dir, started=started, shard_num=shard_num,
-                    workers=workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, progress=progress,
-                    log=log)
+                    workers=workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, shrink=shrink,
+                    progress=progress, log=log)
 
 
 def _check_arguments(shard_num, exif_frame, num_workers, image_dir) -> int:
@@ -125,8 +132,8 @@ def _check_arguments(shard_num, exif_frame, num_workers, image_dir) -> int:
 
 
 def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, started: float, shard_num: int,
-             workers: int, drop_empty: bool, strict: bool, exif_frame: str, progress: bool,
-             log) -> ConversionSummary:
+             workers: int, drop_empty: bool, strict: bool, exif_frame: str, shrink: ShrinkOptions,
+             progress: bool, log) -> ConversionSummary:
     """The conversion (arguments checked); ``parse(on_images)`` returns the SourceDocument, calling
     ``on_images`` with the ``images`` list as soon as it has it."""
     image_dir, output_dir = Path(image_dir), Path(output_dir)
@@ -139,7 +146,8 @@ def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, starte
         def start_decoding(images: list) -> None:
             """Check the images list and start validating its images in threads (stage 2 begins)."""
             checks = check_images(images, image_dir)
-            prefetch = decode_ahead(checks.candidates, exif_frame=exif_frame, num_workers=workers)
+            prefetch = decode_ahead(checks.candidates, exif_frame=exif_frame, num_workers=workers,
+                                    shrink=shrink)
             decoding.update(checks=checks, prefetch=stack.enter_context(prefetch), started=time.perf_counter())
 
         with _prompt_gil_handoff():
@@ -177,9 +185,10 @@ def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, starte
                             if warning is not None]
                 for warning in warnings:
                     log(f"warning: {warning.message}")
-                options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num}
+                options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num,
+                           **shrink.manifest_options()}
                 manifest = build_manifest(plan, written.converted, skipped, written.reencoded, shards, options,
-                                          warnings)
+                                          warnings, shrunk=written.shrink.manifest_entry())
                 with reporting_write_errors(output_dir):
                     write_annotations(temp / ANNOTATIONS_NAME, plan, [image.entry for image in written.converted])
                     write_file_durable(temp / MANIFEST_NAME, manifest.to_json())
@@ -198,4 +207,4 @@ def _convert(parse: Callable, source_name: str, image_dir, output_dir, *, starte
         disk_bytes=sum(getattr(st, "st_blocks", 0) * 512 or st.st_size for st in stats),
         seconds=time.perf_counter() - started, convert_seconds=convert_seconds, num_workers=workers,
         dataset_id=manifest.dataset_id, warnings=warnings, source_format=source.source_format,
-        source_problems=list(source.problems))
+        source_problems=list(source.problems), max_side=shrink.max_side, shrink=written.shrink)

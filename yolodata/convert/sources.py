@@ -18,6 +18,7 @@ from .coco_json import SourceDocument
 from .output import ConversionSummary
 from .problems import ConversionError
 from .run import convert_document
+from .shrink import DEFAULT_JPEG_QUALITY
 
 
 def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_file: str, output_dir, *, log,
@@ -37,20 +38,22 @@ def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_fi
 
 
 def convert_yolo(data_file, output_dir, *, split: str = "train", shard_num: int = 1, num_workers: int | None = None,
-                 drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto", progress: bool = False,
+                 drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
+                 max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY, progress: bool = False,
                  log: Callable[[str], None] | None = None) -> ConversionSummary:
     """Convert the ``split`` of a YOLO txt dataset (Ultralytics ``data.yaml`` or Darknet ``obj.data``;
     ``yolodata.formats.yolo_txt``) into ``output_dir``. Options, output and guarantees as ``convert_coco``;
     ``exif_frame`` also says which frame of an EXIF-rotated picture the normalised labels refer to."""
     return _convert_dataset(lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
-                            f"YOLO dataset {data_file} (split {split})", Path(data_file).name, output_dir, log=log, shard_num=shard_num, num_workers=num_workers, drop_empty=drop_empty,
-                            strict=strict, exif_frame=exif_frame, progress=progress)
+                            f"YOLO dataset {data_file} (split {split})", Path(data_file).name, output_dir, log=log,
+                            shard_num=shard_num, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
+                            exif_frame=exif_frame, max_side=max_side, jpeg_quality=jpeg_quality, progress=progress)
 
 
 def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=None, difficult: str = "ignore",
                 shard_num: int = 1, num_workers: int | None = None, drop_empty: bool = False, strict: bool = False,
-                exif_frame: str = "auto", progress: bool = False,
-                log: Callable[[str], None] | None = None) -> ConversionSummary:
+                exif_frame: str = "auto", max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                progress: bool = False, log: Callable[[str], None] | None = None) -> ConversionSummary:
     """Convert a Pascal VOC folder (every XML of Annotations/, or the ids of ImageSets/Main/<split>.txt;
     ``yolodata.formats.voc``) into ``output_dir``. ``names_file`` fixes the class order (default: sorted
     names); ``difficult`` is "ignore" (crowd-like ignored boxes), "keep" or "drop". Options, output and
@@ -60,4 +63,5 @@ def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=Non
     return _convert_dataset(lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult,
                                                      exif_frame=exif_frame, progress=progress),
                             name, annotation_file, output_dir, log=log, shard_num=shard_num, num_workers=num_workers,
-                            drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, progress=progress)
+                            drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, max_side=max_side,
+                            jpeg_quality=jpeg_quality, progress=progress)

@@ -13,13 +13,16 @@ import numpy as np
 
 from ..augment import letterbox
 from ..checks import resolve_num_workers
+from ..schema import columns_of
 from . import eval_batches
 from .eval_batches import EvalGeometry
 from .rows import (RowDecoder, SkippedRowLog, batch_keys, check_rows, limit_opencv_threads, read_rows_in_order,
                    resolve_mindrecord, stored_image_sizes)
 
-# evaluation reads no labels: fewer columns to deserialise per row (about 0.1 ms of CPU per image)
-EVAL_SOURCE_COLUMNS = ["image", "height", "width", "image_id", "row_index"]
+# evaluation reads no labels: fewer columns to deserialise per row (about 0.1 ms of CPU per image);
+# the original size and scale map detections back to the source picture (a schema 1 set has none)
+EVAL_SOURCE_COLUMNS = ["image", "height", "width", "image_id", "row_index", "orig_height", "orig_width",
+                       "stored_scale"]
 EVAL_COLUMNS = ["image", "image_id", "orig_hw", "scale", "pad"]
 
 
@@ -46,7 +49,9 @@ class EvalBatchBuilder:
     def __deepcopy__(self, memo):  # nothing in it changes: copies would only duplicate the keys
         return self
 
-    def __call__(self, image, height, width, image_id, row_index, batch_info):
+    def __call__(self, image, height, width, image_id, row_index, orig_height, orig_width, stored_scale,
+                 batch_info):
+        """One batch; ``orig_height``, ``orig_width``, ``stored_scale`` are None for a schema 1 set."""
         keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
         check_rows(row_index, keys[:, eval_batches.KEY_ROW])
         batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
@@ -56,17 +61,49 @@ class EvalBatchBuilder:
         valid = keys[:, eval_batches.KEY_VALID] == 1
         valid[replaced] = False  # a skipped row carries another row's pixels: never score them as its own
         batch_images = np.empty((len(images), batch_h, batch_w, 3), np.uint8)
-        scales = np.empty(len(images), np.float32)
+        scales = np.empty(len(images), np.float64)
         pads = np.empty((len(images), 2), np.float32)
-        orig_hw = np.empty((len(images), 2), np.int32)
         for k, img in enumerate(images):
+            # the scale-up decision and the letterbox work on the stored picture, as val.py's on the loaded one
             scale = letterbox.long_side_scale(img.shape[:2], self.testing_shape, scaleup=self.geometry.scaleup)
             scales[k], pads[k] = letterbox.letterbox_into(img, batch_images[k], scale=scale,
                                                           shrink_interpolation=self.shrink_interpolation)
-            orig_hw[k] = img.shape[:2]
+        orig_hw, stored_scales = original_geometry(images, replaced, orig_height, orig_width, stored_scale)
         image_ids = np.asarray([int(np.asarray(x).reshape(())) for x in image_id], np.int64)
         image_ids = np.where(valid, image_ids, -1)
+        # letterboxed = stored * scale + pad and stored = original * stored_scale: one scale from the original
+        scales = (scales * stored_scales).astype(np.float32)
         return batch_images, image_ids, orig_hw, scales, pads
+
+
+class SchemaOneEvalBatch:
+    """The eval batch function for a schema 1 set (no original-size columns: pictures at their size)."""
+
+    def __init__(self, builder: EvalBatchBuilder):
+        self.builder = builder
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, image, height, width, image_id, row_index, batch_info):
+        return self.builder(image, height, width, image_id, row_index, None, None, None, batch_info)
+
+
+def original_geometry(images, replaced, orig_height, orig_width, stored_scale):
+    """(int32 (B, 2) original height and width, float64 (B,) stored pixels per original pixel) of a batch.
+
+    A schema 1 set (no such columns) stored every picture at its original size. A replaced row (skipped
+    with skip_bad_rows) keeps its decoded donor's size; it is never scored.
+    """
+    if orig_height is None:
+        return (np.asarray([img.shape[:2] for img in images], np.int32).reshape(-1, 2),
+                np.ones(len(images), np.float64))
+    orig_hw = np.stack([[int(np.asarray(h).reshape(())) for h in orig_height],
+                        [int(np.asarray(w).reshape(())) for w in orig_width]], axis=1).astype(np.int32)
+    scales = np.asarray([float(np.asarray(x).reshape(())) for x in stored_scale], np.float64)
+    for k in replaced:
+        orig_hw[k], scales[k] = images[k].shape[:2], 1.0
+    return orig_hw, scales
 
 
 def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int = 640,
@@ -98,12 +135,15 @@ def create_eval_dataset(mindrecord, *, per_batch_size: int, testing_shape: int =
     keys = eval_batches.eval_keys(sizes, per_batch_size=per_batch_size, testing_shape=testing_shape, rank=rank,
                                   group_size=group_size, geometry=geometry)
     rows = keys[:, eval_batches.KEY_ROW]
+    columns = columns_of(manifest.schema_version, EVAL_SOURCE_COLUMNS)
     bad_rows = SkippedRowLog()
     builder = EvalBatchBuilder(testing_shape, RowDecoder(manifest, folder, skip_bad_rows, bad_rows),
                                keys=keys, per_batch_size=per_batch_size, geometry=geometry)
-    dataset = read_rows_in_order(files, rows, num_samples, workers, EVAL_SOURCE_COLUMNS)
+    if not manifest.has_original_sizes:
+        builder = SchemaOneEvalBatch(builder)
+    dataset = read_rows_in_order(files, rows, num_samples, workers, columns)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
-                            input_columns=EVAL_SOURCE_COLUMNS, output_columns=EVAL_COLUMNS,
+                            input_columns=columns, output_columns=EVAL_COLUMNS,
                             num_parallel_workers=workers, python_multiprocessing=False)
     dataset.num_steps = len(rows) // int(per_batch_size)
     dataset.manifest = manifest

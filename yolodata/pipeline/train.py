@@ -52,7 +52,9 @@ class TrainBatchBuilder:
     """The per-batch function of the training pipeline (run in a worker thread)."""
 
     def __init__(self, *, seed, training_shape, resize_rate, shapes, augment: AugmentConfig,
-                 anchors, anchor_t, max_boxes, decoder: RowDecoder, keys: np.ndarray, per_batch_size: int):
+                 anchors, anchor_t, max_boxes, decoder: RowDecoder, keys: np.ndarray, per_batch_size: int,
+                 reduced_decode: bool = True):
+        self.reduced_decode = bool(reduced_decode)
         self.keys = np.asarray(keys, np.int64)  # (S * B, 4): epoch, position, step, row of every sample
         self.per_batch_size = int(per_batch_size)
         self.seed = int(seed)
@@ -78,7 +80,8 @@ class TrainBatchBuilder:
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)
-        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=size)
+        target_long_side = size if self.reduced_decode else None
+        images, labels, _ = self.decoder.decode_batch(columns, target_long_side=target_long_side)
         labels = [_drop_crowd(lab) for lab in labels]
         # The last pixel step (HSV, or BGR -> RGB) writes each sample straight into its slot of the
         # batch: no per-sample output image and no np.stack copy. MindDataset hands the returned
@@ -146,7 +149,7 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
                          max_boxes: int = 256, anchors=YOLOV5_ANCHORS, anchor_t: float = 4.0,
                          multiscale_shapes: Sequence[int] | None = None, skip_bad_rows: bool = False,
                          expected_dataset_id: str | None = None, opencv_threads: int | None = 1,
-                         augment: AugmentConfig | None = None, image_weights=None):
+                         augment: AugmentConfig | None = None, reduced_decode: bool = True, image_weights=None):
     """A MindSpore dataset of training batches (columns ``TRAIN_COLUMNS``, see README).
 
     Covers ``num_epochs`` epochs from ``start_epoch`` (the first one from ``start_step``); iterate it
@@ -155,6 +158,9 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
     ``image_weights``: one sampling weight per stored image (row order) for YOLOv5's weighted sampling
     (``sampler.image_weights_from_classes``), or None for the plain shuffled order.
+    ``reduced_decode``: decode a stored JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) when that
+    still leaves twice the batch's long side (``rows.reduced_decode_factor``; README, "Camera photos");
+    False always decodes at the stored size (for measuring; the batches differ only by resampling).
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
     leaves it alone).
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
@@ -185,7 +191,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     builder = TrainBatchBuilder(
         seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=augment,
         anchors=anchors, anchor_t=anchor_t, max_boxes=max_boxes,
-        decoder=RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size)
+        decoder=RowDecoder(manifest, folder, skip_bad_rows, bad_rows), keys=keys, per_batch_size=per_batch_size,
+        reduced_decode=reduced_decode)
     dataset = read_rows_in_order(files, rows, num_samples, workers, SOURCE_COLUMNS)
     dataset = dataset.batch(int(per_batch_size), drop_remainder=True, per_batch_map=builder,
                             input_columns=SOURCE_COLUMNS, output_columns=TRAIN_COLUMNS,
