@@ -36,8 +36,9 @@ def train_flags(shards: Path, run_dir: Path, args) -> list[str]:
     """The flags both runs share."""
     return ["--mindrecord", str(shards), "--val_mindrecord", str(shards), "--training_shape", str(args.training_shape),
             "--testing_shape", str(args.training_shape), "--per_batch_size", str(args.per_batch_size),
-            "--max_epoch", str(args.max_epoch), "--lr", "0.01", "--momentum", "0.937", "--weight_decay", "0.0005",
-            "--lr_scheduler", "cosine_annealing", "--t_max", str(args.max_epoch), "--eta_min", "0.0001",
+            "--max_epoch", str(args.max_epoch), "--lr", str(args.lr), "--momentum", "0.937",
+            "--weight_decay", "0.0005", "--lr_scheduler", "cosine_annealing", "--t_max", str(args.max_epoch),
+            "--eta_min", str(args.lr * 0.01),
             "--warmup_epochs", "1", "--eval_interval", "1", "--log_interval", "4", "--seed", "0",
             "--ckpt_path", str(run_dir)]
 
@@ -57,6 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--training_shape", type=int, default=320)
     parser.add_argument("--max_epoch", type=int, default=3)
     parser.add_argument("--per_batch_size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate after warmup (YOLOv5's lr0 0.01)")
+    parser.add_argument("--runs", default="pretrained,scratch", help="which runs: pretrained, scratch or both")
     parser.add_argument("--output", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if not args.weights.is_file():
@@ -66,19 +69,28 @@ def main(argv=None) -> int:
         shards = root / "coco128_shards"
         if not shards.exists():
             convert_coco(COCO128 / "val2017", COCO128 / "annotations" / "instances_val2017.json", shards)
-        pretrained, pretrained_s = run("pretrained", train_flags(shards, root / "pretrained", args)
-                                       + ["--weights", str(args.weights)])
-        scratch, scratch_s = run("scratch", train_flags(shards, root / "scratch", args)
-                                 + ["--yolov5_version", "yolov5n", "--yolov5_layout", "v6.0"])
-    print(f"\nyolov5n on coco128 at {args.training_shape} px, batch {args.per_batch_size}, {args.max_epoch} epochs "
-          f"(EMA weights validated on coco128 after every epoch)")
-    print("| epoch | pretrained mAP@0.5:0.95 | pretrained mAP@0.5 | random init mAP@0.5:0.95 | random init mAP@0.5 |")
-    print("| --- | --- | --- | --- | --- |")
-    for row_a, row_b in zip(pretrained, scratch):
-        print(f"| {row_a['epoch']} | {row_a['metrics/mAP_0.5:0.95']:.4f} | {row_a['metrics/mAP_0.5']:.4f} | "
-              f"{row_b['metrics/mAP_0.5:0.95']:.4f} | {row_b['metrics/mAP_0.5']:.4f} |")
-    print(f"wall time: pretrained {pretrained_s:.0f} s, random init {scratch_s:.0f} s")
+        runs = {"pretrained": ["--weights", str(args.weights)],
+                "scratch": ["--yolov5_version", "yolov5n", "--yolov5_layout", "v6.0"]}
+        chosen = [name for name in args.runs.split(",") if name]
+        unknown = [name for name in chosen if name not in runs]
+        if unknown:
+            raise SystemExit(f"--runs: unknown run(s) {unknown}; choose from {sorted(runs)}")
+        figures = {name: run(name, train_flags(shards, root / name, args) + runs[name]) for name in chosen}
+    print_table(figures, args)
     return 0
+
+
+def print_table(figures: dict, args) -> None:
+    """One row per epoch, two columns (mAP@0.5:0.95, mAP@0.5) per run."""
+    print(f"\nyolov5n on coco128 at {args.training_shape} px, batch {args.per_batch_size}, lr {args.lr}, "
+          f"{args.max_epoch} epochs (EMA weights validated on coco128 after every epoch)")
+    names = list(figures)
+    print("| epoch | " + " | ".join(f"{name} mAP@0.5:0.95 | {name} mAP@0.5" for name in names) + " |")
+    print("| --- |" + " --- | --- |" * len(names))
+    for epoch_rows in zip(*(figures[name][0] for name in names)):
+        cells = " | ".join(f"{row['metrics/mAP_0.5:0.95']:.4f} | {row['metrics/mAP_0.5']:.4f}" for row in epoch_rows)
+        print(f"| {epoch_rows[0]['epoch']} | {cells} |")
+    print("wall time: " + ", ".join(f"{name} {figures[name][1]:.0f} s" for name in names))
 
 
 if __name__ == "__main__":

@@ -128,9 +128,20 @@ def test_training_stores_the_new_anchors_where_eval_and_resume_read_them(thin_sh
     assert any(m.startswith("--image_weights: each epoch draws 12 images") for m in messages)
     checkpoint = sorted((tmp_path / "ckpt_0").glob("0-*.ckpt"))[-1]
     _, metadata = ckpt_lib.read_checkpoint(checkpoint)
+    assert metadata["image_weights"] == 1     # a resume draws the same weighted order
     stored = ckpt_lib.decode_anchors(metadata)
     assert stored is not None and not np.array_equal(stored, YOLOV5_ANCHORS)
     config_text = (tmp_path / "config.yaml").read_text()
     assert "# anchors: " + str(stored.reshape(3, -1).tolist()) in config_text
     net = loading.load_inference_net(checkpoint).network
     assert np.array_equal(np.asarray(net.anchors, np.float32), stored)
+
+
+def test_checkpoints_record_image_weights_and_older_ones_read_as_without():
+    state = ckpt_lib.TrainState(epoch=1, step=2, steps_completed=5, seed=0, dataset_id="ab" * 32,
+                                yolov5_version="yolov5n", num_classes=1, training_shape=64, global_batch_size=4,
+                                image_weights=1)
+    metadata = state.metadata()
+    assert ckpt_lib.train_state_from(metadata, "x.ckpt").image_weights == 1
+    del metadata["image_weights"]
+    assert ckpt_lib.train_state_from(metadata, "x.ckpt").image_weights == 0

@@ -167,7 +167,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             yolov5_version=choice.version, num_classes=manifest.num_classes, training_shape=training_shape,
             global_batch_size=global_batch, yolov5_layout=choice.layout,
             anchors=ckpt_lib.encode_anchors(choice.anchors) if choice.anchors is not None else "",
-            class_names=ckpt_lib.encode_class_names(manifest.class_names))
+            class_names=ckpt_lib.encode_class_names(manifest.class_names), image_weights=int(bool(args.image_weights)))
     lr = lr_schedule.build_lr_schedule(
         lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
         warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
@@ -197,6 +197,10 @@ def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt
         log(f"resuming with the checkpoint's seed {resume_state.seed} (not --seed {args.seed}) so that the "
             f"sample order continues")
         args.seed = resume_state.seed
+    if resume_state.image_weights != int(bool(args.image_weights)):
+        log(f"resuming {'with' if resume_state.image_weights else 'without'} --image_weights as the checkpoint's "
+            f"run did, so that the sample order continues")
+        args.image_weights = bool(resume_state.image_weights)
     return resume_state
 
 
