@@ -18,6 +18,7 @@ from yolodata.convert import convert_coco
 from yolodata.pipeline import create_eval_dataset
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel import evaluation
+from yolomodel.class_report import REPORT_FILES
 from yolomodel.cli import eval as eval_cli
 from yolomodel.coco_eval import entry_problem, load_ground_truth, score_detections
 from yolomodel.checkpoint.loading import ModelLoadError
@@ -57,6 +58,19 @@ def test_cli_prints_cocoapi_reference_for_its_fake_results(cocoapi_dir):
     assert lines[0] == eval_cli.RESULT_HEADER
     assert lines[1:13] == [line for line in bbox_section.splitlines() if SUMMARY_NUMBER.match(line)]
     assert lines[13].startswith("testing cost time ")
+    # then the per-class table (its "all" row repeats the mAPs) and the worst classes; no files without --output_dir
+    assert lines[14].startswith("per-class results: P and R at confidence ")
+    all_row = lines[16].split()
+    assert all_row[0] == "all" and [float(v) for v in all_row[-2:]] == [expected[1], expected[0]]
+    assert lines[-1].startswith("lowest AP@0.5:0.95 (5 of ")
+
+
+def test_cli_writes_the_per_class_report_into_output_dir(cocoapi_dir, tmp_path):
+    done = run_tool("--ann_file", cocoapi_dir / "instances_val2014_100.json", "--results_file",
+                    cocoapi_dir / "instances_val2014_fakebbox100_results.json", "--output_dir", tmp_path / "report")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(REPORT_FILES)
+    assert f"per-class report written to {tmp_path / 'report'}" in done.stdout
 
 
 def test_main_user_errors_exit_2_with_a_message(cocoapi_dir, tmp_path, capsys):
@@ -332,6 +346,9 @@ def test_run_eval_sh_evaluates_a_random_yolov5n(script_run, val_dir):
         per_image[entry["image_id"]] = per_image.get(entry["image_id"], 0) + 1
     assert max(per_image.values()) <= 20
     assert done.stdout.endswith((out / "log.txt").read_text())
+    # the per-class report lands beside the results file
+    assert all((out / name).stat().st_size > 0 for name in REPORT_FILES)
+    assert "per-class results: P and R at confidence" in done.stdout and "\nall " in done.stdout
 
 
 def test_run_eval_sh_refuses_missing_inputs(tmp_path):

@@ -122,6 +122,10 @@ def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run,
     # validation: 3 val images over 2 ranks (2 and 1, rank 1 padded), every image counted once, rank 0 writes
     assert "validation epoch 1/1:" in rank0 and "; 3 images in " in rank0
     assert (out / "ckpt" / "results.csv").read_text().count("\n") == 2 and (out / "ckpt" / "ckpt_0" / "best.ckpt").exists()
+    # rank 0 alone writes the batch pictures and the best epoch's per-class report, and lists them
+    assert all((out / "ckpt" / name).is_file() for name in ("train_batch0.jpg", "train_batch1.jpg", "per_class.csv",
+                                                            "val_batch0_pred.jpg", "confusion_matrix.png"))
+    assert "pictures and reports in" in rank0 and "pictures and reports in" not in logs["worker_1.log"]
     saved, metadata = ckpt_lib.read_checkpoint(out / "ckpt" / "ckpt_0" / "0-1_2.ckpt")
     assert (metadata["epoch"], metadata["step"], metadata["global_batch_size"]) == (1, 0, 2)
 

@@ -7,6 +7,7 @@ fitness sequence to check early stopping without evaluating.
 """
 from __future__ import annotations
 
+import csv
 import os
 import signal
 
@@ -15,10 +16,17 @@ import pytest
 import yaml
 
 from yolodata.convert import convert_coco
+from yolodata.manifest import load_manifest
 from yolodata.synthetic import make_synthetic_coco
+from yolomodel import class_report
+from yolomodel.checkpoint.loading import load_inference_net
 from yolomodel.cli import train as train_cli
+from yolomodel.evaluation import evaluate
+from yolomodel.metrics import class_metrics
+from yolomodel.nms import NmsOptions
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import results as results_lib
+from yolomodel.train import run_report
 
 pytestmark = pytest.mark.slow  # trains and evaluates yolov5n
 
@@ -116,6 +124,29 @@ def test_best_and_last_checkpoints_and_curves(uninterrupted):
     assert all(np.array_equal(weights_best[n].asnumpy(), weights_periodic[n].asnumpy()) for n in weights_periodic)
     assert (uninterrupted / "results.png").stat().st_size > 10_000
     assert (uninterrupted / "log_rank0.txt").read_text().count("validation epoch ") == 3
+
+
+def test_best_epoch_report_batch_pictures_and_the_last_table(uninterrupted, splits):
+    with open(uninterrupted / results_lib.RESULTS_CSV, newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == results_lib.RESULTS_COLUMNS     # columns unchanged
+    names = run_report.report_file_names()
+    assert all((uninterrupted / name).stat().st_size > 0 for name in names), names
+    # the report is the best epoch's: the per-class csv of yolo-eval's evaluation of that epoch's checkpoint
+    rows = results_lib.read_results(uninterrupted / "results.csv")
+    best_epoch = int(np.argmax([row["fitness"] for row in rows])) + 1
+    shards, _ = splits
+    manifest = load_manifest(shards["val"])
+    report = evaluate(load_inference_net(uninterrupted / "ckpt_0" / f"0-{best_epoch}_4.ckpt").network, shards["val"],
+                      testing_shape=64, per_batch_size=2, nms=NmsOptions(conf_thresh=CONF_THRESH), keep_evaluator=True)
+    metrics = class_metrics(report.scores.evaluator, manifest.category_ids, manifest.class_names)
+    assert (uninterrupted / class_report.PER_CLASS_CSV).read_bytes() == class_report.per_class_csv(metrics)
+    log = (uninterrupted / "log_rank0.txt").read_text()
+    assert log.count("per-class results of the last validation (epoch 3)") == 1
+    # every validation logs the "all" row and the worst classes; the last one the whole table, once
+    assert log.count("per-class results: P and R at confidence") == 3 and log.count("lowest AP@0.5:0.95") == 3
+    assert sum(line.startswith(f"{manifest.class_names[0]} ") for line in log.splitlines()) == 1
+    summary = log.split("training finished", 1)[1]
+    assert all(name in summary for name in names)
 
 
 def test_resumed_run_has_the_same_results_and_best_checkpoint(uninterrupted, interrupted_and_resumed):

@@ -24,7 +24,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -57,6 +57,9 @@ class CocoScores:
 
     stats: np.ndarray
     text: str
+    # the COCOeval that gave ``stats`` (``score_detections(..., keep_evaluator=True)``): per-class numbers
+    # (``yolomodel.metrics.class_metrics``) are read from it, so they come from the same evaluation
+    evaluator: object = field(default=None, compare=False, repr=False)
 
     @property
     def map50_95(self) -> float:
@@ -303,8 +306,9 @@ def _empty_results(ground_truth):
     return empty
 
 
-def score_detections(ground_truth, results: list) -> CocoScores:
-    """COCOeval bbox scores of checked ``results`` entries against a pycocotools ``COCO``."""
+def score_detections(ground_truth, results: list, *, keep_evaluator: bool = False) -> CocoScores:
+    """COCOeval bbox scores of checked ``results`` entries against a pycocotools ``COCO``; with
+    ``keep_evaluator`` the scores carry the COCOeval itself (for the per-class numbers)."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -316,14 +320,15 @@ def score_detections(ground_truth, results: list) -> CocoScores:
         evaluator.accumulate()
         evaluator.summarize()
     stats = np.asarray(evaluator.stats, np.float64)
-    return CocoScores(stats=stats, text=format_summary(stats))
+    return CocoScores(stats=stats, text=format_summary(stats), evaluator=evaluator if keep_evaluator else None)
 
 
-def score_results(ann_file: str | os.PathLike, results: str | os.PathLike | Iterable[dict]) -> CocoScores:
+def score_results(ann_file: str | os.PathLike, results: str | os.PathLike | Iterable[dict], *,
+                  keep_evaluator: bool = False) -> CocoScores:
     """Score ``results`` (a results json path, or a list of entries) against the ground truth ``ann_file``."""
     ground_truth = load_ground_truth(ann_file)
     if isinstance(results, (str, os.PathLike)):
         entries = load_results_file(results, ground_truth)
     else:
         entries = check_results(list(results), ground_truth, "the detections")
-    return score_detections(ground_truth, entries)
+    return score_detections(ground_truth, entries, keep_evaluator=keep_evaluator)

@@ -48,6 +48,18 @@ class EvalReport:
     num_detections: int            # results entries of all ranks together
     results_file: Path | None      # written by rank 0 when asked for
     images_evaluated: int = 0      # distinct images the ranks ran the network on (== num_images)
+    first_batch: "FirstBatch | None" = None   # this rank's first batch, with ``keep_first_batch``
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstBatch:
+    """The first eval batch as the network saw it and what NMS kept of it (for the val batch pictures)."""
+
+    images: np.ndarray             # uint8 (B, S, S, 3) RGB, letterboxed
+    image_ids: np.ndarray          # int64 (B,), -1 for padding rows
+    scale: np.ndarray              # float32 (B,): original pixels * scale + pad = letterboxed pixels
+    pad: np.ndarray                # float32 (B, 2)
+    detections: tuple              # per image float32 (M, 6) x1, y1, x2, y2, score, class in letterboxed pixels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,19 +68,23 @@ class EvalReport:
 
 def predict_results(dataset, predict_batch: Callable[[dict], np.ndarray], category_ids: np.ndarray,
                     nms: NmsOptions, progress: Callable[[], None] = lambda: None,
-                    seen_image_ids: list | None = None) -> list[dict]:
+                    seen_image_ids: list | None = None, first_batch: list | None = None) -> list[dict]:
     """COCO results entries of every image in ``dataset`` (an eval dataset of ``create_eval_dataset``).
 
     ``predict_batch(batch)`` takes the batch dict of numpy columns and returns the decoded float32
     (B, N, 5 + C) predictions (``InferenceNet``'s output); a parameter so that the chain can be
     checked without a trained network. ``progress`` is called after each batch; ``seen_image_ids``
-    (a list) receives the id of every real image the network ran on.
+    (a list) receives the id of every real image the network ran on; ``first_batch`` (a list) receives
+    the ``FirstBatch`` of the first batch.
     """
     results = []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
         if seen_image_ids is not None:
             seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
         kept = nms.apply(predict_batch(batch))
+        if first_batch is not None and not first_batch:
+            first_batch.append(FirstBatch(np.array(batch["image"]), np.array(batch["image_id"], np.int64),
+                                          np.array(batch["scale"]), np.array(batch["pad"]), tuple(kept)))
         results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
                                      category_ids))
         progress()
@@ -202,7 +218,8 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
              nms: NmsOptions = NmsOptions(), geometry: EvalGeometry = EvalGeometry(), rank: int = 0,
              group_size: int = 1, results_file: str | os.PathLike | None = None, ground_truth=None,
              num_parallel_workers: int | None = None, show_progress: bool = True,
-             score_on_every_rank: bool = False) -> EvalReport:
+             score_on_every_rank: bool = False, keep_evaluator: bool = False,
+             keep_first_batch: bool = False) -> EvalReport:
     """COCO bbox scores of ``inference_net`` on every image of the shard folder ``mindrecord``.
 
     ``inference_net``: an ``InferenceNet`` (``yolomodel.checkpoint.loading.load_inference_net``) whose class count is
@@ -211,7 +228,9 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
     results are gathered and rank 0 scores them. ``results_file``: where rank 0 writes the COCO results
     json (atomically); None writes none. ``ground_truth``: a COCO json path, or a ``COCO`` of
     ``coco_eval.load_ground_truth`` already loaded; None means the folder's ``annotations.json``.
-    ``show_progress``: a progress bar on rank 0 (only on a terminal).
+    ``show_progress``: a progress bar on rank 0 (only on a terminal). ``keep_evaluator``: the scores carry
+    their COCOeval (``CocoScores.evaluator``), from which ``yolomodel.metrics.class_metrics`` reads the
+    per-class numbers; ``keep_first_batch``: the report carries this rank's first batch (``FirstBatch``).
 
     Bad arguments, a bad folder or ground truth, or a network of another class count raise ValueError
     (or its subclasses ``ManifestError``, ``CocoEvalError``, ``ModelLoadError``) before the network runs.
@@ -229,18 +248,20 @@ def evaluate(inference_net, mindrecord, *, testing_shape: int, per_batch_size: i
                                   geometry=geometry, num_parallel_workers=num_parallel_workers, rank=rank,
                                   group_size=group_size)
     predict = network_predictor(inference_net)
-    seen = []
+    seen, first = [], ([] if keep_first_batch else None)
     with tqdm(total=dataset.num_steps, unit="batch", desc="eval", file=sys.stderr,
               disable=None if show_progress and rank == 0 else True) as bar:
         results = predict_results(dataset, lambda batch: predict(batch["image"]), category_ids, nms,
-                                  progress=bar.update, seen_image_ids=seen)
+                                  progress=bar.update, seen_image_ids=seen, first_batch=first)
     if group_size > 1:
         results = gather_results(results, group_size)
         seen = gather_image_ids(seen, group_size)
     images_evaluated = check_each_image_once(seen, manifest.num_images)
+    first = first[0] if first else None
     if rank != 0:
-        scores = score_detections(ground_truth, results) if score_on_every_rank else None
-        return EvalReport(scores, manifest.num_images, len(results), None, images_evaluated)
+        scores = (score_detections(ground_truth, results, keep_evaluator=keep_evaluator) if score_on_every_rank
+                  else None)
+        return EvalReport(scores, manifest.num_images, len(results), None, images_evaluated, first)
     written = write_results_json(results, results_file) if results_file is not None else None
-    return EvalReport(score_detections(ground_truth, results), manifest.num_images, len(results), written,
-                      images_evaluated)
+    return EvalReport(score_detections(ground_truth, results, keep_evaluator=keep_evaluator), manifest.num_images,
+                      len(results), written, images_evaluated, first)

@@ -192,6 +192,7 @@ class Sample:
     image: np.ndarray
     labels: np.ndarray
     caption: str
+    scores: np.ndarray | None = None    # float (N,): detection scores, written after the class names
 
 
 def _check_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +216,10 @@ def render_tile(sample: Sample, class_names: Sequence[str], tile_size: int) -> n
                                                     (size, size), scaleup=True)
     extents = box_pixel_extent(labels, scale, pad, size)
     text_scale = font_scale(size)
-    for extent, label in zip(extents, labels):
-        _paint_label(canvas, extent, box_caption(label[4], bool(label[5]), class_names), class_colour(label[4]),
+    scores = [None] * len(labels) if sample.scores is None else np.asarray(sample.scores, np.float64).reshape(-1)
+    for extent, label, score in zip(extents, labels, scores):
+        text = box_caption(label[4], bool(label[5]), class_names)
+        _paint_label(canvas, extent, text if score is None else f"{text} {score:.2f}", class_colour(label[4]),
                      text_scale)
     thickness = outline_thickness(size)
     for extent, label in zip(extents, labels):

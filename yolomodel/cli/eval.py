@@ -23,7 +23,11 @@ Score an existing results file (no model):
 
     yolo-eval --ann_file GT.json --results_file DETS.json
 
-Both print the 12 COCO summary lines, then the time taken.
+Both print the 12 COCO summary lines, then the time taken, then the per-class table (images, instances,
+P and R at the confidence maximising the mean F1, AP@0.5 and AP@0.5:0.95 from the same COCO evaluation)
+and the five classes with the lowest AP. Evaluating a checkpoint also writes per_class.csv,
+confusion_matrix.png/.csv and PR_curve.png, F1_curve.png, P_curve.png, R_curve.png beside the results
+file (or into --output_dir); scoring a results file writes them only with --output_dir.
 
 Distributed (--is_distributed 1, started with msrun): each rank evaluates a contiguous block of the
 images; the detections of all ranks are collected on rank 0 with collectives (no shared file system
@@ -45,10 +49,12 @@ from pathlib import Path
 from yolodata.checks import check_int, check_multiple_of
 from yolodata.pipeline.eval_batches import INTERPOLATIONS
 from yolodata.manifest import load_manifest
+from yolomodel.class_report import format_class_table, worst_classes_line, write_class_report
 from yolomodel.cli import EXIT_OK, report_user_error
 from yolomodel.coco_eval import load_ground_truth, score_results
 from yolomodel.device import DEVICE_TARGETS, setup_device
 from yolomodel.evaluation import describe_settings, eval_settings, evaluate, load_model_for_dataset
+from yolomodel.metrics import class_metrics
 from yolomodel.nms import DEFAULT_MAX_DET, EVAL_CONF_THRESH, EVAL_NMS_THRESH, YOLOV5_VAL_NMS_THRESH
 
 RESULT_HEADER = "=============coco eval result========="
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results_file", type=Path, default=None,
                         help=f"results json: written with --mindrecord (default {DEFAULT_RESULTS_FILE}), "
                              f"read and scored without it")
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help="folder for per_class.csv, the confusion matrix and the curves (default with "
+                             "--mindrecord: the results file's folder; without it: not written)")
     parser.add_argument("--testing_shape", type=int, default=640, help="square input size, multiple of 32")
     parser.add_argument("--per_batch_size", type=int, default=16, help="images per batch (per rank)")
     parser.add_argument("--conf_thresh", type=float, default=EVAL_CONF_THRESH,
@@ -108,8 +117,23 @@ def print_scores(scores, started: float) -> None:
     print(f"testing cost time {seconds / 3600:.2f}h ({seconds:.1f} s)", flush=True)
 
 
+def print_class_report(scores, category_ids, class_names, output_dir: Path | None) -> None:
+    """The per-class table and worst-classes line of ``scores`` (kept with their COCOeval); the report files
+    written into ``output_dir`` when given."""
+    metrics = class_metrics(scores.evaluator, category_ids, class_names)
+    print(format_class_table(metrics))
+    print(worst_classes_line(metrics), flush=True)
+    if output_dir is not None:
+        written = write_class_report(metrics, output_dir)
+        print(f"per-class report written to {output_dir}: {', '.join(path.name for path in written)}", flush=True)
+
+
 def run_results_file(args, started: float) -> int:
-    print_scores(score_results(args.ann_file, args.results_file), started)
+    scores = score_results(args.ann_file, args.results_file, keep_evaluator=True)
+    print_scores(scores, started)
+    categories = sorted(scores.evaluator.cocoGt.dataset["categories"], key=lambda category: category["id"])
+    print_class_report(scores, [c["id"] for c in categories], [str(c.get("name", c["id"])) for c in categories],
+                       args.output_dir)
     return EXIT_OK
 
 
@@ -146,12 +170,14 @@ def run_model(args, started: float) -> int:
                       per_batch_size=args.per_batch_size, nms=nms, geometry=geometry, rank=group.rank,
                       group_size=group.group_size,
                       results_file=results_file, ground_truth=ground_truth,
-                      num_parallel_workers=args.num_parallel_workers)
+                      num_parallel_workers=args.num_parallel_workers, keep_evaluator=True)
     if report.scores is None:
         print(f"rank {group.rank}: detections sent to rank 0", flush=True)
         return EXIT_OK
     print(f"{report.num_detections} detections written to {report.results_file}", flush=True)
     print_scores(report.scores, started)
+    print_class_report(report.scores, manifest.category_ids, manifest.class_names,
+                       args.output_dir or Path(results_file).parent)
     return EXIT_OK
 
 

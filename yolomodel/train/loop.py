@@ -43,6 +43,7 @@ from . import config as config_lib
 from . import results as results_lib
 from . import step as step_lib
 from .results import ValidationState
+from .run_report import RunReport
 from .session import CheckpointWriter, Session, prepare
 from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, ValidationOutcome, summary_line
 
@@ -237,6 +238,7 @@ class Run:
     steps_run: int = 0
     first_step_done_at: float | None = None
     validation_seconds: float = 0.0     # kept out of the logged images/s, which stay the train step's
+    run_report: RunReport | None = None  # batch pictures, the best epoch's per-class report (rank 0 writes)
     last_parts: np.ndarray | None = None
     status: str = "finished"
 
@@ -277,6 +279,8 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     summary = _summary(run)
     if rank == 0:
         log(summary_text(summary))
+        if run.run_report.summary():
+            log(run.run_report.summary())
     return summary
 
 
@@ -311,7 +315,9 @@ def _start_run(session: Session, batch_hook, log) -> Run:
                checks_gradients=session.parts.train_step.apply_gradients.check_gradients,
                stop_flags=(ms.Tensor(np.float32(0.0)), ms.Tensor(np.float32(1.0))), position=position,
                started=started, last_log_time=started, last_log_iter=position.steps_completed - 1,
-               profiler=profiler, profile_dir=profile_dir)
+               profiler=profiler, profile_dir=profile_dir,
+               run_report=RunReport(session.run_dir, session.manifest.class_names, session.manifest.category_ids,
+                                    session.rank, log))
 
 
 def _train_epoch(run: Run, epoch: int, start_step: int) -> None:
@@ -363,6 +369,7 @@ def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: fl
     outputs = session.parts.train_step(*inputs, ms.Tensor(lr_value), stop if run.signals.received else no_stop)
     parts, finite, scale, votes = (o.asnumpy() for o in outputs)
     step_done = time.perf_counter()
+    run.run_report.after_step(iteration, columns)
     run.steps_run += 1
     if run.first_step_done_at is None:
         run.first_step_done_at = time.perf_counter()
@@ -457,6 +464,11 @@ def _validate(run: Run, epoch_number: int) -> ValidationOutcome | None:
     if session.rank == 0:
         run.log("validation of the EMA weights:\n" + outcome.scores.text)
         run.log(summary_line(outcome, epoch_number, session.args.max_epoch))
+    last = (epoch_number >= session.args.max_epoch
+            or outcome.state.patience_exhausted(session.validator.settings.patience))
+    report_seconds = run.run_report.after_validation(outcome, epoch_number, last=last)
+    run.validation_seconds += report_seconds
+    run.last_log_time += report_seconds
     return outcome
 
 

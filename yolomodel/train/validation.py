@@ -53,6 +53,8 @@ class ValidationOutcome:
     state: ValidationState          # after this validation
     seconds: float
     images_evaluated: int           # distinct val images the ranks ran the network on
+    evaluator: object = None        # rank 0: the COCOeval of ``scores`` (per-class numbers are read from it)
+    first_batch: object = None      # rank 0: yolomodel.evaluation.FirstBatch (the val batch pictures)
 
     @property
     def stats(self) -> list[float]:
@@ -94,12 +96,14 @@ class Validator:
                           nms=self.settings.nms, geometry=self.settings.geometry, rank=self.rank,
                           group_size=self.group_size, ground_truth=self._ground_truth,
                           num_parallel_workers=self.num_parallel_workers, show_progress=False,
-                          score_on_every_rank=True)
+                          score_on_every_rank=True, keep_evaluator=self.rank == 0,
+                          keep_first_batch=self.rank == 0)
         stats = np.asarray(report.scores.stats, np.float64)
         value = fitness(stats[1], stats[0])
         new_state, improved = state.update(value, epoch_number)
         return ValidationOutcome(report.scores, value, improved, new_state, time.perf_counter() - started,
-                                 report.images_evaluated)
+                                 report.images_evaluated, getattr(report.scores, "evaluator", None),
+                                 report.first_batch)
 
 
 def summary_line(outcome: ValidationOutcome, epoch_number: int, max_epoch: int) -> str:
