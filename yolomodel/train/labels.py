@@ -44,6 +44,7 @@ def image_weights_for(labels: TrainingLabels, num_classes: int, log=logger.info)
     per_class = counts.sum(axis=0)
     log(f"--image_weights: each epoch draws {len(weights)} images with replacement, weighted by their classes' "
         f"inverse frequencies (boxes per class from {int(per_class.min())} to {int(per_class.max())}); class "
-        f"frequencies only: validation here measures no per-class mAP, so YOLOv5's (1 - mAP)^2 factor is not "
-        f"applied" + (f"; {num_unused} images without boxes are never drawn" if num_unused else ""))
+        f"frequencies only: YOLOv5's (1 - class mAP)^2 factor is not applied (this trainer's per-class mAP is "
+        f"computed on rank 0 and not kept in checkpoints, so the order would depend on the rank count and "
+        f"on resuming)" + (f"; {num_unused} images without boxes are never drawn" if num_unused else ""))
     return weights
