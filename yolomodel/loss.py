@@ -88,6 +88,28 @@ def bce_with_logits(logits, targets):
     return targets * ops.softplus(-logits) + (1.0 - targets) * ops.softplus(logits)
 
 
+FOCAL_ALPHA = 0.25              # YOLOv5's FocalLoss alpha
+
+
+def weighted_bce_with_logits(logits, targets, pos_weight: float = 1.0, focal_gamma: float = 0.0):
+    """Element-wise BCE-with-logits as YOLOv5's criteria: ``pos_weight`` multiplies the positive term
+    (PyTorch's BCEWithLogitsLoss pos_weight, hyp ``cls_pw``/``obj_pw``) and ``focal_gamma`` > 0 turns it into
+    YOLOv5's FocalLoss (hyp ``fl_gamma``): times ``alpha_t * (1 - p_t) ** gamma`` with p = sigmoid(logits),
+    p_t = t*p + (1-t)*(1-p), alpha_t = 0.25 t + 0.75 (1-t). With the defaults it is ``bce_with_logits``
+    itself (the same operations, so the default loss is unchanged).
+    """
+    if pos_weight == 1.0:
+        loss = bce_with_logits(logits, targets)
+    else:
+        loss = pos_weight * targets * ops.softplus(-logits) + (1.0 - targets) * ops.softplus(logits)
+    if focal_gamma > 0:
+        probability = ops.sigmoid(logits)
+        p_t = targets * probability + (1.0 - targets) * (1.0 - probability)
+        alpha_t = targets * FOCAL_ALPHA + (1.0 - targets) * (1.0 - FOCAL_ALPHA)
+        loss = loss * alpha_t * (1.0 - p_t) ** focal_gamma
+    return loss
+
+
 def box_iou_xywh(pred_xy, pred_wh, target_xy, target_wh, iou_type: str):
     """(N,) CIoU or GIoU of boxes given as centre (N, 2) and size (N, 2), YOLOv5's formulas (see top).
 
@@ -130,14 +152,16 @@ def compact_entries(flat_index, targets, anchor_index):
 
 
 def stride_loss(output, indices, values, anchors_grid, *, iou_type: str, num_classes: int,
-                class_pos: float, class_neg: float, compact: bool = False):
+                class_pos: float, class_neg: float, compact: bool = False, criteria=(1.0, 1.0, 0.0)):
     """(box, obj, cls) float32 scalars of one stride, before gains and balance.
 
     ``output`` (B, A*H*W, 5 + C) raw logits; ``indices`` int32 (B, K); ``values`` float32 (B, K, 6);
     ``anchors_grid`` float32 (A, 2) anchor sizes in grid units of this stride. ``compact``: do the
     per-entry work on the valid entries only (``compact_entries``) instead of on all B*K slots; the
-    result is the same, the cost no longer grows with K.
+    result is the same, the cost no longer grows with K. ``criteria`` = (cls pos_weight, obj pos_weight,
+    focal gamma) of ``weighted_bce_with_logits``.
     """
+    cls_pos_weight, obj_pos_weight, focal_gamma = criteria
     batch_size, num_rows, num_columns = output.shape
     num_entries = indices.shape[1]
     cells_per_anchor = num_rows // anchors_grid.shape[0]
@@ -170,13 +194,14 @@ def stride_loss(output, indices, values, anchors_grid, *, iou_type: str, num_cla
     iou_target = ops.stop_gradient(ops.where(valid, ops.clamp(iou, min=0.0), 0.0))
     obj_target = ops.tensor_scatter_max(ops.zeros(batch_size * num_rows, ms.float32),
                                         flat_index.reshape(-1, 1), iou_target)
-    obj = bce_with_logits(flat_output[:, 4], obj_target).mean()
+    obj = weighted_bce_with_logits(flat_output[:, 4], obj_target, obj_pos_weight, focal_gamma).mean()
 
     if num_classes > 1:
         class_index = targets[:, 4].astype(ms.int32)
         class_target = ops.one_hot(class_index, num_classes, ms.Tensor(class_pos, ms.float32),
                                    ms.Tensor(class_neg, ms.float32))                   # (E, C)
-        class_bce = bce_with_logits(matched[:, NUM_BOX_OUTPUTS:], class_target).sum(axis=1)
+        class_bce = weighted_bce_with_logits(matched[:, NUM_BOX_OUTPUTS:], class_target, cls_pos_weight,
+                                             focal_gamma).sum(axis=1)
         cls = ops.where(valid, class_bce, 0.0).sum() / (denominator * num_classes)
     else:
         cls = ops.zeros((), ms.float32)
@@ -262,14 +287,19 @@ class YoloLoss(nn.Cell):
 
     ``target_gather``: "compact" (the per-entry work on valid entries only, a dynamic shape), "padded"
     (on all B*K slots, static shapes) or "auto" (``target_gather_for`` the context's device). Both give
-    the same loss and gradients.
+    the same loss and gradients. ``cls_pos_weight``, ``obj_pos_weight`` and ``focal_gamma`` are YOLOv5's
+    hyp ``cls_pw``, ``obj_pw`` and ``fl_gamma`` (``weighted_bce_with_logits``); the gains are its ``box``,
+    ``cls``, ``obj`` before the scaling of ``scaled_gains``.
     """
 
     def __init__(self, num_classes: int, *, anchors=YOLOV5_ANCHORS, strides=STRIDES, box_gain: float = 0.05,
                  cls_gain: float = 0.5, obj_gain: float = 1.0, balance=(4.0, 1.0, 0.4),
                  label_smooth_factor: float = 0.0, iou_type: str = "ciou", training_shape: int = 640,
-                 target_gather: str = "auto"):
+                 target_gather: str = "auto", cls_pos_weight: float = 1.0, obj_pos_weight: float = 1.0,
+                 focal_gamma: float = 0.0):
         super().__init__()
+        self.criteria = tuple(_non_negative(name, value) for name, value in (
+            ("cls_pos_weight", cls_pos_weight), ("obj_pos_weight", obj_pos_weight), ("focal_gamma", focal_gamma)))
         self.target_gather = target_gather_for(ms.get_context("device_target"), target_gather)
         (num_classes, anchors, strides, gains, balance, label_smooth_factor, iou_type,
          training_shape) = _check_arguments(num_classes, anchors, strides, box_gain, cls_gain, obj_gain,
@@ -299,7 +329,7 @@ class YoloLoss(nn.Cell):
             level_box, level_obj, level_cls = stride_loss(
                 outputs[level], targets[2 * level], targets[2 * level + 1], self.anchors_grid[level],
                 iou_type=self.iou_type, num_classes=self.num_classes, class_pos=self.class_pos,
-                class_neg=self.class_neg, compact=self.target_gather == "compact")
+                class_neg=self.class_neg, compact=self.target_gather == "compact", criteria=self.criteria)
             box = box + level_box
             obj = obj + level_obj * self.balance[level]
             cls = cls + level_cls

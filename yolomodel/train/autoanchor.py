@@ -23,6 +23,8 @@ from yolodata.manifest import Manifest
 from yolodata.pipeline.targets import YOLOV5_ANCHORS
 from yolomodel.checkpoint.loading import classes_from_weights
 
+from .hyp import anchor_t_of
+
 logger = logging.getLogger(__name__)
 DEFAULT_ANCHOR_T = 4.0
 
@@ -70,7 +72,7 @@ def choose_anchors(args, choice, manifest: Manifest, training_shape: int, labels
                "resuming" if args.resume else "fine-tuning with the same class count keeps the trained anchors")
         return AnchorChoice(current, f"anchors from {source} ({why}; AutoAnchor not run)")
     started = time.perf_counter()
-    anchor_t = float(getattr(args, "anchor_t", None) or DEFAULT_ANCHOR_T)
+    anchor_t = anchor_t_of(getattr(args, "hyp", None), DEFAULT_ANCHOR_T)
     boxes = anchors_lib.box_sizes(labels.rows(), training_shape)
     given = YOLOV5_ANCHORS if current is None else current
     result = anchors_lib.check_anchors(

@@ -9,6 +9,7 @@ from yolomodel.loss import YoloLoss
 from yolomodel.network import create_yolov5, layer_parameter_prefixes
 
 from . import step as step_lib
+from . import yolov5_step
 from .ema import ModelEMA
 
 
@@ -47,19 +48,30 @@ def freeze_layers(network: nn.Cell, layout: str, layers) -> list[str]:
 
 def assemble(network: nn.Cell, *, num_classes: int, training_shape: int, momentum: float, weight_decay: float,
              loss_scale: float, loss_scale_type: str, label_smooth_factor: float, iou_type: str,
-             group_size: int = 1, anchors=None) -> TrainParts:
+             group_size: int = 1, anchors=None, loss_options: dict | None = None,
+             yolov5_schedule=None) -> TrainParts:
     """Loss, optimizer, loss scale, EMA (a copy of the network's current weights) and the step.
 
     Load pretrained weights into ``network`` (and freeze layers) before calling this, so the EMA starts
-    from them. ``anchors`` (pixels) default to YOLOv5's; pass the network's.
+    from them. ``anchors`` (pixels) default to YOLOv5's; pass the network's. ``loss_options``: more
+    ``YoloLoss`` keywords (a hyp file's gains and criteria). ``yolov5_schedule`` (a
+    ``yolov5_schedule.Yolov5Schedule``, with --hyp): YOLOv5's optimizer and step (``yolov5_step``) with
+    its scaled weight decay instead of ``weight_decay``.
     """
     extra = {} if anchors is None else {"anchors": anchors}
     loss_fn = YoloLoss(num_classes, label_smooth_factor=label_smooth_factor, iou_type=iou_type,
-                       training_shape=training_shape, **extra)
-    optimizer = step_lib.build_optimizer(network, momentum=momentum, weight_decay=weight_decay)
+                       training_shape=training_shape, **extra, **(loss_options or {}))
     scale = step_lib.LossScale(loss_scale_type, loss_scale)
     ema = ModelEMA(network)
-    train_step = step_lib.TrainStep(network, loss_fn, optimizer, scale, ema, group_size=group_size)
+    if yolov5_schedule is None:
+        optimizer = step_lib.build_optimizer(network, momentum=momentum, weight_decay=weight_decay)
+        train_step = step_lib.TrainStep(network, loss_fn, optimizer, scale, ema, group_size=group_size)
+    else:
+        optimizer, param_groups = yolov5_step.build_yolov5_optimizer(network, momentum=momentum,
+                                                                     weight_decay=yolov5_schedule.weight_decay)
+        train_step = yolov5_step.Yolov5TrainStep(
+            network, loss_fn, optimizer, param_groups, scale, ema, group_size=group_size,
+            accumulating=not bool(yolov5_schedule.optimizer_step.all()), weight_decay=yolov5_schedule.weight_decay)
     train_step.set_train(True)
     return TrainParts(network, loss_fn, optimizer, scale, ema, train_step)
 

@@ -38,9 +38,9 @@ NOT_SAVED = ("learning_rate", "momentum")
 TRAIN_METADATA_KEYS = ("epoch", "step", "steps_completed", "seed", "dataset_id", "training_shape",
                        "global_batch_size", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
                        , "image_weights") + tuple(VALIDATION_METADATA_KEYS)
-_STRING_KEYS = ("format", "dataset_id", "yolov5_version", "yolov5_layout", "anchors", "class_names")
+_STRING_KEYS = ("format", "dataset_id", "yolov5_version", "yolov5_layout", "anchors", "class_names", "hyp")
 # fields of TrainState that checkpoints written before they existed lack: their values then
-_OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": "", "image_weights": 0}
+_OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": "", "hyp": "", "image_weights": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TrainState:
     yolov5_layout: str = "v5.0"
     anchors: str = ""       # JSON (3, 3, 2) pixels; "" = YOLOv5's default anchors
     class_names: str = ""   # JSON list of the dataset's category names in class order
+    hyp: str = ""           # JSON of the YOLOv5 hyperparameters in effect (--hyp); "" without
     image_weights: int = 0  # 1: --image_weights (the sample order is YOLOv5's weighted draws)
     epoch_loss_sums: tuple = (0.0, 0.0, 0.0)   # box, obj, cls summed over this epoch's steps so far
     epoch_loss_steps: int = 0

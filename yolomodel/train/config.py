@@ -1,6 +1,7 @@
 """Training configuration: the reference train.py's flags, a YAML file, and the merged result.
 
-Precedence: built-in defaults < ``--config FILE.yaml`` < the command line. The YAML file holds flag
+Precedence: built-in defaults < ``--config FILE.yaml`` < ``--hyp FILE`` (a YOLOv5 hyp file, ``train.hyp``)
+< the command line. The YAML file holds flag
 names as keys (like the reference's default_config.yaml) and may add an ``augment`` mapping with the
 pipeline's augmentation options (``yolodata.augment.policy.AugmentConfig``: mosaic, degrees, translate, scale,
 shear, perspective, hsv_h, hsv_s, hsv_v, fliplr, flipud, extras). Keys this program does not know (the
@@ -33,6 +34,7 @@ from yolomodel.evaluation import eval_settings
 from yolomodel.network import DEFAULT_LAYOUT, YOLOV5_LAYER_CELLS, normalize_layout
 from yolomodel.nms import EVAL_CONF_THRESH
 
+from . import hyp as hyp_lib
 from .validation import ValidationSettings
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="YOLOv5's --image-weights: each epoch samples images (with replacement) by weights from their "
              "classes' inverse frequencies, times (1 - class mAP)^2 once validation has measured it")
     # optimisation
+    add("--hyp", default="", metavar="FILE",
+        help="a YOLOv5 hyp yaml (hyp.scratch-low.yaml, an evolved file, ...): every key with YOLOv5's meaning, "
+             "including its one-cycle schedule, warmup and nominal batch of 64; a flag given on the command line "
+             "wins over the file (see README)")
+    add("--cos_lr", type=_int_flag, default=0, help="with --hyp: 1 = YOLOv5's --cos-lr (cosine one-cycle), "
+        "0 = its linear one-cycle")
+    add("--nominal_batch_size", type=int, default=64,
+        help="with --hyp: YOLOv5's nominal batch (nbs): gradients of max(round(N / global batch), 1) batches are "
+             "summed per optimizer step and the weight decay scaled to match; 0 = one step per batch")
     add("--lr_scheduler", choices=LR_SCHEDULERS, default="cosine_annealing")
     add("--lr", type=float, default=0.02, help="learning rate after warmup")
     add("--lr_epochs", default="220,250", help="epochs where the exponential schedule multiplies lr by lr_gamma")
@@ -235,9 +246,9 @@ def parse_config(argv=None, *, log=logger.warning) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.augment = {}
     args.max_boxes = 256
+    explicit = _explicit_arguments(parser, argv)
     if args.config:
         data = load_yaml(args.config)
-        explicit = _explicit_arguments(parser, argv)
         actions = {a.dest: a for a in parser._actions if a.option_strings}  # noqa: SLF001
         unknown = sorted(k for k in data if k not in actions and k not in YAML_ONLY_KEYS)
         if unknown:
@@ -247,6 +258,13 @@ def parse_config(argv=None, *, log=logger.warning) -> argparse.Namespace:
                 setattr(args, key, value)
             elif key in actions and key not in explicit and key != "config":
                 setattr(args, key, _coerce(actions[key], value, f"--config {args.config}"))
+    if args.hyp:
+        source = f"--hyp {args.hyp}" if "hyp" in explicit else f"--config {args.config}: hyp"
+        values, filled = hyp_lib.load_hyp(args.hyp, source)
+        hyp_lib.apply_hyp(args, values, explicit, log=log)
+        if filled:
+            log(f"{source}: not in the file, YOLOv5's hyp.scratch-low values used: {', '.join(filled)}")
+    hyp_lib.check_hyp_flags(args, explicit)
     validate(args)
     return args
 
@@ -275,6 +293,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed must not be negative, got {args.seed}")
     if args.profiler_steps < 1:
         raise ValueError(f"--profiler_steps must be at least 1, got {args.profiler_steps}")
+    if args.nominal_batch_size < 0:
+        raise ValueError(f"--nominal_batch_size must be 0 (one optimizer step per batch) or a number of images such "
+                         f"as YOLOv5's 64, got {args.nominal_batch_size}")
     if args.eval_interval < 1:
         raise ValueError(f"--eval_interval must be at least 1, got {args.eval_interval}")
     if args.patience < 0:

@@ -41,7 +41,9 @@ from yolodata.pipeline.targets import STRIDES
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
+from . import hyp as hyp_lib
 from . import step as step_lib
+from . import yolov5_step
 from .results import ValidationState
 from .run_report import RunReport
 from .session import CheckpointWriter, Session, prepare
@@ -175,7 +177,8 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
         resize_rate=session.resize_rate, num_parallel_workers=args.num_parallel_workers, rank=session.rank,
         group_size=session.group_size, seed=args.seed, start_epoch=epoch, start_step=start_step, num_epochs=1,
         max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id,
-        augment=AugmentConfig.from_mapping(args.augment), image_weights=session.image_weights,
+        augment=AugmentConfig.from_mapping(args.augment), anchor_t=hyp_lib.anchor_t_of(args.hyp),
+        image_weights=session.image_weights,
         **({} if session.anchors is None else {"anchors": session.anchors}))
 
 
@@ -304,6 +307,8 @@ def _start_run(session: Session, batch_hook, log) -> Run:
         f"{args.per_batch_size}), epochs {position.epoch}..{args.max_epoch - 1}, training shape "
         f"{session.training_shape}"
         + (f" (multi-scale, a new shape every {session.resize_rate} steps)" if session.resize_rate else ""))
+    if args.hyp:
+        log(f"--hyp {hyp_lib.summary(args.hyp)}")
     started = time.perf_counter()
     profile_dir, profiler = None, None
     if args.need_profiler:
@@ -364,9 +369,12 @@ def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: fl
     if run.batch_hook is not None:
         columns = run.batch_hook(iteration, list(columns))
     inputs = [ms.Tensor(column) for column in step_inputs(columns)]
-    lr_value = session.lr[min(iteration, run.total_steps - 1)]
+    index = min(iteration, run.total_steps - 1)
+    lr_value = session.lr[index]
+    schedule_inputs = ([ms.Tensor(lr_value)] if session.yolov5_schedule is None
+                       else yolov5_step.schedule_inputs(session.yolov5_schedule, index))
     no_stop, stop = run.stop_flags
-    outputs = session.parts.train_step(*inputs, ms.Tensor(lr_value), stop if run.signals.received else no_stop)
+    outputs = session.parts.train_step(*inputs, *schedule_inputs, stop if run.signals.received else no_stop)
     parts, finite, scale, votes = (o.asnumpy() for o in outputs)
     step_done = time.perf_counter()
     run.run_report.after_step(iteration, columns)

@@ -24,8 +24,10 @@ from . import autoanchor, builder, lr_schedule
 from .labels import TrainingLabels, image_weights_for
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
+from . import hyp as hyp_lib
 from . import results as results_lib
 from . import step as step_lib
+from . import yolov5_schedule
 from .validation import Validator
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class Session:
     run_dir: Path
     validator: Validator | None = None     # with validation shards
     anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
+    yolov5_schedule: yolov5_schedule.Yolov5Schedule | None = None   # with --hyp (``lr`` is its weight group's)
     anchor_reason: str = ""                # which anchors are used and why (``autoanchor.choose_anchors``)
     image_weights: np.ndarray | None = None  # --image_weights: per-image sampling weights (row order)
 
@@ -154,7 +157,13 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     anchor_choice = autoanchor.choose_anchors(args, choice, manifest, training_shape, labels, log)
     choice.anchors = anchor_choice.anchors
     log(anchor_choice.reason)
-    parts = _build_parts(args, choice, manifest, training_shape, group_size, log)
+    schedule = None
+    if args.hyp:
+        schedule = yolov5_schedule.build_yolov5_schedule(
+            args.hyp, total_batch_size=global_batch, batches_per_epoch=steps_per_epoch, epochs=args.max_epoch,
+            cos_lr=bool(args.cos_lr), nominal_batch_size=args.nominal_batch_size)
+        log(schedule.describe())
+    parts = _build_parts(args, choice, manifest, training_shape, group_size, log, schedule)
     anchors = np.asarray(parts.network.anchors, np.float32)
     if args.resume:
         ckpt_lib.load_for_resume(parts.train_step, args.resume)
@@ -167,11 +176,15 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             yolov5_version=choice.version, num_classes=manifest.num_classes, training_shape=training_shape,
             global_batch_size=global_batch, yolov5_layout=choice.layout,
             anchors=ckpt_lib.encode_anchors(choice.anchors) if choice.anchors is not None else "",
-            class_names=ckpt_lib.encode_class_names(manifest.class_names), image_weights=int(bool(args.image_weights)))
-    lr = lr_schedule.build_lr_schedule(
-        lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
-        lr_gamma=args.lr_gamma, t_max=args.t_max, eta_min=args.eta_min)
+            class_names=ckpt_lib.encode_class_names(manifest.class_names), hyp=hyp_lib.encode_hyp(args.hyp),
+            image_weights=int(bool(args.image_weights)))
+    if schedule is not None:
+        lr = schedule.lr[:, yolov5_schedule.WEIGHT_GROUP].astype(np.float32)
+    else:
+        lr = lr_schedule.build_lr_schedule(
+            lr_scheduler=args.lr_scheduler, lr=args.lr, steps_per_epoch=steps_per_epoch,
+            warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
+            lr_gamma=args.lr_gamma, t_max=args.t_max, eta_min=args.eta_min)
     saving = rank == 0 or not args.is_save_on_master
     keep_max = args.keep_checkpoint_max or int(args.max_epoch)
     writer = CheckpointWriter(ckpt_dir, rank, saving, keep_max)
@@ -179,7 +192,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if rank == 0 and args.resume:
         carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator, anchors, anchor_choice.reason,
+                   position, writer, run_dir, validator, anchors, schedule, anchor_choice.reason,
                    image_weights_for(labels, manifest.num_classes, log) if args.image_weights else None)
 
 
@@ -193,6 +206,11 @@ def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt
         raise ValueError(f"cannot resume {args.resume}: it was trained with a global batch of "
                          f"{resume_state.global_batch_size} images (per_batch_size x ranks), this run has "
                          f"{global_batch}; the sample order is defined per global batch")
+    if resume_state.hyp != hyp_lib.encode_hyp(args.hyp):
+        raise ValueError(f"cannot resume {args.resume} exactly: it was trained with "
+                         + (f"the YOLOv5 hyperparameters {resume_state.hyp}" if resume_state.hyp else "no --hyp")
+                         + (f", this run has {hyp_lib.encode_hyp(args.hyp)}" if args.hyp else ", this run has none")
+                         + "; resume with the run's config.yaml (--config), which holds them")
     if resume_state.seed != args.seed:
         log(f"resuming with the checkpoint's seed {resume_state.seed} (not --seed {args.seed}) so that the "
             f"sample order continues")
@@ -205,7 +223,7 @@ def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt
 
 
 def _build_parts(args, choice: ModelChoice, manifest: Manifest, training_shape: int, group_size: int,
-                 log) -> builder.TrainParts:
+                 log, schedule=None) -> builder.TrainParts:
     """The network of ``choice`` with --pretrained_backbone / --weights loaded and --freeze applied, then
     loss, optimizer, loss scale, EMA and step around it. Sets ``args.loss_scale`` when left to the default."""
     amp_level = step_lib.amp_level_for(args.device_target, args.amp_level)
@@ -230,7 +248,8 @@ def _build_parts(args, choice: ModelChoice, manifest: Manifest, training_shape: 
         network, num_classes=manifest.num_classes, training_shape=training_shape, momentum=args.momentum,
         weight_decay=args.weight_decay, loss_scale=args.loss_scale, loss_scale_type=args.loss_scale_type,
         label_smooth_factor=args.label_smooth_factor if args.label_smooth else 0.0, iou_type=args.iou_type,
-        group_size=group_size, anchors=np.asarray(network.anchors, np.float32))
+        group_size=group_size, anchors=np.asarray(network.anchors, np.float32),
+        loss_options=hyp_lib.loss_options(args.hyp), yolov5_schedule=schedule)
 
 
 def _make_validator(args, choice: ModelChoice, manifest: Manifest, parts: builder.TrainParts, rank: int,
