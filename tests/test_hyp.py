@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from float32_tolerance import reordered_sum_rtol
+from yolodata.augment.policy import AugmentConfig
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import config as config_lib
 from yolomodel.train import hyp as hyp_lib
@@ -145,16 +146,12 @@ def test_a_key_that_cannot_be_honoured_is_refused_by_name(tmp_path, line, named)
         config_lib.parse_config(["--hyp", str(hyp_file), "--mindrecord", "x"])
 
 
-def test_mixup_is_refused_until_the_augmentation_has_it():
-    from yolodata.augment.policy import AugmentConfig
-
-    if "mixup" in AugmentConfig.__dataclass_fields__:
-        args = config_lib.parse_config(["--hyp", str(HYPS / "hyp.scratch-low.yaml"), "--mindrecord", "x"])
-        assert args.augment["mixup"] == 0.0
-        return
-    with pytest.raises(ValueError, match="mixup: 0.1 cannot be honoured"):
-        hyp_lib.resolve_hyp({"mixup": 0.1}, "hyp.x.yaml")
-    assert hyp_lib.resolve_hyp({"mixup": 0.0}, "hyp.x.yaml")[0]["mixup"] == 0.0
+def test_mixup_reaches_the_augmentation(tmp_path):
+    hyp_file = tmp_path / "hyp.mixup.yaml"
+    hyp_file.write_text((HYPS / "hyp.scratch-low.yaml").read_text().replace("mixup: 0.0", "mixup: 0.25"))
+    args = config_lib.parse_config(["--hyp", str(hyp_file), "--mindrecord", "x"])
+    assert args.augment["mixup"] == 0.25
+    assert AugmentConfig(**args.augment).mixup == 0.25
 
 
 @pytest.mark.parametrize("flags, message", [

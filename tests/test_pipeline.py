@@ -86,8 +86,15 @@ def test_whole_chain_boxes_follow_pixels(rect_shards):
     assert checked > 50
 
 
-def test_batches_identical_for_any_number_of_workers(rect_shards):
-    kwargs = dict(per_batch_size=4, training_shape=128, seed=5, resize_rate=2)
+# the options whose draws must also be independent of workers and resume: mixup (half the mosaics get a
+# second one blended in) and YOLOv5's image weights (22 images, weights 1..22)
+SAMPLING_VARIANTS = {"plain": {}, "mixup": {"augment": AugmentConfig(mixup=0.5)},
+                     "image-weights": {"image_weights": np.arange(1, 23, dtype=np.float64)}}
+
+
+@pytest.mark.parametrize("variant", sorted(SAMPLING_VARIANTS))
+def test_batches_identical_for_any_number_of_workers(rect_shards, variant):
+    kwargs = dict(per_batch_size=4, training_shape=128, seed=5, resize_rate=2, **SAMPLING_VARIANTS[variant])
     one = batches(create_train_dataset(rect_shards, num_parallel_workers=1, **kwargs))
     two = batches(create_train_dataset(rect_shards, num_parallel_workers=2, **kwargs))
     assert len(one) == len(two)
@@ -96,8 +103,10 @@ def test_batches_identical_for_any_number_of_workers(rect_shards):
             np.testing.assert_array_equal(a[name], b[name])
 
 
-def test_resume_equals_continue(rect_shards):
-    kwargs = dict(per_batch_size=4, training_shape=128, seed=7, num_parallel_workers=2, resize_rate=1)
+@pytest.mark.parametrize("variant", sorted(SAMPLING_VARIANTS))
+def test_resume_equals_continue(rect_shards, variant):
+    kwargs = dict(per_batch_size=4, training_shape=128, seed=7, num_parallel_workers=2, resize_rate=1,
+                  **SAMPLING_VARIANTS[variant])
     full = batches(create_train_dataset(rect_shards, start_epoch=1, num_epochs=2, **kwargs))
     resumed = batches(create_train_dataset(rect_shards, start_epoch=1, start_step=4, num_epochs=2, **kwargs))
     assert len(resumed) == len(full) - 4

@@ -20,11 +20,11 @@ SIZES = (128, 100, 17, 5)          # 128 divides into global batches of 16; the 
 
 
 def full_epoch(num_samples, *, seed=0, epoch=0, per_batch_size, group_size, dataset_key=DATASET_ID,
-               start_step=0):
+               start_step=0, image_weights=None):
     """Every rank's schedule of one epoch."""
     return [sampler.rank_schedule(num_samples, seed=seed, epoch=epoch, per_batch_size=per_batch_size,
                                   rank=rank, group_size=group_size, dataset_key=dataset_key,
-                                  start_step=start_step)
+                                  start_step=start_step, image_weights=image_weights)
             for rank in range(group_size)]
 
 
@@ -259,3 +259,97 @@ def test_batch_shape_rejects_bad_arguments(kwargs, message):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         sampler.batch_shape(**arguments)
+
+
+# --- image weights (YOLOv5's --image-weights) ----------------------------------------------------------
+
+def class_count_table(num_samples, num_classes=5, seed=0):
+    """(N, C) box counts per image and class: class 0 in every image, class C-1 (rare) in a few."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 3, size=(num_samples, num_classes))
+    counts[:, 0] += 1
+    counts[:, -1] = 0
+    counts[rng.choice(num_samples, size=max(1, num_samples // 16), replace=False), -1] = 1
+    return counts
+
+
+def test_image_weights_follow_yolov5_formulas():
+    counts = np.array([[2, 0, 0], [1, 1, 0], [0, 0, 0], [3, 0, 0]])
+    # labels_to_class_weights: per-class box counts 6, 1, 0 (-> 1); 1/count normalised
+    inverse = np.array([1 / 6, 1.0, 1.0])
+    class_weights = inverse / inverse.sum()
+    np.testing.assert_allclose(sampler.class_weights_from_counts(counts.sum(0)), class_weights, rtol=1e-12)
+    # labels_to_image_weights: (class_weights * per-image class counts).sum(1)
+    expected = [2 * class_weights[0], class_weights[0] + class_weights[1], 0.0, 3 * class_weights[0]]
+    np.testing.assert_allclose(sampler.image_weights_from_classes(counts), expected, rtol=1e-12)
+    maps = np.array([0.5, 0.9, 0.0])
+    np.testing.assert_allclose(sampler.class_weights_from_counts(counts.sum(0), maps),
+                               class_weights * (1 - maps) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("num_samples", SIZES)
+def test_weighted_global_batches_are_the_same_for_every_group_size(num_samples):
+    weights = sampler.image_weights_from_classes(class_count_table(num_samples))
+    reference = global_batches(full_epoch(num_samples, per_batch_size=GLOBAL_BATCH, group_size=1,
+                                          image_weights=weights), GLOBAL_BATCH)
+    for group_size in GROUP_SIZES[1:]:
+        per_batch = GLOBAL_BATCH // group_size
+        batches = global_batches(full_epoch(num_samples, per_batch_size=per_batch, group_size=group_size,
+                                            image_weights=weights), per_batch)
+        np.testing.assert_array_equal(np.sort(batches, axis=1), np.sort(reference, axis=1))
+    # drawn with replacement from the weights: not the plain permutation
+    plain = global_batches(full_epoch(num_samples, per_batch_size=GLOBAL_BATCH, group_size=1), GLOBAL_BATCH)
+    assert num_samples < 8 or not np.array_equal(np.sort(plain.ravel()), np.sort(reference.ravel()))
+
+
+@pytest.mark.parametrize("group_size", (1, 2, 8))
+@pytest.mark.parametrize("start_step", (0, 3, 7))
+def test_weighted_resume_equals_the_tail_of_an_uninterrupted_epoch(group_size, start_step):
+    weights = sampler.image_weights_from_classes(class_count_table(128))
+    per_batch = GLOBAL_BATCH // group_size
+    whole = full_epoch(128, epoch=3, per_batch_size=per_batch, group_size=group_size, image_weights=weights)
+    tail = full_epoch(128, epoch=3, per_batch_size=per_batch, group_size=group_size, image_weights=weights,
+                      start_step=start_step)
+    for rank in range(group_size):
+        np.testing.assert_array_equal(tail[rank].rows, whole[rank].rows[start_step * per_batch:])
+        np.testing.assert_array_equal(tail[rank].positions, whole[rank].positions[start_step * per_batch:])
+
+
+def test_weighted_order_changes_with_the_epoch_and_skips_images_without_boxes():
+    counts = class_count_table(100)
+    counts[:10] = 0                                         # ten background images weigh 0
+    weights = sampler.image_weights_from_classes(counts)
+    orders = [sampler.epoch_order(100, seed=1, epoch=e, dataset_key=DATASET_ID, image_weights=weights)
+              for e in range(3)]
+    assert not np.array_equal(orders[0], orders[1])
+    assert all(np.all(order >= 10) for order in orders)
+    np.testing.assert_array_equal(orders[2], sampler.epoch_order(100, seed=1, epoch=2, dataset_key=DATASET_ID,
+                                                                 image_weights=weights))
+
+
+def test_image_weights_raise_a_rare_class_share_to_what_the_weights_say():
+    """Over many epochs the share of drawn images that hold the rare class is a binomial proportion with
+    p = (weight of the images holding it) / (total weight); it stays within 4.5 standard errors of p
+    (a false failure has probability below 1e-5) and far above its share without weights."""
+    num_samples, num_epochs = 400, 50
+    counts = class_count_table(num_samples, seed=3)
+    weights = sampler.image_weights_from_classes(counts)
+    holds_rare = counts[:, -1] > 0
+    expected_share = weights[holds_rare].sum() / weights.sum()
+    plain_share = holds_rare.mean()
+    drawn = np.concatenate([sampler.epoch_order(num_samples, seed=0, epoch=e, dataset_key=DATASET_ID,
+                                                image_weights=weights) for e in range(num_epochs)])
+    share = holds_rare[drawn].mean()
+    standard_error = np.sqrt(expected_share * (1 - expected_share) / len(drawn))
+    assert abs(share - expected_share) < 4.5 * standard_error
+    assert expected_share > 3 * plain_share and share > 3 * plain_share
+
+
+@pytest.mark.parametrize("weights, message", [
+    (np.ones(3), "one weight per image"),
+    (np.zeros(5), "not all zero"),
+    (np.array([1.0, -1.0, 1.0, 1.0, 1.0]), "non-negative"),
+])
+def test_bad_image_weights_are_explained(weights, message):
+    with pytest.raises(ValueError, match=message):
+        sampler.epoch_order(5, seed=0, epoch=0, dataset_key=DATASET_ID, image_weights=weights)

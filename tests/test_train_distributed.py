@@ -60,7 +60,8 @@ def two_rank_run(shards, tmp_path_factory):
              "--lr", str(SETTINGS["lr"]), "--max_epoch", str(SETTINGS["max_epoch"]), "--warmup_epochs", "0",
              "--seed", str(SETTINGS["seed"]), "--log_interval", "1", "--ckpt_path", str(out / "ckpt"),
              "--num_parallel_workers", "1", "--val_mindrecord", str(shards.parent / "val"), "--testing_shape", "64",
-             "--val_per_batch_size", "1"]
+             "--val_per_batch_size", "1",
+             "--noautoanchor"]   # the single-process reference below builds its network with YOLOv5's anchors
     result = subprocess.run(["bash", str(ROOT / "scripts" / "run_distribute_train.sh"), "2", *flags], cwd=out,
                             env=env, capture_output=True, text=True, timeout=500)
     logs = {p.name: p.read_text() for p in (out / "msrun_log").glob("worker_*.log")}

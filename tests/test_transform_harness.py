@@ -16,14 +16,16 @@ names the rectangle's colour. For every case and 20 seeds the harness checks:
 - geometric cases: every surviving box equals the pixel extent of its rectangle's colour in the output
   within 2 px, classes and iscrowd flags travel with their boxes, and every rectangle that is clearly
   visible away from the output border has a box;
-- colour cases: boxes unchanged, image shape unchanged.
+- colour cases: boxes unchanged, image shape unchanged;
+- blending cases (mixup): the output is the blend of its two parts, each part rendered on its own
+  passes the geometric check, and the labels are the two parts' labels.
 """
 from __future__ import annotations
 
 import copy
 import functools
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -217,6 +219,7 @@ class Case:
     out_hw: tuple | None = None          # None: the output has the input's shape
     size_range: tuple = (200, 480)       # source image sides
     rects_per_image: int = 4
+    blended: bool = False                # two geometric parts blended (mixup): checked part by part
 
 
 OUT = (320, 320)
@@ -260,13 +263,18 @@ CASES = [
                                                    **dict(POLICY_GEOMETRY_ONLY, mosaic=0.5)),
          functools.partial(apply_policy, out_size=OUT[0]), geometric=True, num_images=4, out_hw=OUT,
          rects_per_image=2),
+    Case("policy-mixup-rotate", functools.partial(sample_policy, out_size=OUT[0], degrees=10.0,
+                                                  **dict(POLICY_GEOMETRY_ONLY, mixup=1.0)),
+         functools.partial(apply_policy, out_size=OUT[0]), geometric=True, num_images=4, out_hw=OUT,
+         rects_per_image=2, blended=True),
     Case("hsv", functools.partial(sample_hsv), functools.partial(apply_hsv, to_rgb=False), geometric=False),
     Case("hsv-to-rgb", functools.partial(sample_hsv, hgain=0.5, sgain=0.9, vgain=0.9),
          functools.partial(apply_hsv, to_rgb=True), geometric=False),
     Case("extras-all", functools.partial(sample_extras, p=1.0), apply_extras, geometric=False),
     Case("extras-default", functools.partial(sample_extras, p=0.01), apply_extras, geometric=False),
 ]
-GEOMETRIC = [case for case in CASES if case.geometric]
+GEOMETRIC = [case for case in CASES if case.geometric and not case.blended]
+BLENDED = [case for case in CASES if case.blended]
 PIXEL_ONLY = [case for case in CASES if not case.geometric]
 
 
@@ -360,6 +368,34 @@ def test_boxes_equal_the_pixel_extent_of_their_rectangles(case):
         total_boxes += len(out_labels)
     # the check must have had something to check: most rectangles survive the transforms
     assert total_boxes >= len(SEEDS) * 2
+
+
+def blend_parts(decision):
+    """The two decisions a mixup decision blends: the first mosaic and the second one, each without mixup."""
+    second = decision.mixup
+    first = replace(decision, mixup=None)
+    return first, replace(decision, sources=second.sources, mosaic=second.mosaic, matrix=second.matrix, mixup=None)
+
+
+@by_name(BLENDED)
+def test_blends_are_the_blend_of_two_correct_parts(case):
+    ratios = []
+    for seed in SEEDS:
+        images, labels = scene_for(case, seed)
+        decision, (out_image, out_labels) = run(case, seed, images, labels)
+        assert decision.mixup is not None, f"seed {seed}: mixup=1.0 must always blend"
+        ratios.append(decision.mixup.ratio)
+        parts = [case.apply(images, labels, part) for part in blend_parts(decision)]
+        for part_image, part_labels in parts:
+            problems = box_problems(part_image, part_labels, labels)
+            assert problems == [], f"seed {seed}: " + "; ".join(problems)
+        ratio = decision.mixup.ratio
+        expected = np.floor(parts[0][0].astype(np.float64) * ratio + parts[1][0].astype(np.float64) * (1 - ratio))
+        assert np.array_equal(out_image, expected.astype(np.uint8)), f"seed {seed}: not the blend of its two parts"
+        assert np.array_equal(out_labels, np.concatenate([parts[0][1], parts[1][1]])), f"seed {seed}"
+    # Beta(32, 32): mean 0.5, sd 0.0620; the mean of 20 draws is within 4 standard errors (0.055) of 0.5
+    assert abs(np.mean(ratios) - 0.5) < 4 * 0.0620 / np.sqrt(len(ratios))
+    assert 0.3 < min(ratios) and max(ratios) < 0.7   # each draw within 3.2 sd: P(any outside) < 0.03
 
 
 @by_name(PIXEL_ONLY)

@@ -9,8 +9,12 @@ For a sample at batch index ``i``, of an s x s batch:
    (``mosaic.render_mosaic``); otherwise the image is letterboxed into s x s (upscaling allowed) and
    goes through the random affine (``affine.warp``, one matrix for both steps). The flips are part of
    that affine matrix;
-2. albumentations' rare pixel extras (``extras``);
-3. HSV jitter, written as RGB straight into the sample's slot of the batch (``color``).
+2. with probability ``mixup``, and only after a mosaic (as YOLOv5's ``mixup``): a second mosaic (of a
+   partner image drawn from the same batch like the mosaic partners, with its own three partners,
+   centre and affine) is blended in, ``image * r + second * (1 - r)`` with ``r ~ Beta(32, 32)``
+   truncated to uint8, and the two label arrays are concatenated (``mixup.blend``);
+3. albumentations' rare pixel extras (``extras``);
+4. HSV jitter, written as RGB straight into the sample's slot of the batch (``color``).
 
 Every random decision is drawn first (``decide_sample`` -> ``SampleDecision``), each from its own
 Generator keyed on (seed, epoch, position in the epoch order, purpose: ``PURPOSES``), then applied
@@ -26,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..rng import keyed_rng
-from . import affine, color, extras, letterbox, mosaic
+from . import affine, color, extras, letterbox, mixup, mosaic
 
 # Names of the keyed Generators of a sample, one per random decision.
 PURPOSE_USE_MOSAIC = "use-mosaic"
@@ -35,10 +39,16 @@ PURPOSE_MOSAIC = "mosaic"
 PURPOSE_AFFINE = "affine"
 PURPOSE_EXTRAS = "extras"
 PURPOSE_HSV = "hsv"
+PURPOSE_USE_MIXUP = "use-mixup"
+PURPOSE_MIXUP_PARTNERS = "mixup-partners"
+PURPOSE_MIXUP_MOSAIC = "mixup-mosaic"
+PURPOSE_MIXUP_AFFINE = "mixup-affine"
+PURPOSE_MIXUP_RATIO = "mixup-ratio"
 PURPOSES = (PURPOSE_USE_MOSAIC, PURPOSE_MOSAIC_PARTNERS, PURPOSE_MOSAIC, PURPOSE_AFFINE, PURPOSE_EXTRAS,
-            PURPOSE_HSV)
+            PURPOSE_HSV, PURPOSE_USE_MIXUP, PURPOSE_MIXUP_PARTNERS, PURPOSE_MIXUP_MOSAIC, PURPOSE_MIXUP_AFFINE,
+            PURPOSE_MIXUP_RATIO)
 
-PROBABILITY_OPTIONS = ("mosaic", "fliplr", "flipud", "extras")
+PROBABILITY_OPTIONS = ("mosaic", "fliplr", "flipud", "extras", "mixup")
 FRACTION_OPTIONS = ("translate", "perspective")    # within [0, 1]
 NON_NEGATIVE_OPTIONS = ("degrees", "shear", "hsv_h", "hsv_s", "hsv_v")
 MAX_SHEAR_DEGREES = 90.0
@@ -52,7 +62,8 @@ class AugmentConfig:
     ``extras`` (each of albumentations' Blur, MedianBlur, ToGray, CLAHE). Affine ranges as YOLOv5's
     ``random_perspective``: ``degrees`` and ``shear`` (degrees) and ``perspective`` are half-widths
     around 0, the scale gain is uniform in [1 - scale, 1 + scale], ``translate`` a fraction of the
-    output. ``hsv_h``, ``hsv_s``, ``hsv_v``: limits of the HSV gains.
+    output. ``hsv_h``, ``hsv_s``, ``hsv_v``: limits of the HSV gains. ``mixup``: probability of
+    blending a second mosaic into a mosaic sample (YOLOv5's hyp ``mixup``; 0 in hyp.scratch-low).
     """
 
     mosaic: float = 1.0
@@ -67,6 +78,7 @@ class AugmentConfig:
     fliplr: float = 0.5
     flipud: float = 0.0
     extras: float = 0.01
+    mixup: float = 0.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -114,7 +126,7 @@ class SampleDecision:
     ``matrix``: float64 (3, 3) to the s x s output: from the 2s x 2s mosaic canvas, or from the source
     image (letterbox, then the affine).
     ``extras``: the albumentations extras that apply, or None. ``hsv_gains``: float32 (3,), or None when
-    every HSV limit is zero.
+    every HSV limit is zero. ``mixup``: the second mosaic blended in, or None.
     """
 
     sources: tuple[int, ...]
@@ -122,6 +134,7 @@ class SampleDecision:
     matrix: np.ndarray
     extras: extras.ExtrasParams | None
     hsv_gains: np.ndarray | None
+    mixup: mixup.MixupParams | None = None
 
 
 def _mosaic_partners(rng: np.random.Generator, index: int, batch_size: int) -> list[int]:
@@ -158,12 +171,36 @@ def decide_sample(config: AugmentConfig, *, seed: int, epoch: int, position: int
         mosaic_params = None
         letterboxing, _, _ = letterbox.letterbox_matrix(tuple(image_hws[index]), out_hw, scaleup=True)
         matrix = affine.random_affine_matrix(rng(PURPOSE_AFFINE), out_hw, out_hw, **affine_ranges) @ letterboxing
+    mixup_params = None
+    if use_mosaic and _happens(config.mixup, rng, PURPOSE_USE_MIXUP):
+        mixup_params = _decide_mixup(rng, index, len(image_hws), size, affine_ranges)
     extra_params = extras.sample_extras(rng(PURPOSE_EXTRAS), p=config.extras)
     hsv_gains = None
     if config.hsv_h or config.hsv_s or config.hsv_v:
         hsv_gains = color.sample_hsv(rng(PURPOSE_HSV), config.hsv_h, config.hsv_s, config.hsv_v)
     return SampleDecision(sources=sources, mosaic=mosaic_params, matrix=matrix, extras=extra_params,
-                          hsv_gains=hsv_gains)
+                          hsv_gains=hsv_gains, mixup=mixup_params)
+
+
+def _happens(probability: float, rng, purpose: str) -> bool:
+    """A draw with ``probability``; no draw for 0 and 1, whose outcome is certain."""
+    if probability in (0.0, 1.0):
+        return probability == 1.0
+    return bool(rng(purpose).random() < probability)
+
+
+def _decide_mixup(rng, index: int, batch_size: int, size: int, affine_ranges: dict) -> mixup.MixupParams:
+    """The second mosaic of a mixup: a partner image of the batch (another than ``index`` when there is
+    one) with three partners of its own, its own mosaic centre and affine, and the blend ratio."""
+    partners_rng = rng(PURPOSE_MIXUP_PARTNERS)
+    others = [j for j in range(batch_size) if j != index] or [index]
+    partner = int(others[int(partners_rng.integers(len(others)))])
+    sources = (partner, *_mosaic_partners(partners_rng, partner, batch_size))
+    out_hw = (size, size)
+    return mixup.MixupParams(
+        sources=sources, mosaic=mosaic.sample_mosaic(rng(PURPOSE_MIXUP_MOSAIC), out_hw),
+        matrix=affine.random_affine_matrix(rng(PURPOSE_MIXUP_AFFINE), out_hw, (2 * size, 2 * size), **affine_ranges),
+        ratio=mixup.sample_ratio(rng(PURPOSE_MIXUP_RATIO)))
 
 
 def apply_decision(decision: SampleDecision, images, labels, out: np.ndarray) -> np.ndarray:
@@ -180,6 +217,12 @@ def apply_decision(decision: SampleDecision, images, labels, out: np.ndarray) ->
     else:
         own = decision.sources[0]
         image, sample_labels = affine.warp(images[own], labels[own], decision.matrix, out_hw)
+    if decision.mixup is not None:
+        second = decision.mixup
+        second_image, second_labels = mosaic.render_mosaic([images[j] for j in second.sources],
+                                                           [labels[j] for j in second.sources],
+                                                           second.mosaic, second.matrix, out_hw)
+        image, sample_labels = mixup.blend(image, sample_labels, second_image, second_labels, second.ratio)
     if decision.extras is not None:
         image = extras.apply_extras(image, decision.extras)
     if decision.hsv_gains is not None:

@@ -44,7 +44,7 @@ from yolodata.visualize import (GRID_IMAGE_SUFFIXES, STAGES, check_figure_suffix
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 AUGMENT_FLAGS = ("mosaic", "degrees", "translate", "scale", "shear", "perspective", "hsv_h", "hsv_s", "hsv_v",
-                 "fliplr", "flipud", "extras")
+                 "fliplr", "flipud", "extras", "mixup")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,17 @@ global ``position`` travels beside it, so every random augmentation decision can
 ``num_parallel_workers``. Row indices are the converter's ``row_index`` (image-id order), which is also
 MindDataset's global row index when the whole shard set is loaded.
 
+Image weights (YOLOv5's ``--image-weights``)
+--------------------------------------------
+With per-image weights (``image_weights_from_classes``: YOLOv5's ``labels_to_class_weights`` and
+``labels_to_image_weights``, an image weighs the sum over its boxes of its classes' inverse frequencies)
+the epoch order is instead ``num_samples`` draws *with replacement*, each image drawn with probability
+proportional to its weight (YOLOv5's ``random.choices(range(n), weights=iw, k=n)``), from
+``keyed_rng(seed, epoch, <dataset key>, purpose="weighted-epoch-order")``. Everything else (padding,
+global batches, ranks, resume) works on that order as on the permutation, so the guarantees above hold
+unchanged as long as the weights are a function of the dataset (they are: class counts from its labels).
+Images without boxes weigh 0 and are not drawn, as in YOLOv5.
+
 Multi-scale
 -----------
 ``resize_rate = R > 0`` picks a new square input size every ``R`` steps from a fixed list of multiples
@@ -100,15 +111,55 @@ def _check_seed_epoch(seed, epoch) -> tuple[int, int]:
 
 # --- sample order ---------------------------------------------------------------------------------
 
-def epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key) -> np.ndarray:
-    """int64 (num_samples,): the permutation of rows visited in ``epoch``.
+def epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key, image_weights=None) -> np.ndarray:
+    """int64 (num_samples,): the rows visited in ``epoch``: a permutation, or with ``image_weights``
+    (num_samples,) ``num_samples`` weighted draws with replacement.
 
-    Depends only on (seed, epoch, dataset_key) and ``num_samples`` (which the dataset identity fixes).
+    Depends only on (seed, epoch, dataset_key), ``num_samples`` (which the dataset identity fixes) and the
+    weights.
     """
     num_samples = check_int("num_samples", num_samples, minimum=1)
     seed, epoch = _check_seed_epoch(seed, epoch)
+    if image_weights is not None:
+        probabilities = _sampling_probabilities(image_weights, num_samples)
+        rng = keyed_rng(seed, epoch, *_dataset_key_words(dataset_key), purpose="weighted-epoch-order")
+        return rng.choice(num_samples, size=num_samples, replace=True, p=probabilities).astype(np.int64)
     rng = keyed_rng(seed, epoch, *_dataset_key_words(dataset_key), purpose="epoch-order")
     return rng.permutation(num_samples).astype(np.int64)
+
+
+def _sampling_probabilities(image_weights, num_samples: int) -> np.ndarray:
+    weights = np.asarray(image_weights, np.float64)
+    if weights.shape != (num_samples,):
+        raise ValueError(f"image_weights must hold one weight per image ({num_samples}), got shape {weights.shape}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("image_weights must be finite, non-negative and not all zero (does the dataset have boxes?)")
+    return weights / weights.sum()
+
+
+def class_weights_from_counts(boxes_per_class, class_maps=None) -> np.ndarray:
+    """float64 (C,): YOLOv5's class weights: inverse box counts (a class without boxes counts 1),
+    normalised to sum 1; with ``class_maps`` (per-class mAP from validation) times ``(1 - mAP)^2``
+    (YOLOv5's ``class_weights * (1 - maps) ** 2``)."""
+    counts = np.asarray(boxes_per_class, np.float64).copy()
+    counts[counts == 0] = 1
+    weights = 1.0 / counts
+    weights /= weights.sum()
+    if class_maps is not None:
+        maps = np.asarray(class_maps, np.float64)
+        if maps.shape != weights.shape:
+            raise ValueError(f"class_maps must hold one mAP per class ({len(weights)}), got shape {maps.shape}")
+        weights = weights * (1.0 - maps) ** 2
+    return weights
+
+
+def image_weights_from_classes(boxes_per_image_and_class, class_maps=None) -> np.ndarray:
+    """float64 (N,): YOLOv5's image weights: each image's box count per class (N, C) times the class
+    weights (``class_weights_from_counts`` of the column sums), summed over classes."""
+    counts = np.asarray(boxes_per_image_and_class, np.float64)
+    if counts.ndim != 2:
+        raise ValueError(f"boxes_per_image_and_class must be (images, classes), got shape {counts.shape}")
+    return counts @ class_weights_from_counts(counts.sum(axis=0), class_maps)
 
 
 def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
@@ -120,22 +171,22 @@ def steps_per_epoch(num_samples: int, global_batch_size: int) -> int:
 
 
 def padded_epoch_order(num_samples: int, *, seed: int, epoch: int, dataset_key,
-                       global_batch_size: int) -> np.ndarray:
+                       global_batch_size: int, image_weights=None) -> np.ndarray:
     """int64 (steps_per_epoch * global_batch_size,): the epoch order wrapped around to fill the last batch.
 
     Position ``i`` holds ``epoch_order[i % num_samples]``.
     """
-    order = epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key)
+    order = epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key, image_weights=image_weights)
     padded_length = steps_per_epoch(num_samples, global_batch_size) * int(global_batch_size)
     return order[np.arange(padded_length) % num_samples]
 
 
 def rank_schedule(num_samples: int, *, seed: int, epoch: int, per_batch_size: int, rank: int,
-                  group_size: int, dataset_key, start_step: int = 0) -> RankSchedule:
+                  group_size: int, dataset_key, start_step: int = 0, image_weights=None) -> RankSchedule:
     """The rows ``rank`` of ``group_size`` reads in ``epoch``, from ``start_step`` to the end of the epoch.
 
     ``start_step`` may equal ``steps_per_epoch`` (a checkpoint taken after the last step): the schedule
-    is then empty.
+    is then empty. ``image_weights``: per-image sampling weights (see the module docstring), or None.
     """
     per_batch_size = check_int("per_batch_size", per_batch_size, minimum=1)
     group_size = check_int("group_size (the number of ranks)", group_size, minimum=1)
@@ -144,7 +195,7 @@ def rank_schedule(num_samples: int, *, seed: int, epoch: int, per_batch_size: in
         raise ValueError(f"rank must be in [0, group_size) = [0, {group_size}), got {rank}")
     global_batch_size = per_batch_size * group_size
     padded = padded_epoch_order(num_samples, seed=seed, epoch=epoch, dataset_key=dataset_key,
-                                global_batch_size=global_batch_size)
+                                global_batch_size=global_batch_size, image_weights=image_weights)
     num_steps = len(padded) // global_batch_size
     start_step = check_int("start_step", start_step, minimum=0)
     if start_step > num_steps:

@@ -100,7 +100,8 @@ class TrainBatchBuilder:
 
 
 def train_keys(num_samples: int, *, seed: int, start_epoch: int, start_step: int, num_epochs: int,
-               per_batch_size: int, rank: int, group_size: int, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+               per_batch_size: int, rank: int, group_size: int, dataset_id: str,
+               image_weights=None) -> tuple[np.ndarray, np.ndarray]:
     """(rows, keys) of this rank's samples over ``num_epochs`` epochs from (start_epoch, start_step).
 
     ``rows`` (int64, (N,)): the MindRecord rows in reading order; ``keys`` (int64, (N, 4)): each
@@ -111,7 +112,8 @@ def train_keys(num_samples: int, *, seed: int, start_epoch: int, start_step: int
         epoch = int(start_epoch) + offset
         schedule = sampler_lib.rank_schedule(
             num_samples, seed=seed, epoch=epoch, per_batch_size=per_batch_size, rank=rank,
-            group_size=group_size, dataset_key=dataset_id, start_step=start_step if offset == 0 else 0)
+            group_size=group_size, dataset_key=dataset_id, start_step=start_step if offset == 0 else 0,
+            image_weights=image_weights)
         # one step number per sample: (S,) -> (S*B,)
         steps = np.repeat(np.asarray(schedule.steps, np.int64), int(per_batch_size))
         rows.append(np.asarray(schedule.rows, np.int64))
@@ -147,13 +149,15 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
                          max_boxes: int = 256, anchors=YOLOV5_ANCHORS, anchor_t: float = 4.0,
                          multiscale_shapes: Sequence[int] | None = None, skip_bad_rows: bool = False,
                          expected_dataset_id: str | None = None, opencv_threads: int | None = 1,
-                         augment: AugmentConfig | None = None, reduced_decode: bool = True):
+                         augment: AugmentConfig | None = None, reduced_decode: bool = True, image_weights=None):
     """A MindSpore dataset of training batches (columns ``TRAIN_COLUMNS``, see README).
 
     Covers ``num_epochs`` epochs from ``start_epoch`` (the first one from ``start_step``); iterate it
     once. ``augment``: the augmentation settings (None: YOLOv5's defaults; a mapping such as a yaml
     ``augment:`` section becomes one with ``AugmentConfig.from_mapping``).
     ``expected_dataset_id`` (from a checkpoint) makes a resume against changed shards fail.
+    ``image_weights``: one sampling weight per stored image (row order) for YOLOv5's weighted sampling
+    (``sampler.image_weights_from_classes``), or None for the plain shuffled order.
     ``reduced_decode``: decode a stored JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) when that
     still leaves twice the batch's long side (``rows.reduced_decode_factor``; README, "Camera photos");
     False always decodes at the stored size (for measuring; the batches differ only by resampling).
@@ -179,7 +183,7 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
 
     rows, keys = train_keys(num_samples, seed=seed, start_epoch=start_epoch, start_step=start_step,
                             num_epochs=num_epochs, per_batch_size=per_batch_size, rank=rank, group_size=group_size,
-                            dataset_id=dataset_id)
+                            dataset_id=dataset_id, image_weights=image_weights)
     if len(rows) == 0:
         raise ValueError(f"start_step={start_step} leaves no batch in epoch {start_epoch}")
 

@@ -9,7 +9,8 @@ entries) is ``yolomodel.checkpoint.format``. A training checkpoint (``CHECKPOINT
   with the dynamic loss scale;
 * training's metadata entries (``TRAIN_METADATA_KEYS``): ``epoch`` and ``step`` (the position to continue
   from: 0-based epoch and the number of steps of that epoch already done), ``steps_completed`` (all steps
-  so far), ``seed``, ``dataset_id`` (str), ``training_shape``, ``global_batch_size``; the current epoch's
+  so far), ``seed``, ``dataset_id`` (str), ``training_shape``, ``global_batch_size``, ``image_weights``
+  (1 with ``--image_weights``: the sample order depends on it; absent, 0, in older checkpoints); the current epoch's
   loss sums so far (``epoch_box_sum``, ``epoch_obj_sum``, ``epoch_cls_sum``, ``epoch_loss_steps``) and the
   validation state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from checkpoints
   of older runs, read as "no evaluation yet"). ``read_checkpoint`` here reads them as metadata.
@@ -41,10 +42,10 @@ from .results import VALIDATION_METADATA_KEYS, ValidationState
 NOT_SAVED = ("learning_rate", "momentum")
 TRAIN_METADATA_KEYS = ("epoch", "step", "steps_completed", "seed", "dataset_id", "training_shape",
                        "global_batch_size", "epoch_box_sum", "epoch_obj_sum", "epoch_cls_sum", "epoch_loss_steps"
-                       ) + tuple(VALIDATION_METADATA_KEYS)
+                       , "image_weights") + tuple(VALIDATION_METADATA_KEYS)
 _STRING_KEYS = ("format", "dataset_id", "yolov5_version", "yolov5_layout", "anchors", "class_names", "hyp")
 # fields of TrainState that checkpoints written before they existed lack: their values then
-_OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": "", "hyp": ""}
+_OPTIONAL_FIELDS = {"yolov5_layout": "v5.0", "anchors": "", "class_names": "", "hyp": "", "image_weights": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ class TrainState:
     anchors: str = ""       # JSON (3, 3, 2) pixels; "" = YOLOv5's default anchors
     class_names: str = ""   # JSON list of the dataset's category names in class order
     hyp: str = ""           # JSON of the YOLOv5 hyperparameters in effect (--hyp); "" without
+    image_weights: int = 0  # 1: --image_weights (the sample order is YOLOv5's weighted draws)
     epoch_loss_sums: tuple = (0.0, 0.0, 0.0)   # box, obj, cls summed over this epoch's steps so far
     epoch_loss_steps: int = 0
     validation: ValidationState = ValidationState()

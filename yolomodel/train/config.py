@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="YOLOv5's --freeze: N freezes layers 0..N-1 (10 = the backbone), several numbers freeze those "
              "layers (0-24); 0 trains everything")
     add("--resume", default="", help="training checkpoint to continue exactly (weights, EMA, optimizer, position)")
+    add("--noautoanchor", action="store_true",
+        help="skip AutoAnchor (by default it checks the anchors' best possible recall on the training boxes "
+             "and computes new ones below 0.98 when training from scratch or with another class count)")
+    add("--image_weights", action="store_true",
+        help="YOLOv5's --image-weights: each epoch samples images (with replacement) by weights from their "
+             "classes' inverse frequencies, times (1 - class mAP)^2 once validation has measured it")
     # optimisation
     add("--hyp", default="", metavar="FILE",
         help="a YOLOv5 hyp yaml (hyp.scratch-low.yaml, an evolved file, ...): every key with YOLOv5's meaning, "
@@ -192,8 +198,12 @@ def _explicit_arguments(parser: argparse.ArgumentParser, argv) -> set[str]:
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public way to list actions
         if not action.option_strings or action.dest == "help":
             continue
-        shadow.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
-                            default=argparse.SUPPRESS)
+        if action.nargs == 0:  # a bare switch (--noautoanchor, --image_weights)
+            shadow.add_argument(*action.option_strings, dest=action.dest, action="store_const", const=True,
+                                default=argparse.SUPPRESS)
+        else:
+            shadow.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
+                                default=argparse.SUPPRESS)
     known, _ = shadow.parse_known_args(argv)
     return set(vars(known))
 

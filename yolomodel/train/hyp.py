@@ -13,7 +13,7 @@ numbers. Here each key goes where YOLOv5 uses it:
 * target assignment (``yolodata.pipeline.targets``): ``anchor_t``;
 * augmentation (``yolodata.augment.policy.AugmentConfig``): ``hsv_h``, ``hsv_s``, ``hsv_v``,
   ``degrees``, ``translate``, ``scale``, ``shear``, ``perspective``, ``flipud``, ``fliplr``, ``mosaic``
-  and ``mixup`` (refused when non-zero while the augmentation has no mixup);
+  and ``mixup`` (``yolodata.augment.mixup``);
 * ``iou_t``: accepted and unused; YOLOv5's train.py does not use it either (only ``--evolve`` mutates it).
 
 Refused when they ask for something this trainer cannot do: ``copy_paste`` > 0 (needs segment
@@ -38,7 +38,6 @@ from pathlib import Path
 
 import yaml
 
-from yolodata.augment.policy import AugmentConfig
 
 # YOLOv5's data/hyps/hyp.scratch-low.yaml (the values a file leaves out), plus its --label-smoothing default
 YOLOV5_SCRATCH_LOW = {
@@ -101,7 +100,7 @@ def resolve_hyp(data: dict, source: str) -> tuple[dict, list[str]]:
     """(every YOLOv5 key -> float, the keys filled from hyp.scratch-low) of a hyp mapping, checked.
 
     ValueError naming the key for an unknown key, a value that is not a non-negative number, a value out
-    of its range, or a key this trainer refuses (``REFUSED_WHEN_NON_ZERO``, ``mixup`` without mixup).
+    of its range, or a key this trainer refuses (``REFUSED_WHEN_NON_ZERO``).
     """
     known = set(YOLOV5_SCRATCH_LOW) | set(OPTIONAL_KEYS)
     unknown = sorted(str(key) for key in data if key not in known)
@@ -112,9 +111,6 @@ def resolve_hyp(data: dict, source: str) -> tuple[dict, list[str]]:
     for key, reason in REFUSED_WHEN_NON_ZERO.items():
         if values.get(key, 0.0) != 0.0:
             raise ValueError(f"{source}: {key}: {values[key]:g} cannot be honoured here: {reason}")
-    if values.get("mixup", 0.0) != 0.0 and "mixup" not in AugmentConfig.__dataclass_fields__:
-        raise ValueError(f"{source}: mixup: {values['mixup']:g} cannot be honoured here: this trainer's "
-                         f"augmentation has no mixup yet; set mixup: 0.0")
     for key in MUST_BE_POSITIVE:
         if key in values and not values[key] > 0:
             raise ValueError(f"{source}: {key} must be positive, got {values[key]:g}")
@@ -154,7 +150,7 @@ def apply_hyp(args, values: dict, explicit: set, log) -> None:
     elif not args.label_smooth:
         values["label_smoothing"] = 0.0
     augment = dict(args.augment or {})
-    augment.update({key: values[key] for key in AUGMENT_KEYS if key in AugmentConfig.__dataclass_fields__})
+    augment.update({key: values[key] for key in AUGMENT_KEYS})
     args.augment = augment
     args.hyp = values
 

@@ -185,6 +185,7 @@ def _epoch_dataset(session: Session, epoch: int, start_step: int):
         group_size=session.group_size, seed=args.seed, start_epoch=epoch, start_step=start_step, num_epochs=1,
         max_boxes=args.max_boxes, expected_dataset_id=session.position.dataset_id,
         augment=AugmentConfig.from_mapping(args.augment), anchor_t=hyp_lib.anchor_t_of(args.hyp),
+        image_weights=session.image_weights,
         **({} if session.anchors is None else {"anchors": session.anchors}))
 
 
@@ -313,7 +314,9 @@ def _write_final_weights(run: Run) -> None:
 def _save_run_config(session: Session, log) -> None:
     extra = {"rank_0_of": session.group_size, "steps_per_epoch": session.steps_per_epoch,
              "num_classes": session.manifest.num_classes, "dataset_id": session.manifest.dataset_id,
-             "training_shape_used": session.training_shape, "resize_rate_used": session.resize_rate}
+             "training_shape_used": session.training_shape, "resize_rate_used": session.resize_rate,
+             "anchors": np.asarray(session.anchors, np.float32).reshape(3, -1).tolist(),
+             "anchors_reason": session.anchor_reason}
     config_path = config_lib.save_config(session.args, session.run_dir, extra)
     log(f"configuration saved to {config_path}")
 

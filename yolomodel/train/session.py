@@ -21,7 +21,8 @@ from yolomodel.checkpoint import loading
 from yolomodel.checkpoint.loading import layout_from_weights, read_weights, version_from_weights
 from yolomodel.network import DEFAULT_LAYOUT, normalize_layout
 
-from . import builder, lr_schedule
+from . import autoanchor, builder, lr_schedule
+from .labels import TrainingLabels, image_weights_for
 from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import hyp as hyp_lib
@@ -97,6 +98,8 @@ class Session:
     validator: Validator | None = None     # with validation shards
     anchors: np.ndarray | None = None      # pixels (3, 3, 2) of the network; None = YOLOv5's defaults
     yolov5_schedule: yolov5_schedule.Yolov5Schedule | None = None   # with --hyp (``lr`` is its weight group's)
+    anchor_reason: str = ""                # which anchors are used and why (``autoanchor.choose_anchors``)
+    image_weights: np.ndarray | None = None  # --image_weights: per-image sampling weights (row order)
 
 
 @dataclasses.dataclass
@@ -173,6 +176,10 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
 
     resume_state = _read_resume_state(args, manifest, global_batch, log) if args.resume else None
     choice = resolve_model(args, resume_state, log)
+    labels = TrainingLabels(args.mindrecord, args.num_parallel_workers)
+    anchor_choice = autoanchor.choose_anchors(args, choice, manifest, training_shape, labels, log)
+    choice.anchors = anchor_choice.anchors
+    log(anchor_choice.reason)
     schedule = None
     if args.hyp:
         schedule = yolov5_schedule.build_yolov5_schedule(
@@ -192,7 +199,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             yolov5_version=choice.version, num_classes=manifest.num_classes, training_shape=training_shape,
             global_batch_size=global_batch, yolov5_layout=choice.layout,
             anchors=ckpt_lib.encode_anchors(choice.anchors) if choice.anchors is not None else "",
-            class_names=ckpt_lib.encode_class_names(manifest.class_names), hyp=hyp_lib.encode_hyp(args.hyp))
+            class_names=ckpt_lib.encode_class_names(manifest.class_names), hyp=hyp_lib.encode_hyp(args.hyp),
+            image_weights=int(bool(args.image_weights)))
     if schedule is not None:
         lr = schedule.lr[:, yolov5_schedule.WEIGHT_GROUP].astype(np.float32)
     else:
@@ -207,7 +215,8 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     if rank == 0 and args.resume:
         carry_results_over(Path(args.resume), run_dir, position.epoch)
     return Session(args, rank, group_size, manifest, training_shape, resize_rate, steps_per_epoch, lr, parts,
-                   position, writer, run_dir, validator, anchors, schedule)
+                   position, writer, run_dir, validator, anchors, schedule, anchor_choice.reason,
+                   image_weights_for(labels, manifest.num_classes, log) if args.image_weights else None)
 
 
 def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt_lib.TrainState:
@@ -229,6 +238,10 @@ def _read_resume_state(args, manifest: Manifest, global_batch: int, log) -> ckpt
         log(f"resuming with the checkpoint's seed {resume_state.seed} (not --seed {args.seed}) so that the "
             f"sample order continues")
         args.seed = resume_state.seed
+    if resume_state.image_weights != int(bool(args.image_weights)):
+        log(f"resuming {'with' if resume_state.image_weights else 'without'} --image_weights as the checkpoint's "
+            f"run did, so that the sample order continues")
+        args.image_weights = bool(resume_state.image_weights)
     return resume_state
 
 
