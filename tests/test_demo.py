@@ -21,7 +21,7 @@ def test_demo_runs_the_whole_chain_and_prints_where_everything_went(tmp_path, ca
     for figure in ("train_batches.jpg", "labels.png", "results.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     checkpoints = sorted(p.name for p in (out / "train" / "ckpt_0").glob("*.ckpt"))
-    assert len(checkpoints) == 3 and checkpoints[0].startswith("0-1_") and checkpoints[1:] == ["best.ckpt", "last.ckpt"]
+    assert checkpoints == ["best.ckpt", "best_weights.ckpt", "last.ckpt", "last_weights.ckpt"]
     best = out / "train" / "ckpt_0" / "best.ckpt"
     rows = (out / "train" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("epoch,")   # the header and epoch 1, validated

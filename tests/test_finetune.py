@@ -93,7 +93,7 @@ def finetuned(data):
     try:
         code = load_tool("train").main(train_flags(data, run_dir, "--weights", str(data["imported"]), "--freeze",
                                                    "10", "--val_mindrecord", str(data["val"]), "--eval_interval",
-                                                   "2"))
+                                                   "2", "--save_period", "1"))
     finally:
         logging.getLogger().removeHandler(handler)
     return run_dir, code, [r.getMessage() for r in records]
@@ -212,8 +212,10 @@ def test_eval_and_export_accept_the_finetuned_checkpoint(data, finetuned, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert "yolov5n, 5 classes, EMA weights" in out and "(v6.0 layout)" in out
     assert len(re.findall(r"^ Average (?:Precision|Recall) .* = -?\d\.\d{3}$", out, re.M)) == 12
-    code = load_tool("export").main(["--ckpt_file", str(final), "--file_format", "MINDIR", "--testing_shape", "64",
-                                     "--file_name", str(tmp_path / "finetuned")])
+    # the small half-precision weights file written when training ends exports like the training checkpoint
+    weights_file = run_dir / "ckpt_0" / "last_weights.ckpt"
+    code = load_tool("export").main(["--ckpt_file", str(weights_file), "--file_format", "MINDIR", "--testing_shape",
+                                     "64", "--file_name", str(tmp_path / "finetuned")])
     out = capsys.readouterr().out
     assert code == 0 and (tmp_path / "finetuned.mindir").is_file()
     assert "(v6.0 layout" in out and f"classes {', '.join(data['names'])}" in out

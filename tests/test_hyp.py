@@ -332,7 +332,7 @@ def recipe_flags(recipe_data, run_dir, *extra):
     return ["--hyp", str(HYPS / "hyp.scratch-low.yaml"), "--weights", str(recipe_data["weights"]),
             "--mindrecord", str(recipe_data["train"]), "--training_shape", "64", "--per_batch_size", "2",
             "--max_epoch", "2", "--log_interval", "1", "--num_parallel_workers", "1", "--ckpt_path", str(run_dir),
-            *extra]
+            "--save_period", "1", *extra]
 
 
 def run_train(argv):

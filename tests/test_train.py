@@ -442,9 +442,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resumed_run):
     assert code == 1 and seen[-1] == NAN_ITERATION
     error = [m for m in messages if "training stopped at" in m]
     assert error and "the loss became nan" in error[0]
-    last_good = resumed_dir / "ckpt_0" / f"0-{NAN_ITERATION}_1.ckpt"
+    last_good = resumed_dir / "ckpt_0" / "last.ckpt"      # written after the periodic one of the same step
     assert f"the last good checkpoint is {last_good}" in error[0]
-    assert sorted(p.name for p in (resumed_dir / "ckpt_0").iterdir()) == ["0-3_1.ckpt", "0-4_1.ckpt", "last.ckpt"]
+    np.testing.assert_array_equal(ckpt_lib.read_checkpoint(last_good)[0]["ema_updates"].asnumpy(),
+                                  ckpt_lib.read_checkpoint(resumed_dir / "ckpt_0" / f"0-{NAN_ITERATION}_1.ckpt")[0]
+                                  ["ema_updates"].asnumpy())
+    # no validation: best.ckpt follows the latest epoch, as in YOLOv5; no final weights files after a failure
+    assert sorted(p.name for p in (resumed_dir / "ckpt_0").iterdir()) == ["0-3_1.ckpt", "0-4_1.ckpt", "best.ckpt",
+                                                                           "last.ckpt"]
     params, _ = ckpt_lib.read_checkpoint(last_good)
     assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
 

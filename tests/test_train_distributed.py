@@ -127,7 +127,7 @@ def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run,
     assert all((out / "ckpt" / name).is_file() for name in ("train_batch0.jpg", "train_batch1.jpg", "per_class.csv",
                                                             "val_batch0_pred.jpg", "confusion_matrix.png"))
     assert "pictures and reports in" in rank0 and "pictures and reports in" not in logs["worker_1.log"]
-    saved, metadata = ckpt_lib.read_checkpoint(out / "ckpt" / "ckpt_0" / "0-1_2.ckpt")
+    saved, metadata = ckpt_lib.read_checkpoint(out / "ckpt" / "ckpt_0" / "last.ckpt")
     assert (metadata["epoch"], metadata["step"], metadata["global_batch_size"]) == (1, 0, 2)
 
     expected = reference_parameters(shards)

@@ -66,7 +66,7 @@ def train_argv(splits, run_dir, *extra):
 @pytest.fixture(scope="module")
 def uninterrupted(splits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    assert train_cli.main(train_argv(splits, run_dir)) == 0
+    assert train_cli.main(train_argv(splits, run_dir, "--save_period", "1")) == 0
     return run_dir
 
 

@@ -78,16 +78,22 @@ def predict_results(dataset, predict_batch: Callable[[dict], np.ndarray], catego
     the ``FirstBatch`` of the first batch.
     """
     results = []
-    for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        if seen_image_ids is not None:
-            seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
-        kept = nms.apply(predict_batch(batch))
-        if first_batch is not None and not first_batch:
-            first_batch.append(FirstBatch(np.array(batch["image"]), np.array(batch["image_id"], np.int64),
-                                          np.array(batch["scale"]), np.array(batch["pad"]), tuple(kept)))
-        results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
-                                     category_ids))
-        progress()
+    batches = dataset.create_dict_iterator(num_epochs=1, output_numpy=True)
+    try:
+        for batch in batches:
+            if seen_image_ids is not None:
+                seen_image_ids.extend(int(i) for i in batch["image_id"] if i >= 0)
+            kept = nms.apply(predict_batch(batch))
+            if first_batch is not None and not first_batch:
+                first_batch.append(FirstBatch(np.array(batch["image"]), np.array(batch["image_id"], np.int64),
+                                              np.array(batch["scale"]), np.array(batch["pad"]), tuple(kept)))
+            results.extend(batch_results(kept, batch["image_id"], batch["orig_hw"], batch["scale"], batch["pad"],
+                                         category_ids))
+            progress()
+    finally:
+        # the pipeline's threads and queues go now, not when a garbage collection finds them (training
+        # validates every epoch; a pipeline left alive between validations is memory held for nothing)
+        batches.stop()
     return results
 
 

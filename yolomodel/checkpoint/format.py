@@ -18,8 +18,13 @@ Metadata values: integers are stored as 0-d int64 entries (MindSpore's append_di
 exact ``repr`` strings, strings as strings; ``read_checkpoint`` returns them as Python values. String
 entries are metadata whatever their name.
 
-A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer) holds the network parameters
-and the model description only. A training checkpoint (``CHECKPOINT_FORMAT``) also holds what training
+A weights checkpoint (``WEIGHTS_FORMAT``, written by the YOLOv5 importer and, at the end of training,
+as ``best_weights.ckpt`` / ``last_weights.ckpt`` by ``save_weights_file``) holds the network parameters
+and the model description only. Training's weights files store the EMA weights in half precision
+(``WEIGHTS_DTYPE_KEY`` = ``"float16"``), a sixth of a training checkpoint; readers
+(``checkpoint.loading.read_weights``) give them back as float32, which reproduces the float32
+detections within the tolerance ``benchmarks/half_weights.py`` measures (README, training).
+A training checkpoint (``CHECKPOINT_FORMAT``) also holds what training
 needs to resume exactly (``yolomodel.train.checkpoint`` describes those entries).
 
 Writing is atomic: the file is written under a temporary name in the same folder and moved into place
@@ -41,6 +46,7 @@ CHECKPOINT_FORMAT = "yolov5-train-1"
 WEIGHTS_FORMAT = "yolov5-weights-1"
 METADATA_KEYS = ("format", "yolov5_version", "yolov5_layout", "num_classes", "anchors", "class_names", "source")
 EMA_PREFIX = "ema"          # EMA weights are stored as ``ema.<parameter name>``
+WEIGHTS_DTYPE_KEY = "weights_dtype"     # "float16" in weights files stored in half precision
 
 
 def encode_anchors(anchors) -> str:
@@ -114,3 +120,35 @@ def read_checkpoint(path, extra_metadata_keys=()) -> tuple[dict, dict]:
         if isinstance(loaded[key], str):  # unknown string entries are metadata too
             metadata[key] = loaded.pop(key)
     return loaded, metadata
+
+
+def _as_numpy(value) -> np.ndarray:
+    return np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value)
+
+
+def save_weights_file(path, weights: dict, metadata: dict, *, half: bool = True) -> Path:
+    """A weights checkpoint (``WEIGHTS_FORMAT``) of ``weights`` (network name -> array or Parameter), atomically.
+
+    ``metadata``: the model description (``METADATA_KEYS``); ``half`` stores float32 values as float16
+    (recorded as ``WEIGHTS_DTYPE_KEY``) so the file is half the size; readers return float32.
+    """
+    entries = []
+    for name, value in weights.items():
+        array = _as_numpy(value)
+        if half and array.dtype == np.float32:
+            array = array.astype(np.float16)
+        entries.append({"name": name, "data": ms.Tensor(array)})
+    described = dict(metadata, format=WEIGHTS_FORMAT)
+    described[WEIGHTS_DTYPE_KEY] = "float16" if half else "float32"
+    return save_checkpoint_atomic(path, entries, described)
+
+
+def as_float32(weights: dict) -> dict:
+    """``weights`` with every float16 value (a half-precision weights file's) as a float32 Parameter of its name."""
+    converted = {}
+    for name, value in weights.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype == ms.float16 or dtype == np.float16:
+            value = ms.Parameter(ms.Tensor(_as_numpy(value).astype(np.float32)), name=name)
+        converted[name] = value
+    return converted

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..network import (BASE_CHANNELS, DEFAULT_LAYOUT, LAYOUT_V6, NUM_ANCHORS, YOLOV5_VERSIONS, InferenceNet,
                        create_yolov5, make_divisible, normalize_layout, validate_model_args)
-from .format import EMA_PREFIX, decode_anchors, decode_class_names, read_checkpoint
+from .format import EMA_PREFIX, WEIGHTS_FORMAT, as_float32, decode_anchors, decode_class_names, read_checkpoint
 from .yolov5_import import is_pytorch_file, read_yolov5_pt
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ class LoadedModel:
     anchors: object = None               # float32 (3, 3, 2) pixels the network decodes with
 
     def describe(self) -> str:
-        kind = "EMA weights" if self.weights == "ema" else "weights (no EMA in the checkpoint)"
+        # a weights file (imported, or training's final *_weights.ckpt) holds one set of weights by design
+        kind = "EMA weights" if self.weights == "ema" else (
+            "weights" if self.metadata.get("format") == WEIGHTS_FORMAT else "weights (no EMA in the checkpoint)")
         source = self.metadata.get("source")
         return (f"{self.version}, {self.num_classes} classes, {kind} from {self.checkpoint} ({self.layout} layout"
                 + (f"; {source})" if source else ")"))
@@ -127,7 +129,7 @@ def read_weights(path, use_ema: bool = True) -> CheckpointWeights:
     except ValueError as error:
         raise ModelLoadError(str(error)) from error
     weights, is_ema = model_weights(params, use_ema)
-    return CheckpointWeights(path, weights, is_ema, metadata)
+    return CheckpointWeights(path, as_float32(weights), is_ema, metadata)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
     yolo-train --mindrecord data/shards --yolov5_version yolov5s --per_batch_size 8 \\
         --lr 0.02 --max_epoch 300 --warmup_epochs 20 --lr_scheduler cosine_annealing [--config FILE.yaml]
     yolo-train --data_dir COCO_DIR ...          # converts COCO to MindRecord first
-    yolo-train --resume outputs/ckpt_0/0-3_117.ckpt --mindrecord data/shards ...
-    yolo-train --weights yolov5s.ckpt --mindrecord data/shards [--freeze 10] ...   # fine-tune (or a YOLOv5 .pt)
+    yolo-train --resume outputs/ckpt_0/last.ckpt --mindrecord data/shards ...    # continue exactly
+    yolo-train --weights yolov5s.ckpt --mindrecord data/shards [--freeze 10] ...   # fine-tune (or a YOLOv5 .pt,
+                                                                                  # or a run's best_weights.ckpt)
     bash scripts/run_distribute_train.sh 8 --mindrecord data/shards ...   # msrun, --is_distributed 1
     (or: python tools/train.py ...)
 

@@ -15,6 +15,10 @@ entries) is ``yolomodel.checkpoint.format``. A training checkpoint (``CHECKPOINT
   validation state (``best_fitness``, ``best_epoch``, ``evaluations_since_best``; absent from checkpoints
   of older runs, read as "no evaluation yet"). ``read_checkpoint`` here reads them as metadata.
 
+At the end of training the EMA weights of ``best.ckpt`` and ``last.ckpt`` are also written as small
+weights files (``save_final_weights``: ``format.save_weights_file``, half precision, no optimizer state)
+that eval, infer, export and ``--weights`` read; they cannot resume a run.
+
 ``--resume`` loads everything (``load_for_resume``). Loading only the weights (eval, infer, export,
 ``--resume_yolov5``, ``--pretrained_backbone``) is in ``yolomodel.checkpoint.loading``.
 """
@@ -28,8 +32,9 @@ from mindspore import Parameter, nn
 
 from yolomodel.checkpoint import format as format_lib
 # the format's names training uses, also as ``checkpoint.<name>`` for the training modules
-from yolomodel.checkpoint.format import (CHECKPOINT_FORMAT, decode_anchors, decode_class_names, encode_anchors,
-                                         encode_class_names, save_checkpoint_atomic)
+from yolomodel.checkpoint.format import (CHECKPOINT_FORMAT, EMA_PREFIX, METADATA_KEYS, decode_anchors,
+                                         decode_class_names, encode_anchors, encode_class_names,
+                                         save_checkpoint_atomic, save_weights_file)
 
 from .results import VALIDATION_METADATA_KEYS, ValidationState
 
@@ -154,3 +159,21 @@ def load_for_resume(train_cell: nn.Cell, path) -> TrainState:
             f"--freeze and --loss_scale_type as the interrupted run.")
     ms.load_param_into_net(train_cell, {name: params[name] for name in expected}, strict_load=True)
     return state
+
+
+def model_description(metadata: dict, source: str) -> dict:
+    """The model description entries (``METADATA_KEYS``) of a training checkpoint's metadata, for a weights file."""
+    described = {key: metadata[key] for key in METADATA_KEYS if key in metadata and metadata[key] != ""}
+    described["source"] = source
+    return described
+
+
+def save_final_weights(path, checkpoint_path, source: str, *, half: bool = True) -> Path:
+    """The EMA weights and model description of the training checkpoint ``checkpoint_path`` as a weights
+    file ``path`` (``format.save_weights_file``); ``source`` says where they came from."""
+    params, metadata = read_checkpoint(checkpoint_path)
+    prefix = EMA_PREFIX + "."
+    weights = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{checkpoint_path} holds no EMA weights ({prefix}*); it is not a training checkpoint")
+    return save_weights_file(path, weights, model_description(metadata, source), half=half)

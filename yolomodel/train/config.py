@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 LR_SCHEDULERS = ("exponential", "cosine_annealing")
 DEFAULT_TRAINING_SHAPE = 640   # used when --training_shape is empty (multi-scale up to it)
 CONFIG_FILE_NAME = "config.yaml"
+DEFAULT_KEEP_CHECKPOINT_MAX = 5   # periodic checkpoints kept (the reference kept max_epoch of them)
 YAML_ONLY_KEYS = ("augment", "max_boxes")
 
 
@@ -174,9 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log_interval", type=int, default=100, help="log every this many iterations")
     add("--ckpt_path", default="outputs/", help="folder for checkpoints (ckpt_<rank>/), logs and config.yaml")
     add("--ckpt_interval", type=_optional_int, default=None,
-        help="save every this many iterations (and at every epoch end); default: epoch ends only")
-    add("--keep_checkpoint_max", type=int, default=None,
-        help="keep the newest N checkpoints of this run (default: max_epoch, as the reference)")
+        help="also save a periodic checkpoint {rank}-{epoch}_{step}.ckpt every this many iterations; default: "
+             "none (last.ckpt and best.ckpt are always written at epoch ends)")
+    add("--save_period", type=int, default=-1,
+        help="YOLOv5's --save-period: also save a periodic checkpoint every this many epochs; -1: never")
+    add("--keep_checkpoint_max", type=int, default=DEFAULT_KEEP_CHECKPOINT_MAX,
+        help="keep the newest N periodic checkpoints of this run (last.ckpt, best.ckpt and the final weights "
+             f"files are always kept); default {DEFAULT_KEEP_CHECKPOINT_MAX}")
     add("--is_save_on_master", type=_int_flag, default=1, help="1: only rank 0 saves; 0: every rank")
     # devices
     add("--is_distributed", type=_int_flag, default=0, help="1: data parallel over the ranks msrun started")
@@ -279,6 +284,8 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--ckpt_interval must be at least 1 (or empty for epoch ends only), got {args.ckpt_interval}")
     if args.keep_checkpoint_max is not None and args.keep_checkpoint_max < 1:
         raise ValueError(f"--keep_checkpoint_max must be at least 1, got {args.keep_checkpoint_max}")
+    if args.save_period == 0 or args.save_period < -1:
+        raise ValueError(f"--save_period must be at least 1 (or -1: no periodic checkpoints), got {args.save_period}")
     if args.resize_rate < 0:
         raise ValueError(f"--resize_rate must not be negative, got {args.resize_rate}")
     if args.lr <= 0:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
 
 from yolodata.augment.policy import AugmentConfig
@@ -42,14 +43,20 @@ from . import checkpoint as ckpt_lib
 from . import config as config_lib
 from . import results as results_lib
 from . import hyp as hyp_lib
+from . import memory
 from . import step as step_lib
 from . import yolov5_step
 from .results import ValidationState
 from .run_report import RunReport
 from .session import CheckpointWriter, Session, prepare
-from .validation import BEST_CHECKPOINT, LAST_CHECKPOINT, ValidationOutcome, summary_line
+from .validation import (BEST_CHECKPOINT, BEST_WEIGHTS, LAST_CHECKPOINT, LAST_WEIGHTS, ValidationOutcome,
+                         summary_line)
 
 logger = logging.getLogger(__name__)
+
+# Batches each pipeline stage may hold ahead (MindSpore's default is 16: at 640 px and batch 16, 16 batches
+# of 19.7 MB per stage). A step takes longer than a batch does to build, so a short queue keeps the step fed.
+PREFETCH_BATCHES = 4
 
 # The compiled step's inputs, by name among pipeline.TRAIN_COLUMNS: the image, then each stride's
 # (indices, values) target pair in stride order (YoloLoss's order)
@@ -266,7 +273,10 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     ``batch_hook(iteration, columns) -> columns`` (tests) may replace a batch's numpy columns
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
+    memory.note("start")
+    ds.config.set_prefetch_size(PREFETCH_BATCHES)
     session = prepare(args, rank, group_size, log=log)
+    memory.note("set-up (network, weights, step built; validator made)")
     if rank == 0:
         _save_run_config(session, log)
     run = _start_run(session, batch_hook, log)
@@ -279,12 +289,26 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     if run.profiler is not None:
         run.profiler.stop()
         log(f"MindSpore profile written to {run.profile_dir}")
+    if run.status == "stopped_early" or (run.status == "finished" and run.position.epoch >= args.max_epoch):
+        _write_final_weights(run)
     summary = _summary(run)
     if rank == 0:
         log(summary_text(summary))
         if run.run_report.summary():
             log(run.run_report.summary())
     return summary
+
+
+def _write_final_weights(run: Run) -> None:
+    """When training ends: the EMA weights of best.ckpt and last.ckpt as small half-precision weights files
+    (``best_weights.ckpt``, ``last_weights.ckpt``) for eval, infer, export and ``--weights``."""
+    writer, epoch = run.session.writer, run.position.epoch
+    for checkpoint, weights, what in ((BEST_CHECKPOINT, BEST_WEIGHTS, "best"), (LAST_CHECKPOINT, LAST_WEIGHTS, "last")):
+        path = writer.save_weights(checkpoint, weights, f"EMA weights of {checkpoint} ({what} epoch of a "
+                                                        f"{epoch}-epoch run)")
+        if path is not None:
+            run.log(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB: the {what} EMA weights in half precision "
+                    f"for yolo-eval, yolo-infer, yolo-export and --weights)")
 
 
 def _save_run_config(session: Session, log) -> None:
@@ -330,6 +354,7 @@ def _train_epoch(run: Run, epoch: int, start_step: int) -> None:
     dataset = _epoch_dataset(run.session, epoch, start_step)
     epoch_started = time.perf_counter()
     done, epoch_steps_run = _run_steps(run, dataset, epoch, start_step)
+    memory.note(f"epoch {epoch} steps")
     if done is not None and done.epoch_end:
         _end_epoch(run, done, time.perf_counter() - epoch_started, epoch_steps_run)
         if run.status == "finished":
@@ -344,20 +369,29 @@ def _run_steps(run: Run, dataset, epoch: int, start_step: int) -> tuple[StepDone
     last step and how many steps ran."""
     batches = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     done, steps_run = None, 0
-    for step_in_epoch in itertools.count(start_step):
-        waited_from = time.perf_counter()
-        columns = next(batches, None)
-        if columns is None:
-            break
-        done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
-        steps_run += 1
-        if done.epoch_end:
-            break
-        if done.interval_due or done.stopping:
-            _save_checkpoint(run, done)
-        run.status = _stop_status(run, done)
-        if run.status != "finished":
-            break
+    try:
+        for step_in_epoch in itertools.count(start_step):
+            waited_from = time.perf_counter()
+            columns = next(batches, None)
+            if columns is None:
+                break
+            done = _run_step(run, epoch, step_in_epoch, columns, waited_from)
+            if run.steps_run == 1:
+                memory.note("first step run")
+            steps_run += 1
+            if done.epoch_end:
+                break
+            if done.interval_due:
+                _save_checkpoint(run, done)
+            if done.stopping:
+                _save_last(run, done)
+            run.status = _stop_status(run, done)
+            if run.status != "finished":
+                break
+    finally:
+        # the epoch's pipeline (threads, prefetched batches) goes before validation and the next epoch's
+        # pipeline start, not when a garbage collection finds it
+        batches.stop()
     return done, steps_run
 
 
@@ -374,7 +408,13 @@ def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: fl
     schedule_inputs = ([ms.Tensor(lr_value)] if session.yolov5_schedule is None
                        else yolov5_step.schedule_inputs(session.yolov5_schedule, index))
     no_stop, stop = run.stop_flags
-    outputs = session.parts.train_step(*inputs, *schedule_inputs, stop if run.signals.received else no_stop)
+    step_args = (*inputs, *schedule_inputs, stop if run.signals.received else no_stop)
+    if run.steps_run == 0:   # compiling apart from running, so that what compiling freed is returned first
+        session.parts.train_step.compile(*step_args)
+        memory.note("train step compiled (not run yet)")
+        memory.return_freed_memory()
+        memory.note("memory freed by compiling returned")
+    outputs = session.parts.train_step(*step_args)
     parts, finite, scale, votes = (o.asnumpy() for o in outputs)
     step_done = time.perf_counter()
     run.run_report.after_step(iteration, columns)
@@ -424,27 +464,52 @@ def _log_step(run: Run, epoch: int, iteration: int, lr_value) -> None:
     run.last_log_time, run.last_log_iter = now, iteration
 
 
-def _save_checkpoint(run: Run, done: StepDone) -> None:
-    """The rotating ``{rank}-{epoch}_{step}.ckpt`` after step ``done``, once the weights are known finite."""
+def _check_weights_finite(run: Run, done: StepDone) -> None:
+    """Before a save: with a unit loss scale the step checks only the loss, so the weights are checked here."""
     session = run.session
     if not run.checks_gradients and not step_lib.weights_finite(session.parts.network):
         raise TrainingDiverged(_non_finite_weights_message(done.epoch, done.iteration, session.writer))
+
+
+def _save_checkpoint(run: Run, done: StepDone) -> None:
+    """The rotating ``{rank}-{epoch}_{step}.ckpt`` after step ``done``, once the weights are known finite."""
+    session = run.session
+    _check_weights_finite(run, done)
     saved = session.writer.save(session.parts.train_step, run.position, done.epoch + 1, done.step_in_epoch + 1)
     if saved is not None:
         run.log(f"saved checkpoint {saved}")
 
 
+def _save_last(run: Run, done: StepDone) -> None:
+    """``last.ckpt``: the full training state after step ``done`` (what ``--resume`` continues from)."""
+    _check_weights_finite(run, done)
+    run.session.writer.save_named(run.session.parts.train_step, run.position, LAST_CHECKPOINT, is_last=True)
+
+
+def periodic_due(done: StepDone, save_period: int) -> bool:
+    """Whether a periodic checkpoint follows step ``done``: --ckpt_interval steps or --save_period epochs."""
+    epoch_due = done.epoch_end and save_period > 0 and (done.epoch + 1) % save_period == 0
+    return done.interval_due or epoch_due
+
+
 def _end_epoch(run: Run, done: StepDone, epoch_seconds: float, epoch_steps_run: int) -> None:
-    """After an epoch's last step: validation when due, the results row, the checkpoint, last.ckpt,
-    best.ckpt when the fitness improved, and --patience (status "stopped_early")."""
+    """After an epoch's last step: validation when due, the results row, a periodic checkpoint when asked
+    (--ckpt_interval / --save_period), last.ckpt, best.ckpt when the fitness improved (every epoch without
+    validation), and --patience (status "stopped_early")."""
     session, epoch_number = run.session, done.epoch + 1
     outcome = _validate(run, epoch_number)
+    memory.note(f"epoch {done.epoch} validation")
+    memory.return_freed_memory()
     if session.rank == 0:
         record_epoch(session.run_dir, epoch_number, done.epoch_losses, done.lr, epoch_seconds,
                      run.global_batch * epoch_steps_run / max(epoch_seconds, 1e-9), outcome)
-    _save_checkpoint(run, done)
+    if periodic_due(done, session.args.save_period):
+        _save_checkpoint(run, done)
+    _save_last(run, done)
+    memory.note(f"epoch {done.epoch} checkpoints")
     train_step, writer = session.parts.train_step, session.writer
-    writer.save_named(train_step, run.position, LAST_CHECKPOINT)
+    if session.validator is None:   # as YOLOv5 without validation: the latest epoch is the best
+        writer.save_named(train_step, run.position, BEST_CHECKPOINT)
     if outcome is None:
         return
     if outcome.improved:
@@ -528,6 +593,7 @@ def summary_text(summary: TrainSummary) -> str:
     return (f"training {summary.status}: {summary.steps} steps in {summary.seconds:.1f} s "
             f"({summary.images_per_second:.2f} images/s after the first step), now at epoch {summary.epoch} "
             f"step {summary.step} ({summary.steps_completed} steps in all), last loss {loss}, last checkpoint "
-            f"{summary.last_checkpoint or 'none'} (its ema.* entries are the weights to evaluate and export)"
+            f"{summary.last_checkpoint or 'none'} (it resumes with --resume; {LAST_WEIGHTS} and {BEST_WEIGHTS}, "
+            f"written when training ends, are the weights to evaluate and export)"
             + (f"; best fitness {summary.validation.best_fitness:.4f} at epoch {summary.validation.best_epoch} "
                f"({BEST_CHECKPOINT})" if summary.validation is not None and summary.validation.best_epoch > 0 else ""))

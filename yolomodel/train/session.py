@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from yolodata.pipeline import sampler
+from yolodata.pipeline.targets import YOLOV5_ANCHORS
 from yolodata.manifest import Manifest, load_manifest
 from yolomodel.checkpoint import loading
 from yolomodel.checkpoint.loading import layout_from_weights, read_weights, version_from_weights
@@ -28,13 +29,14 @@ from . import hyp as hyp_lib
 from . import results as results_lib
 from . import step as step_lib
 from . import yolov5_schedule
-from .validation import Validator
+from .validation import LAST_CHECKPOINT, Validator
 
 logger = logging.getLogger(__name__)
 
 
 class CheckpointWriter:
-    """Writes ``folder/{rank}-{epoch}_{step}.ckpt`` atomically and keeps the newest ``keep_max`` of this run."""
+    """Writes ``folder/{rank}-{epoch}_{step}.ckpt`` atomically and keeps the newest ``keep_max`` of this run;
+    ``last.ckpt`` and ``best.ckpt`` (``save_named``) and the final weights files outside that rotation."""
 
     def __init__(self, folder: Path, rank: int, enabled: bool, keep_max: int):
         self.folder = Path(folder)
@@ -59,11 +61,22 @@ class CheckpointWriter:
                 old.unlink()
         return path
 
-    def save_named(self, train_cell, state: ckpt_lib.TrainState, name: str) -> Path | None:
-        """``folder/name`` (``last.ckpt``, ``best.ckpt``): a full training checkpoint outside the rotation."""
+    def save_named(self, train_cell, state: ckpt_lib.TrainState, name: str, *, is_last: bool = False) -> Path | None:
+        """``folder/name`` (``last.ckpt``, ``best.ckpt``): a full training checkpoint outside the rotation;
+        ``is_last``: it is now the newest checkpoint of the run (named in messages)."""
         if not self.enabled:
             return None
-        return ckpt_lib.save_train_checkpoint(self.folder / name, train_cell, state)
+        path = ckpt_lib.save_train_checkpoint(self.folder / name, train_cell, state)
+        if is_last:
+            self.last_path = path
+        return path
+
+    def save_weights(self, checkpoint_name: str, weights_name: str, source: str) -> Path | None:
+        """The EMA weights of ``folder/checkpoint_name`` as the small weights file ``folder/weights_name``."""
+        checkpoint = self.folder / checkpoint_name
+        if not self.enabled or not checkpoint.is_file():
+            return None
+        return ckpt_lib.save_final_weights(self.folder / weights_name, checkpoint, source)
 
 
 @dataclasses.dataclass
@@ -131,8 +144,16 @@ def resolve_model(args, resume_state, log=logger.info) -> ModelChoice:
     layout = normalize_layout(layout or args.yolov5_layout or DEFAULT_LAYOUT)
     args.yolov5_version, args.yolov5_layout = version, layout
     if anchors is not None:
-        log(f"anchors from {source} (not YOLOv5's defaults): {anchors.reshape(3, -1).tolist()} pixels")
+        log(anchors_message(anchors, source))
     return ModelChoice(version, layout, anchors, start)
+
+
+def anchors_message(anchors: np.ndarray, source: str) -> str:
+    """What the log says about the anchors a checkpoint records: whether they are YOLOv5's defaults."""
+    defaults = np.asarray(YOLOV5_ANCHORS, np.float32).reshape(3, 3, 2)
+    if np.array_equal(np.asarray(anchors, np.float32).reshape(3, 3, 2), defaults):
+        return f"anchors from {source}: YOLOv5's default anchors"
+    return f"anchors from {source} (not YOLOv5's defaults): {np.asarray(anchors).reshape(3, -1).tolist()} pixels"
 
 
 def _existing_checkpoints(folder: Path) -> list[Path]:
@@ -148,8 +169,10 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
     run_dir = Path(args.ckpt_path)
     ckpt_dir = run_dir / f"ckpt_{rank}"
     if not args.resume and _existing_checkpoints(ckpt_dir):
+        last = ckpt_dir / LAST_CHECKPOINT
+        resumable = last if last.is_file() else _existing_checkpoints(ckpt_dir)[-1]
         raise ValueError(f"{ckpt_dir} already holds checkpoints of an earlier run; continue it with --resume "
-                         f"{_existing_checkpoints(ckpt_dir)[-1]} or choose another --ckpt_path")
+                         f"{resumable} or choose another --ckpt_path")
 
     resume_state = _read_resume_state(args, manifest, global_batch, log) if args.resume else None
     choice = resolve_model(args, resume_state, log)
@@ -186,7 +209,7 @@ def prepare(args, rank: int, group_size: int, log=logger.info) -> Session:
             warmup_epochs=args.warmup_epochs, max_epoch=args.max_epoch, lr_epochs=args.lr_epochs,
             lr_gamma=args.lr_gamma, t_max=args.t_max, eta_min=args.eta_min)
     saving = rank == 0 or not args.is_save_on_master
-    keep_max = args.keep_checkpoint_max or int(args.max_epoch)
+    keep_max = args.keep_checkpoint_max or config_lib.DEFAULT_KEEP_CHECKPOINT_MAX
     writer = CheckpointWriter(ckpt_dir, rank, saving, keep_max)
     validator = _make_validator(args, choice, manifest, parts, rank, group_size, log)
     if rank == 0 and args.resume:

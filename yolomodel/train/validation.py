@@ -22,8 +22,10 @@ from yolomodel.network import InferenceNet
 
 from .results import ValidationState, fitness
 
-LAST_CHECKPOINT = "last.ckpt"      # in ckpt_<rank>/ beside the periodic ones: the end of the latest epoch
-BEST_CHECKPOINT = "best.ckpt"      # the epoch end with the best fitness so far
+LAST_CHECKPOINT = "last.ckpt"      # in ckpt_<rank>/ beside the periodic ones: the latest epoch end (or stop)
+BEST_CHECKPOINT = "best.ckpt"      # the epoch end with the best fitness so far (the latest without validation)
+LAST_WEIGHTS = "last_weights.ckpt"   # when training ends: last.ckpt's EMA weights, half precision, no optimizer
+BEST_WEIGHTS = "best_weights.ckpt"   # when training ends: best.ckpt's EMA weights, likewise
 
 
 @dataclasses.dataclass(frozen=True)
