@@ -126,15 +126,16 @@ def test_training_stores_the_new_anchors_where_eval_and_resume_read_them(thin_sh
     reason = [m for m in messages if m.startswith("anchors from AutoAnchor")]
     assert reason, messages
     assert any(m.startswith("--image_weights: each epoch draws 12 images") for m in messages)
-    checkpoint = sorted((tmp_path / "ckpt_0").glob("0-*.ckpt"))[-1]
+    checkpoint = tmp_path / "ckpt_0" / "last.ckpt"          # the file --resume reads
     _, metadata = ckpt_lib.read_checkpoint(checkpoint)
     assert metadata["image_weights"] == 1     # a resume draws the same weighted order
     stored = ckpt_lib.decode_anchors(metadata)
     assert stored is not None and not np.array_equal(stored, YOLOV5_ANCHORS)
     config_text = (tmp_path / "config.yaml").read_text()
     assert "# anchors: " + str(stored.reshape(3, -1).tolist()) in config_text
-    net = loading.load_inference_net(checkpoint).network
-    assert np.array_equal(np.asarray(net.anchors, np.float32), stored)
+    for readable in (checkpoint, tmp_path / "ckpt_0" / "best_weights.ckpt"):   # what eval/infer/export read
+        net = loading.load_inference_net(readable).network
+        assert np.array_equal(np.asarray(net.anchors, np.float32), stored), readable
 
 
 def test_checkpoints_record_image_weights_and_older_ones_read_as_without():
