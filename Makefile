@@ -11,7 +11,7 @@ DEMO_DIR ?= demo_output
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,export]"
+	$(PY) -m pip install --quiet -e ".[test,export,ray]"
 	@touch $(STAMP)
 
 install: $(STAMP)
