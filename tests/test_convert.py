@@ -127,7 +127,8 @@ def test_coco128_manifest(coco128_output):
     import hashlib
 
     assert manifest.annotation_sha256 == hashlib.sha256((source / COCO128_JSON).read_bytes()).hexdigest()
-    assert manifest.shards == (manifest_lib.ShardEntry("data.mindrecord0", 128),)
+    shard_file = out / "data.mindrecord0"
+    assert manifest.shards == (manifest_lib.ShardEntry("data.mindrecord0", 128, shard_file.stat().st_size),)
     assert len(manifest.dataset_id) == 64 and manifest.dataset_id == summary.dataset_id
     assert manifest.converter_version == convert_lib.CONVERTER_VERSION
     assert manifest.source_format == "coco"
@@ -421,7 +422,8 @@ def test_shard_set_writer_matches_one_filewriter_call(tmp_path, num_rows, shard_
     for row, shard in zip(rows, [k for k, size in enumerate(sizes) for _ in range(size)]):
         shard_writer.add(row, shard)
     shards = shard_writer.close()
-    assert shards == [{"file": p.name, "num_rows": size} for p, size in zip(paths, sizes)]
+    assert shards == [{"file": p.name, "num_rows": size, "num_bytes": (ours / p.name).stat().st_size}
+                      for p, size in zip(paths, sizes)]
     assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
     for path in paths:
         mine = ours / path.name

@@ -45,10 +45,18 @@ class Category:
 
 @dataclasses.dataclass(frozen=True)
 class ShardEntry:
-    """One shard file of the set (a plain file name in the output folder) and its row count."""
+    """One shard file of the set (a plain file name in the output folder), its row count and its size in
+    bytes (None in manifests written before converter 1.4; readers on other nodes check it)."""
 
     file: str
     num_rows: int
+    num_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        written = {"file": self.file, "num_rows": self.num_rows}
+        if self.num_bytes is not None:
+            written["num_bytes"] = self.num_bytes
+        return written
 
 
 def category_count_keys(categories: Iterable[Category]) -> list[str]:
@@ -193,7 +201,7 @@ class Manifest:
             "annotation_sha256": self.annotation_sha256,
             "options": dict(self.options),
             "shrunk": dict(self.shrunk),
-            "shards": [dataclasses.asdict(entry) for entry in self.shards],
+            "shards": [entry.to_dict() for entry in self.shards],
             "dataset_id": self.dataset_id,
         }
         if self.source or self.source_problems:  # a source other than a COCO json (yolodata.formats)
@@ -247,7 +255,11 @@ def _parse_shards(entries, where) -> tuple[ShardEntry, ...]:
             raise ManifestError(f"{where}: bad shard entry {entry!r}; expected {{'file': str, 'num_rows': int}}")
         if os.path.basename(entry["file"]) != entry["file"]:
             raise ManifestError(f"{where}: shard file {entry['file']!r} must be a plain file name")
-        shards.append(ShardEntry(entry["file"], entry["num_rows"]))
+        num_bytes = entry.get("num_bytes")
+        if num_bytes is not None and not (_is_int(num_bytes) and num_bytes > 0):
+            raise ManifestError(f"{where}: shard {entry['file']!r} has num_bytes {num_bytes!r}; expected a "
+                                f"positive integer")
+        shards.append(ShardEntry(entry["file"], entry["num_rows"], num_bytes))
     return tuple(shards)
 
 

@@ -290,7 +290,7 @@ class ShardSetWriter:
         return final
 
     def close(self) -> list[dict]:
-        """Commit every shard, link them into one set with its indexes, return [{file, num_rows}]."""
+        """Commit every shard, link them into one set with its indexes, return [{file, num_rows, num_bytes}]."""
         if self._skip_empty:
             if self._current is None:
                 raise ValueError("no row was written: a shard set needs at least one row")
@@ -306,7 +306,7 @@ class ShardSetWriter:
             if stored != written:
                 raise RuntimeError(f"{path.name} holds {stored} rows but {written} were written; MindRecord "
                                    f"dropped some (see its log)")
-            shards.append({"file": path.name, "num_rows": written})
+            shards.append({"file": path.name, "num_rows": written, "num_bytes": path.stat().st_size})
         if self._file_mode is not None:
             for path in paths:
                 os.chmod(path, self._file_mode)

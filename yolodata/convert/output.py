@@ -16,7 +16,7 @@ from .plan import Plan
 from .problems import ConversionError
 from .shrink import ShrinkTally, describe_shrunk, shrink_hint
 
-CONVERTER_VERSION = "1.3.0"   # 1.3: schema 2 (original size and scale columns), --max_side
+CONVERTER_VERSION = "1.4.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes
 
 
 def check_output_target(target: Path) -> None:
@@ -85,7 +85,7 @@ def build_manifest(plan: Plan, converted: list, skipped: list, reencoded: list, 
         annotation_sha256=source.sha256,
         options=dict(options),
         shrunk=dict(shrunk or {}),
-        shards=tuple(ShardEntry(s["file"], s["num_rows"]) for s in shards),
+        shards=tuple(ShardEntry(s["file"], s["num_rows"], s.get("num_bytes")) for s in shards),
         dataset_id=compute_dataset_id(DATASET_ID_VERSION, [image.entry.image_id for image in converted],
                                       boxes_per_row, source.sha256),
     )

@@ -1,0 +1,88 @@
+"""Work units: the image ids split into contiguous ranges sized by source bytes, one output file each.
+
+A conversion larger than memory is done unit by unit: each unit is a small COCO-style document (its
+images, in image-id order, and their annotations) that a worker converts into its own one-file
+MindRecord set. The plan decides the units once, from the image ids and their file sizes alone, so
+that the same source gives the same units whatever engine, worker count or retries run them.
+
+``UnitSource`` is what a conversion reads units from: an in-memory document split into units, or a
+streamed COCO json spilled to disk unit by unit. Both give the same units for the same document.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from ..checks import check_int
+
+MAX_FILES_PER_READER = 4096          # MindSpore's MindDataset reads at most this many files
+LAZY_LOAD_ROWS = 5_000_000           # above this many rows per set MindSpore's reader switches to lazy load
+DEFAULT_SHARD_SIZE = 1 << 30         # bytes of stored rows per file, about 1 GiB
+ROW_OVERHEAD_BYTES = 1024            # bytes a row adds besides its picture (label columns, index, page slack)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitSpec:
+    """One work unit: images ``first_image_id..last_image_id`` (inclusive) of the plan, in id order."""
+
+    index: int
+    first_image_id: int
+    last_image_id: int
+    num_images: int
+    source_bytes: int             # the images' file sizes summed
+
+
+class UnitSource(Protocol):
+    """Units to convert, loadable one at a time in any process (instances must be picklable)."""
+
+    name: str                     # the source's name in messages (the annotation file's path)
+    units: tuple                  # UnitSpec in index order
+
+    def load_unit(self, index: int) -> dict:
+        """The COCO-style document of unit ``index``: {"images": [...], "annotations": [...]} (records
+        as the source gives them; images in image-id order)."""
+
+
+def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_num: int | None) -> list[int]:
+    """Start positions of the units over images sorted by id, whose file sizes are ``source_bytes``.
+
+    With ``shard_size`` a unit takes images while its bytes (plus ``ROW_OVERHEAD_BYTES`` per row) stay
+    within it (a unit always takes at least one image); with ``shard_num`` the bytes are split into that
+    many nearly equal parts (fewer when there are fewer images).
+    """
+    if (shard_size is None) == (shard_num is None):
+        raise ValueError("give exactly one of shard_size and shard_num")
+    sizes = np.asarray(source_bytes, dtype=np.int64) + ROW_OVERHEAD_BYTES
+    if sizes.size == 0:
+        return []
+    if shard_num is not None:
+        check_int("shard_num", shard_num, minimum=1)
+        ends = np.cumsum(sizes)
+        targets = ends[-1] * np.arange(1, min(shard_num, sizes.size)) / min(shard_num, sizes.size)
+        cuts = np.searchsorted(ends, targets, side="left") + 1
+        return sorted({0, *[int(cut) for cut in cuts if 0 < cut < sizes.size]})
+    check_int("shard_size", shard_size, minimum=1)
+    starts, filled = [0], 0
+    for position, size in enumerate(sizes.tolist()):
+        if filled and filled + size > shard_size:
+            starts.append(position)
+            filled = 0
+        filled += size
+    return starts
+
+
+def plan_units(image_ids: np.ndarray, source_bytes: np.ndarray, *, shard_size: int | None = None,
+               shard_num: int | None = None) -> tuple[UnitSpec, ...]:
+    """The units for images ``image_ids`` (any order) with file sizes ``source_bytes``."""
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    source_bytes = np.asarray(source_bytes, dtype=np.int64)
+    if image_ids.shape != source_bytes.shape:
+        raise ValueError(f"one size per image id: {image_ids.size} ids, {source_bytes.size} sizes")
+    order = np.argsort(image_ids, kind="stable")
+    ids, sizes = image_ids[order], source_bytes[order]
+    starts = unit_boundaries(sizes, shard_size=shard_size, shard_num=shard_num)
+    ends = starts[1:] + [ids.size]
+    return tuple(UnitSpec(index, int(ids[start]), int(ids[end - 1]), end - start, int(sizes[start:end].sum()))
+                 for index, (start, end) in enumerate(zip(starts, ends)))
