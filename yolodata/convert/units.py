@@ -38,6 +38,13 @@ class UnitSource(Protocol):
     """Units to convert, loadable one at a time in any process (instances must be picklable)."""
 
     name: str                     # the source's name in messages (the annotation file's path)
+    source_format: str            # "coco", "yolo", "voc"
+    annotation_file: str | None   # the annotation file's base name (None for a document built in memory)
+    annotation_sha256: str        # identity of the annotations (the json's bytes, or the reader's digest)
+    categories: list              # the source's category records as given
+    other_members: dict           # top-level members besides images/annotations/categories (info, licenses)
+    problems: tuple               # Problems of records no unit can take (no usable image id, unknown image)
+    source_problems: tuple        # a YOLO txt / VOC reader's problems (SourceDocument.problems)
     units: tuple                  # UnitSpec in index order
 
     def load_unit(self, index: int) -> dict:
