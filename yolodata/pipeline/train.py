@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..augment import extras
 from ..augment.policy import AugmentConfig, augment_sample
 from ..checks import resolve_num_workers
 from . import sampler as sampler_lib
@@ -187,6 +188,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     if len(rows) == 0:
         raise ValueError(f"start_step={start_step} leaves no batch in epoch {start_epoch}")
 
+    if augment.extras > 0:
+        extras.preload()  # here, not in the first batch that draws an extra (extras.preload)
     bad_rows = SkippedRowLog()
     builder = TrainBatchBuilder(
         seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=augment,
