@@ -14,11 +14,16 @@ Two measurements, back to back in this process and repeated in ``--rounds`` roun
    (keys, row checks, the batch array, the image ids);
 2. the whole MindSpore pipeline (``create_train_dataset``, the same rows, batch and seed) with 1 and
    with 2 worker threads: process CPU ms per image. Its difference to (1) at 1 worker is what
-   MindSpore's engine costs (reading rows, batching, handing the arrays on).
+   MindSpore's engine costs (reading rows, batching, handing the arrays on); measured on this machine
+   it is zero or below (the pipeline used no more CPU per image than the batch function alone).
 
 The stage timers wrap the real functions (module attributes replaced for this process only), so the
 profile measures the code as it runs; the timers themselves cost about 1 us per call. Figures are
 CPU milliseconds per training image; compare them within one run (the machine may be shared).
+
+``--compare_margin M`` profiles the batch function a second time per round with the reduced-decoding
+rule's ``REDUCED_DECODE_MARGIN`` set to M in this process (README, "Camera photos"): what the rule costs
+or saves, stage by stage, on the same rows in the same run.
 """
 from __future__ import annotations
 
@@ -168,47 +173,89 @@ def pipeline_cpu(folder: str, training_shape: int, per_batch_size: int, num_batc
     return time_batches(dataset, 1, min(num_batches, dataset.num_steps - 2), per_batch_size)
 
 
+class decode_margin:  # noqa: N801 - used as a context manager, like a function
+    """Temporarily another ``REDUCED_DECODE_MARGIN`` (the reduced-decoding rule) in this process."""
+
+    def __init__(self, margin: int | None):
+        self.margin = margin
+        self.saved = rows_lib.REDUCED_DECODE_MARGIN
+
+    def __enter__(self):
+        if self.margin is not None:
+            rows_lib.REDUCED_DECODE_MARGIN = int(self.margin)
+
+    def __exit__(self, *exc):
+        rows_lib.REDUCED_DECODE_MARGIN = self.saved
+
+
+def median_profile(profiles: list) -> dict:
+    return {"num_images": profiles[0]["num_images"], "total_ms": float(np.median([p["total_ms"] for p in profiles])),
+            "stages_ms": {label: float(np.median([p["stages_ms"][label] for p in profiles]))
+                          for label in profiles[0]["stages_ms"]}}
+
+
+def measure(args, shape) -> dict:
+    """Interleaved rounds (a change of the machine's load then hits every measurement alike): medians."""
+    runs = {"one": [], "profile": [], "two": [], "compared": []}
+    for _ in range(args.rounds):
+        runs["one"].append(pipeline_cpu(*shape, workers=1))
+        runs["profile"].append(profile_batch_function(*shape))
+        if args.compare_margin is not None:
+            with decode_margin(args.compare_margin):
+                runs["compared"].append(profile_batch_function(*shape))
+        runs["two"].append(pipeline_cpu(*shape, workers=2))
+    figures = {"mindrecord": args.mindrecord, "training_shape": args.training_shape, "rounds": args.rounds,
+               "per_batch_size": args.per_batch_size, "reduced_decode_margin": rows_lib.REDUCED_DECODE_MARGIN,
+               **median_profile(runs["profile"])}
+    for key, name in (("one", "pipeline_1_worker"), ("two", "pipeline_2_workers")):
+        images_per_s, cpu_ms = (float(np.median([r[k] for r in runs[key]])) for k in range(2))
+        figures[name] = {"images_per_s": round(images_per_s, 1), "cpu_ms_per_image": round(cpu_ms, 3)}
+    if runs["compared"]:
+        figures["compared_margin"] = {"reduced_decode_margin": args.compare_margin, **median_profile(runs["compared"])}
+    return figures
+
+
+def print_figures(figures: dict) -> None:
+    compared = figures.get("compared_margin")
+    print(f"train batch function on {figures['mindrecord']} at {figures['training_shape']}, batch "
+          f"{figures['per_batch_size']}, {figures['num_images']} images, one thread: CPU ms per image (median of "
+          f"{figures['rounds']} rounds)" + (f"; REDUCED_DECODE_MARGIN {figures['reduced_decode_margin']} (the rule) "
+                                            f"and {compared['reduced_decode_margin']}" if compared else ""))
+    for label, value in figures["stages_ms"].items():
+        if value >= 0.0005 or not label.startswith(" "):
+            other = f"{compared['stages_ms'][label]:8.3f}" if compared else ""
+            print(f"  {label:<38}{value:8.3f}{other}")
+    other = f"{compared['total_ms']:8.3f}" if compared else ""
+    print(f"  {'= batch function':<38}{figures['total_ms']:8.3f}{other}")
+    one, two = figures["pipeline_1_worker"], figures["pipeline_2_workers"]
+    print(f"whole pipeline, 1 worker: {one['cpu_ms_per_image']:.3f} CPU ms/image ({one['images_per_s']:.1f} images/s); "
+          f"minus the batch function: {one['cpu_ms_per_image'] - figures['total_ms']:+.3f} ms/image (MindSpore's "
+          f"engine: reading rows, batching, hand-over; zero or below means not measurable here)")
+    print(f"whole pipeline, 2 workers: {two['cpu_ms_per_image']:.3f} CPU ms/image ({two['images_per_s']:.1f} images/s)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindrecord", required=True, help="a folder written by yolo-coco2mindrecord")
     parser.add_argument("--training_shape", type=int, default=640)
     parser.add_argument("--per_batch_size", type=int, default=8)
     parser.add_argument("--num_batches", type=int, default=18, help="batches timed in each measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three measurements; medians shown")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the measurements; medians shown")
+    parser.add_argument("--compare_margin", type=int, default=None,
+                        help="also profile the batch function with this REDUCED_DECODE_MARGIN (e.g. 1: JPEGs "
+                             "reduced down to the batch's size), in the same rounds")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.compare_margin is not None and args.compare_margin < 1:
+        parser.error("--compare_margin must be at least 1")
     cv2.setNumThreads(1)
     _, manifest, _ = rows_lib.resolve_mindrecord(args.mindrecord)
     # enough epochs for the batches asked for, plus the warm-up ones
     num_epochs = max(1, -(-(args.num_batches + 2) * args.per_batch_size // manifest.num_images))
-    shape = (args.mindrecord, args.training_shape, args.per_batch_size, args.num_batches, num_epochs)
-    rounds = []
-    for _ in range(args.rounds):  # interleaved, so that a change of the machine's load hits all three alike
-        one = pipeline_cpu(*shape, workers=1)
-        profile = profile_batch_function(*shape)
-        two = pipeline_cpu(*shape, workers=2)
-        rounds.append((one, profile, two))
-    one_ips, one_cpu = (float(np.median([r[0][k] for r in rounds])) for k in range(2))
-    two_ips, two_cpu = (float(np.median([r[2][k] for r in rounds])) for k in range(2))
-    profile = {"num_images": rounds[0][1]["num_images"],
-               "total_ms": float(np.median([r[1]["total_ms"] for r in rounds])),
-               "stages_ms": {label: float(np.median([r[1]["stages_ms"][label] for r in rounds]))
-                             for label in rounds[0][1]["stages_ms"]}}
-    figures = {"mindrecord": args.mindrecord, "training_shape": args.training_shape, "rounds": args.rounds,
-               "per_batch_size": args.per_batch_size, **profile,
-               "pipeline_1_worker": {"images_per_s": round(one_ips, 1), "cpu_ms_per_image": round(one_cpu, 2)},
-               "pipeline_2_workers": {"images_per_s": round(two_ips, 1), "cpu_ms_per_image": round(two_cpu, 2)}}
-    print(f"train batch function on {args.mindrecord} at {args.training_shape}, batch {args.per_batch_size}, "
-          f"{profile['num_images']} images, one thread: CPU ms per image (median of {args.rounds} rounds)")
-    for label, value in profile["stages_ms"].items():
-        if value >= 0.0005 or not label.startswith(" "):
-            print(f"  {label:<38}{value:8.3f}")
-    print(f"  {'= batch function':<38}{profile['total_ms']:8.3f}")
-    print(f"whole pipeline, 1 worker: {one_cpu:.3f} CPU ms/image ({one_ips:.1f} images/s); MindSpore's engine "
-          f"(rows, batching, hand-over) = {one_cpu - profile['total_ms']:.3f} ms/image beyond the batch function")
-    print(f"whole pipeline, 2 workers: {two_cpu:.3f} CPU ms/image ({two_ips:.1f} images/s)")
+    figures = measure(args, (args.mindrecord, args.training_shape, args.per_batch_size, args.num_batches, num_epochs))
+    print_figures(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
