@@ -163,7 +163,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     still leaves twice the batch's long side (``rows.reduced_decode_factor``; README, "Camera photos");
     False always decodes at the stored size (for measuring; the batches differ only by resampling).
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
-    leaves it alone).
+    leaves it alone). When ``augment.extras`` can apply, albumentations is imported here
+    (``augment.extras.preload``), not in the first batch that draws an extra.
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
     ``manifest``, ``bad_rows`` (rows skipped with ``skip_bad_rows``).
     """
