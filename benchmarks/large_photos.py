@@ -1,22 +1,23 @@
 """Camera-size photos: what ``--max_side`` saves in conversion, storage, training input and memory, and
 that evaluation still scores the same, in one run.
 
-    python benchmarks/large_photos.py [--workdir /tmp/large_photos] [--num_images 48] \
-        [--pretrained yolov5n.ckpt --testing_shape 320] [--json FILE]
+    python benchmarks/large_photos.py [--workdir /tmp/large_photos] [--num_images 48] [--rounds 2] \
+        [--pretrained yolov5n.ckpt --testing_shape 320] [--skip_pipelines] [--json FILE]
 
 The large-photo set is made from coco128 once and kept in ``--workdir`` (reused by later runs): every
 picture enlarged by 4032 / 640 = 6.3 (bicubic; a 640x480 picture becomes 4032x3024, 12 MP, others keep
 their aspect ratio) and encoded as JPEG quality 92 (about 1.5-2 MB each, as phone photos), its
 ground truth the original boxes times the same factors (``area`` times their product).
 
-Measured, each pipeline in a fresh process (its own peak RSS), on the first ``--num_images`` pictures:
+Measured, each pipeline in a fresh process (its own peak RSS; all of them in turn, ``--rounds`` times,
+medians shown), on the first ``--num_images`` pictures:
 - conversion of the photos as they are, with ``--max_side 1280`` and with ``--max_side 640`` (images/s
   of the image stage, on-disk size of the output);
 - the train pipeline at 640 (mosaic, affine, HSV; batch 8, 2 threads) on each of the three sets, and on
   the originals once more with JPEG reduced decoding off (every photo decoded at 12 MP, as YOLOv5's
   loader does); decode-only of the originals at full size as the floor reference;
 - what JPEG reduced decoding changes (``IMREAD_REDUCED_COLOR_2/4/8``, which the train pipeline uses
-  when the reduced picture still has the batch's long side): mean absolute difference of a picture
+  when the reduced picture keeps twice the batch's long side): mean absolute difference of a picture
   resized to the training size from the reduced decode versus from the full decode, next to what the
   resize itself changes (bilinear versus area resizing of the same full decode).
 
