@@ -113,9 +113,9 @@ def shard_problems(path: Path, num_rows: int, num_bytes: int | None) -> tuple[li
                         f"of another conversion)")
     try:
         header, _ = read_header(path)
-    except (OSError, MindRecordLayoutError, ValueError) as error:
-        return problems + [f"{path} has no readable MindRecord header ({error})"], None
-    stored = rows_in_header(header)
+        stored = rows_in_header(header)
+    except (OSError, MindRecordLayoutError, ValueError, KeyError, TypeError) as error:
+        return problems + [f"{path} has no readable MindRecord header ({error!r})"], None
     if stored != num_rows:
         problems.append(f"{path} holds {stored} rows, {MANIFEST_NAME} says {num_rows} (a file of another "
                         f"conversion)")
@@ -141,10 +141,9 @@ def inspect_folder(flag: str, folder) -> tuple[FolderIdentity | None, list[str],
         problems += found
         if header is None:
             continue
-        if first is None:
-            first = (path, header)
-        elif any(header.get(key) != first[1].get(key) for key in SAME_HEADER_KEYS):
-            differing = [key for key in SAME_HEADER_KEYS if header.get(key) != first[1].get(key)]
+        first = first or (path, header)
+        differing = [key for key in SAME_HEADER_KEYS if header.get(key) != first[1].get(key)]
+        if differing:
             problems.append(f"{path} differs from {first[0].name} in its MindRecord {', '.join(differing)} "
                             f"(files of different conversions cannot be read as one set)")
     if not (folder / ANNOTATIONS_NAME).is_file():
