@@ -14,13 +14,14 @@ found (``check_training_data``):
   of the set's first file (MindRecord reads files together only then); each ``.db`` index exists and
   is an SQLite file; ``annotations.json`` exists. This covers the training folder and the validation
   folder: ``MindDataset`` opens every file of a set on every rank (a row index is global), so each
-  rank reads all of them. The checks read a few KB per file: no image is decoded, no file hashed.
+  rank reads all of them. The checks read a few KB per file: no image is decoded, no shard hashed.
 * Together: each rank's report (host name, rank, problems, and per folder the dataset id and the
-  sha256 of ``manifest.json``) goes to every rank with one AllGather over the communication group
-  msrun set up (``yolomodel.evaluation.gather_words``). A rank whose own check failed still takes part,
-  carrying its problems, so no rank is left waiting in a collective: every rank then raises the same
-  ``DataContractError`` naming node, rank and file (or the differing dataset ids), and tools/train.py
-  exits with status 2 on every node.
+  sha256 of ``manifest.json``) goes to every rank through the communication group msrun set up
+  (``yolomodel.evaluation.gather_words``: an AllGather of the lengths, then one of the reports). A
+  rank whose own check failed still takes part, carrying its problems, so no rank is left waiting in
+  a collective (on CPU an AllGather missing a rank gives up after 30 s with an error that names no
+  cause): every rank then raises the same ``DataContractError`` naming node, rank and file (or the
+  differing dataset ids), and tools/train.py exits with status 2 on every node.
 """
 from __future__ import annotations
 
