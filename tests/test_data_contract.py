@@ -184,3 +184,16 @@ def test_a_rank_that_cannot_resolve_its_folder_still_joins_and_every_rank_gets_i
     with pytest.raises(DataContractError, match=r"rank 1 on node \S+: --mindrecord \S+empty holds no shards"):
         data_contract.resolve_and_check(args, DeviceGroup(rank=1, group_size=2, distributed=True))
     assert len(sent) == 1 and sent[0].folders == () and "holds no shards" in sent[0].problems[0]
+
+
+def test_the_validation_folder_is_checked_too(converted, tmp_path):
+    val = node_copy(converted, tmp_path / "val")
+    args = config_lib.parse_config(["--mindrecord", str(converted), "--val_mindrecord", str(val)])
+    assert data_contract.folders_read(args) == [("--mindrecord", str(converted)), ("--val_mindrecord", str(val))]
+    messages = []
+    data_contract.check_training_data(args, SINGLE_PROCESS, log=messages.append)
+    assert "--mindrecord dataset " in messages[0] and "--val_mindrecord dataset " in messages[0]
+    assert messages[0].endswith("; 12 files checked on each rank")
+    (val / "data.mindrecord0.db").unlink()
+    with pytest.raises(DataContractError, match=f"rank 0 on node .*: {val / 'data.mindrecord0.db'} is missing"):
+        data_contract.check_training_data(args, SINGLE_PROCESS)
