@@ -7,10 +7,16 @@ micro-batch separately (BatchNorm normalises each micro-batch on its own, so one
 differ), averages them as DistributedGradReducer does ((g0 + g1) * 0.5), and applies one update. Rank 0's
 BatchNorm moving statistics see only its own micro-batch, so the reference restores them after rank 1's
 forward pass. Rank 0's checkpoint must then equal the reference in every entry.
+
+Two "nodes" on this machine (two launches of the script with ``--num_nodes 2``, one process each) must
+end exactly like that one-node run; and when node 1's copy of the shards is damaged, both launches stop
+before building the network, naming node 1's rank, host and file (yolomodel/train/data_contract.py).
 """
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +33,7 @@ from yolomodel.train.loop import step_inputs
 pytestmark = pytest.mark.slow  # starts msrun and compiles yolov5n
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
 SETTINGS = dict(yolov5_version="yolov5n", training_shape=64, per_batch_size=1, lr=0.01, max_epoch=1, seed=3)
 
 
@@ -48,24 +55,41 @@ def shards(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def two_rank_run(shards, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist_run")
-    # without the project's .venv the script takes msrun (and msrun python) from PATH: this python's first
-    env = dict(os.environ, MASTER_PORT=str(free_port()), LOG_DIR=str(out / "msrun_log"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("VIRTUAL_ENV", None)
+def train_flags(shards: Path, out: Path, validate: bool = True) -> list[str]:
+    """The tools/train.py options of every msrun run here (one node or two); ``validate``: with the
+    validation shards (validation reads the EMA weights and changes no trained value)."""
     flags = ["--mindrecord", str(shards), "--yolov5_version", SETTINGS["yolov5_version"],
              "--training_shape", str(SETTINGS["training_shape"]), "--per_batch_size", str(SETTINGS["per_batch_size"]),
              "--lr", str(SETTINGS["lr"]), "--max_epoch", str(SETTINGS["max_epoch"]), "--warmup_epochs", "0",
              "--seed", str(SETTINGS["seed"]), "--log_interval", "1", "--ckpt_path", str(out / "ckpt"),
-             "--num_parallel_workers", "1", "--val_mindrecord", str(shards.parent / "val"), "--testing_shape", "64",
-             "--val_per_batch_size", "1",
+             "--num_parallel_workers", "1",
              "--noautoanchor"]   # the single-process reference below builds its network with YOLOv5's anchors
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "run_distribute_train.sh"), "2", *flags], cwd=out,
-                            env=env, capture_output=True, text=True, timeout=500)
-    logs = {p.name: p.read_text() for p in (out / "msrun_log").glob("worker_*.log")}
-    return out, result, logs
+    if validate:
+        flags += ["--val_mindrecord", str(shards.parent / "val"), "--testing_shape", "64", "--val_per_batch_size", "1"]
+    return flags
+
+
+def launch_env(log_dir: Path, **extra) -> dict:
+    """The environment of scripts/run_distribute_train.sh: this python's msrun (and msrun's python) first
+    on PATH, since without the project's .venv the script takes them from PATH."""
+    env = dict(os.environ, LOG_DIR=str(log_dir),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("VIRTUAL_ENV", None)
+    env.update(extra)
+    return env
+
+
+def worker_logs(*log_dirs: Path) -> dict:
+    return {p.name: p.read_text() for log_dir in log_dirs for p in Path(log_dir).glob("worker_*.log")}
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_run")
+    env = launch_env(out / "msrun_log", MASTER_PORT=str(free_port()))
+    result = subprocess.run(["bash", str(SCRIPT), "2", *train_flags(shards, out)], cwd=out, env=env,
+                            capture_output=True, text=True, timeout=500)
+    return out, result, worker_logs(out / "msrun_log")
 
 
 def reference_parameters(shards) -> dict:
@@ -148,3 +172,106 @@ def test_two_ranks_equal_one_process_averaging_their_micro_batches(two_rank_run,
                                                           seed=SETTINGS["seed"]).trainable_params()}
     unchanged = [n for n, v in initial.items() if np.array_equal(v, saved[n].asnumpy())]
     assert len(unchanged) < 0.1 * len(initial) and not any(n.startswith("head.") for n in unchanged), unchanged
+
+
+# ---------------------------------------------------------------------------------------------
+# Two "nodes" on this machine: two launches of the script, one msrun worker each
+# ---------------------------------------------------------------------------------------------
+
+def not_the_master_host(folder: Path) -> Path:
+    """A folder holding an ``ip`` command that lists no address of this machine.
+
+    msrun starts the scheduler on every node that owns --master_addr, which it finds out with
+    ``ip -j addr``. On a second machine node 0's address is not among them; here both "nodes" own
+    127.0.0.1, so node 1's launch gets this ``ip`` first on PATH and, like a second machine, only joins.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fake_ip = folder / "ip"
+    fake_ip.write_text("#!/bin/sh\necho '[]'\n")
+    fake_ip.chmod(0o755)
+    return folder
+
+
+def run_two_nodes(shards_of_node: tuple[Path, Path], out: Path, *, validate: bool = True,
+                  timeout: float = 500) -> list[dict]:
+    """Launch node 0 and node 1 (``--num_nodes 2``, one process each, same master address and port) at
+    once, each reading its own ``shards_of_node`` path; wait for both. Per node: returncode, output, logs."""
+    port = str(free_port())
+    launches = []
+    for node, shards in enumerate(shards_of_node):
+        log_dir = out / f"node{node}_log"
+        extra = {} if node == 0 else {"PATH": f"{not_the_master_host(out / 'node1_bin')}{os.pathsep}"
+                                              f"{launch_env(log_dir)['PATH']}"}
+        command = ["bash", str(SCRIPT), "1", "--num_nodes", "2", "--node_rank", str(node), "--master_addr",
+                   "127.0.0.1", "--master_port", port, *train_flags(shards, out, validate)]
+        launches.append((log_dir, subprocess.Popen(command, cwd=out, env=launch_env(log_dir, **extra),
+                                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    results = []
+    for log_dir, process in launches:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for _, other in launches:   # msrun stops its workers on SIGINT
+                other.send_signal(signal.SIGINT)
+            raise
+        results.append({"returncode": process.returncode, "output": output, "logs": worker_logs(log_dir)})
+    return results
+
+
+def losses(log: str) -> list[str]:
+    """Rank 0's step lines without their timings (fps, data wait and step time differ from run to run)."""
+    lines = re.findall(r"epoch\[\d+\], iter\[\d+\], loss:.*", log)
+    return [re.sub(r", fps:[^,]*|, data_wait:.*", "", line) for line in lines]
+
+
+@pytest.mark.slow
+def test_two_nodes_end_equal_to_one_node(two_rank_run, shards, tmp_path):
+    """``--worker_num 2 --local_worker_num 1`` on node ranks 0 and 1 against ``--worker_num 2
+    --local_worker_num 2`` (the one-node run above): the same two processes' computation, placed
+    differently, so the logged losses and every checkpoint entry must be bitwise equal (the all-reduce of
+    two values is one float32 addition, which is commutative)."""
+    one_node_out, one_node, one_node_logs = two_rank_run
+    assert one_node.returncode == 0, one_node.stdout[-3000:]
+    node0, node1 = run_two_nodes((shards, shards), tmp_path, validate=False)   # validation: above
+    for node in (node0, node1):
+        assert node["returncode"] == 0, node["output"][-3000:] + str(node["logs"])[-3000:]
+    assert sorted(node0["logs"]) == ["worker_0.log"] and sorted(node1["logs"]) == ["worker_1.log"]
+    rank0, rank1 = node0["logs"]["worker_0.log"], node1["logs"]["worker_1.log"]
+    assert "node 1 of 2: ranks 1..1 of 2 here, scheduler at 127.0.0.1:" in node1["output"]
+    assert (tmp_path / "node0_log" / "scheduler.log").is_file()       # node 0 alone ran the scheduler
+    assert not (tmp_path / "node1_log" / "scheduler.log").exists()
+    for log in (rank0, rank1):
+        assert "data check: 2 rank(s) on 1 node(s) read the same data: --mindrecord dataset " in log
+    assert "2 steps per epoch of 2 images (2 rank(s) x 1)" in rank0
+    assert len(losses(rank0)) == 2 and losses(rank0) == losses(one_node_logs["worker_0.log"])
+    two_nodes, metadata = ckpt_lib.read_checkpoint(tmp_path / "ckpt" / "ckpt_0" / "last.ckpt")
+    one_node_saved, _ = ckpt_lib.read_checkpoint(one_node_out / "ckpt" / "ckpt_0" / "last.ckpt")
+    assert (metadata["epoch"], metadata["step"], metadata["global_batch_size"]) == (1, 0, 2)
+    assert sorted(two_nodes) == sorted(one_node_saved) and len(two_nodes) > 100
+    differing = [name for name in two_nodes if not np.array_equal(two_nodes[name].asnumpy(),
+                                                                   one_node_saved[name].asnumpy())]
+    assert differing == []
+
+
+@pytest.mark.slow
+def test_a_node_with_a_damaged_copy_stops_both_nodes_naming_node_and_file(shards, tmp_path):
+    """Node 1 holds its own copy of the shards, one file cut short: both launches end with exit status
+    non-zero, and each node's log names node 1's rank, host and file (the check runs before any network
+    is built, so no rank waits for another)."""
+    copy = tmp_path / "node1_copy" / "shards"
+    for folder, target in ((shards, copy), (shards.parent / "val", copy.parent / "val")):
+        target.mkdir(parents=True)
+        for path in folder.iterdir():   # sparse: a MindRecord file is mostly holes
+            subprocess.run(["cp", "--sparse=always", str(path), str(target / path.name)], check=True)
+    damaged = copy / "data.mindrecord1"
+    expected_bytes = damaged.stat().st_size
+    os.truncate(damaged, expected_bytes - 4096)
+    node0, node1 = run_two_nodes((shards, copy), tmp_path, timeout=300)
+    expected = (f"rank 1 on node {socket.gethostname()}: {damaged} has {expected_bytes - 4096} bytes, "
+                f"manifest.json says {expected_bytes}")
+    for node, log_name in ((node0, "worker_0.log"), (node1, "worker_1.log")):
+        assert node["returncode"] != 0
+        log = node["logs"][log_name]
+        assert "the training data is not the same complete set on every rank" in log and expected in log, log[-3000:]
+        assert "epoch[" not in log and "steps per epoch" not in log
+    assert "rank 0 on node" not in node0["logs"]["worker_0.log"].split("not the same complete set")[1]

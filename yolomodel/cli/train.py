@@ -27,7 +27,7 @@ from pathlib import Path
 from yolomodel.cli import EXIT_OK, EXIT_USER_ERROR
 from yolomodel.device import setup_device
 from yolomodel.train import config as config_lib
-from yolomodel.train import data, loop
+from yolomodel.train import data_contract, loop
 
 LOG_FORMAT = "%(asctime)s:%(levelname)s:%(message)s"   # the reference's logger format
 EXIT_DIVERGED = 1
@@ -68,7 +68,7 @@ def main(argv=None, *, batch_hook=None) -> int:
                         "this is one process: rank 0 of 1")
         args.rank, args.group_size = group.rank, group.group_size
         file_handler = add_log_file(args.ckpt_path, group.rank)
-        data.resolve_training_data(args, rank=group.rank, log=log.info)
+        data_contract.resolve_and_check(args, group, log=log.info)   # every rank, before the network
         summary = loop.train(args, group.rank, group.group_size, batch_hook=batch_hook, log=log.info)
     except ValueError as error:
         log.error("%s", error)
