@@ -23,8 +23,8 @@ import pytest
 from detection_stand_ins import RED_BGR, rectangle_image, red_extent_predictor
 from yolomodel.checkpoint.format import save_checkpoint_atomic
 from yolomodel.network import create_yolov5
-from yolomodel.infer import (DETECTIONS_NAME, Detector, InterruptsHeld, OutputOptions, Progress, keep_classes,
-                             run_inference)
+from yolomodel.infer import (DETECTIONS_NAME, Detector, InterruptsHeld, OutputOptions, Progress, detections_document,
+                             keep_classes, run_inference, write_detections_json)
 from yolomodel.outputs import crop_boxes, draw_detections, label_name, yolo_label_text
 from yolomodel.sources import SourceError, VideoSource, find_sources
 
@@ -177,7 +177,12 @@ def test_a_video_becomes_a_drawn_video_and_one_label_file_per_frame(tmp_path):
     assert (drawn.get(cv2.CAP_PROP_FRAME_WIDTH), drawn.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (FRAME_HW[1], FRAME_HW[0])
     drawn.release()
     assert len(video_frames(output / "clip.mp4")) == NUM_FRAMES
-    assert not [p for p in output.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    records = list(entry["frames"])
+    path = write_detections_json(detections_document(report, model={}, settings={}), output)
+    [written] = json.loads(path.read_text(encoding="utf-8"))["videos"]
+    assert written["frames"] == records and written["frames_processed"] == NUM_FRAMES
+    # no temporary left behind: the drawn video's and the frame log (its records are now in the json)
+    assert not [p for p in output.iterdir() if p.name.startswith(".")]
 
 
 def test_vid_stride_processes_every_nth_frame_and_keeps_the_duration(tmp_path):

@@ -439,50 +439,32 @@ def make_synthetic_coco(output_dir, *, num_images: int, seed: int = 0, image_siz
               min_visible_fraction, jpeg_quality)
     _size_ranges(image_size)
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ValueError(f"{output_dir} is not empty; choose a new folder or pass overwrite=True "
-                         f"(--overwrite) to replace the generated files in it")
-    image_dir = output_dir / "images"
-    annotation_dir = output_dir / "annotations"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    annotation_dir.mkdir(parents=True, exist_ok=True)
-
+    image_dir, annotation_dir = _prepare_output_dir(output_dir, overwrite)
     num_images = int(num_images)
     is_val, is_background = split_and_backgrounds(num_images, seed, val_fraction, background_fraction)
     workers = resolve_num_workers(num_workers, "num_workers")
 
     def produce(index: int):
-        rendered = render_synthetic_image(
-            seed, index, image_size=image_size, num_objects=0 if is_background[index] else None,
-            objects_per_image=objects_per_image, object_size=object_size,
-            min_visible_fraction=min_visible_fraction)
-        ok, encoded = cv2.imencode(".jpg", rendered.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode synthetic image {index} as JPEG")
-        file_name = f"{index + 1:06d}.jpg"
-        (image_dir / file_name).write_bytes(encoded.tobytes())
-        height, width = rendered.image_bgr.shape[:2]
-        return file_name, height, width, rendered.objects
+        return _write_synthetic_image(
+            image_dir, seed, index, jpeg_quality, image_size=image_size,
+            num_objects=0 if is_background[index] else None, objects_per_image=objects_per_image,
+            object_size=object_size, min_visible_fraction=min_visible_fraction)
 
     splits = {False: _empty_coco(), True: _empty_coco()}
     boxes_per_category = {category["name"]: 0 for category in CATEGORIES}
     name_of = {category["id"]: category["name"] for category in CATEGORIES}
-    annotation_id = 0
+    num_annotations = 0
     images_without_objects = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # map keeps index order, so ids and json order never depend on thread timing
         for index, (file_name, height, width, objects) in enumerate(pool.map(produce, range(num_images))):
+            image, annotations = _coco_entries(index, file_name, height, width, objects, num_annotations)
             coco = splits[bool(is_val[index])]
-            coco["images"].append({"id": index + 1, "file_name": file_name, "height": height,
-                                   "width": width, "license": 0})
+            coco["images"].append(image)
+            coco["annotations"].extend(annotations)
+            num_annotations += len(annotations)
             images_without_objects += not objects
             for obj in objects:
-                annotation_id += 1
-                x1, y1, x2, y2 = obj.box_xyxy
-                coco["annotations"].append({
-                    "id": annotation_id, "image_id": index + 1, "category_id": obj.category_id,
-                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                    "area": float(obj.visible_area), "iscrowd": 0})
                 boxes_per_category[name_of[obj.category_id]] += 1
             if progress is not None:
                 progress(1)
@@ -493,6 +475,44 @@ def make_synthetic_coco(output_dir, *, num_images: int, seed: int = 0, image_siz
     return SyntheticCoco(output_dir, image_dir, train_json, val_json,
                          num_train=int((~is_val).sum()), num_val=int(is_val.sum()),
                          num_background=images_without_objects, boxes_per_category=boxes_per_category)
+
+
+def _prepare_output_dir(output_dir: Path, overwrite: bool) -> tuple[Path, Path]:
+    """(images folder, annotations folder) of ``output_dir``, created; a non-empty folder needs ``overwrite``."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ValueError(f"{output_dir} is not empty; choose a new folder or pass overwrite=True "
+                         f"(--overwrite) to replace the generated files in it")
+    image_dir = output_dir / "images"
+    annotation_dir = output_dir / "annotations"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    annotation_dir.mkdir(parents=True, exist_ok=True)
+    return image_dir, annotation_dir
+
+
+def _write_synthetic_image(image_dir: Path, seed: int, index: int, jpeg_quality: int, **render_options):
+    """Render image ``index`` (``render_synthetic_image``) and write it as JPEG; (file name, height, width, objects)."""
+    rendered = render_synthetic_image(seed, index, **render_options)
+    ok, encoded = cv2.imencode(".jpg", rendered.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode synthetic image {index} as JPEG")
+    file_name = f"{index + 1:06d}.jpg"
+    (image_dir / file_name).write_bytes(encoded.tobytes())
+    height, width = rendered.image_bgr.shape[:2]
+    return file_name, height, width, rendered.objects
+
+
+def _coco_entries(index: int, file_name: str, height: int, width: int, objects,
+                  num_annotations_before: int) -> tuple[dict, list[dict]]:
+    """The COCO image entry of image ``index`` (id index + 1) and its annotations, numbered on from
+    ``num_annotations_before`` (ids unique across both splits)."""
+    image = {"id": index + 1, "file_name": file_name, "height": height, "width": width, "license": 0}
+    annotations = []
+    for number, obj in enumerate(objects, start=num_annotations_before + 1):
+        x1, y1, x2, y2 = obj.box_xyxy
+        annotations.append({"id": number, "image_id": index + 1, "category_id": obj.category_id,
+                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                            "area": float(obj.visible_area), "iscrowd": 0})
+    return image, annotations
 
 
 def _empty_coco() -> dict:

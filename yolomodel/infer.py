@@ -19,7 +19,9 @@ video being written is closed and kept, and the report says the run was interrup
 Outputs in ``output_dir``: one drawn JPEG per picture (``output_names``: the path relative to the
 folder or pattern it was found by, or its file name, with the suffix ``.jpg``; names that would
 collide get the original suffix and then a counter), one drawn ``.mp4`` per video, camera or stream,
-the files of ``yolomodel.outputs`` asked for, and ``detections.json`` (``detections_document``).
+the files of ``yolomodel.outputs`` asked for, and ``detections.json`` (``detections_document``). A
+video's frame records go to disk as they come (``yolomodel.frame_log``) and are streamed into the json
+at the end, so memory does not grow with the length of a video or stream.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import signal
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -40,9 +42,10 @@ from yolodata import image_io
 from yolodata.augment.color import bgr_to_rgb
 from yolodata.augment.letterbox import letterbox, to_original_pixels
 from yolodata.checks import check_multiple_of
-from yolodata.fileio import write_file_atomic
+from yolodata.fileio import atomic_path, write_file_atomic
 from yolodata.manifest import ManifestError, read_manifest
 
+from .frame_log import FrameLog
 from .nms import DEFAULT_MAX_DET, NmsOptions, check_nms_arguments
 from .outputs import (IMAGE_OUTPUT_SUFFIX, VIDEO_OUTPUT_SUFFIX, VideoOutput, draw_detections, encode_jpeg,
                       label_name, write_crops, write_small_file, yolo_label_text)
@@ -375,10 +378,14 @@ def process_picture(source: ImageSource, name: str, detector, writer: FrameWrite
     progress.update()
 
 
-def video_entry(source: VideoSource, reader, name: str, stride: int) -> dict:
-    return {"file": source.name, "kind": source.kind, "output": name, "fps": reader.fps,
-            "width": reader.width, "height": reader.height, "frames_in_file": reader.num_frames,
-            "vid_stride": stride, "frames_processed": 0, "frames_corrupt": 0, "interrupted": False, "frames": []}
+def video_entry(source: VideoSource, reader, name: str, stride: int, frames: FrameLog | None) -> dict:
+    """The json entry of one video; ``frames`` (last, when the json is saved) logs its frame records on disk."""
+    entry = {"file": source.name, "kind": source.kind, "output": name, "fps": reader.fps,
+             "width": reader.width, "height": reader.height, "frames_in_file": reader.num_frames,
+             "vid_stride": stride, "frames_processed": 0, "frames_corrupt": 0, "interrupted": False}
+    if frames is not None:
+        entry["frames"] = frames
+    return entry
 
 
 def process_video(source: VideoSource, name: str, detector, writer: FrameWriter, report: InferenceReport,
@@ -396,15 +403,16 @@ def process_video(source: VideoSource, name: str, detector, writer: FrameWriter,
         report.failures.append(report.unopened[-1])
         progress.failure(report.failures[-1])
         return
-    entry = video_entry(source, reader, name, stride)
+    frames = FrameLog(writer.output_dir, name) if writer.options.save_json else None
+    entry = video_entry(source, reader, name, stride, frames)
     report.videos.append(entry)
     progress.add_total(None if reader.num_frames is None else -(-reader.num_frames // stride))
     video = VideoOutput(writer.output_dir / name, reader.fps / stride) if writer.options.save_drawn else None
-    frames = reader.frames(stride)
+    decoded = reader.frames(stride)
     try:
         while True:
             with times.measure("decode"):
-                item = next(frames, None)
+                item = next(decoded, None)
             if item is None:
                 break
             index, image = item
@@ -416,7 +424,8 @@ def process_video(source: VideoSource, name: str, detector, writer: FrameWriter,
                 report.class_counts.update(detections[:, 5].astype(np.int64).tolist())
                 report.num_frames += 1
                 entry["frames_processed"] += 1
-                entry["frames"].append({"frame": index, "detections": writer.records(detections)})
+                if frames is not None:
+                    frames.append({"frame": index, "detections": writer.records(detections)})
             progress.update()
     except KeyboardInterrupt:
         entry["interrupted"] = True
@@ -425,6 +434,8 @@ def process_video(source: VideoSource, name: str, detector, writer: FrameWriter,
         raise InferenceError(f"cannot write into {writer.output_dir} for {name}: {error.strerror or error}") from error
     finally:
         reader.close()
+        if frames is not None:
+            frames.close()
         entry["frames_corrupt"] = reader.num_corrupt
         written = video.close() if video is not None else None
         entry["output"] = name if written is not None else None
@@ -513,21 +524,51 @@ def detections_document(report: InferenceReport, *, model: dict, settings: dict,
     return document
 
 
-def format_document(document: dict) -> str:
-    """JSON text of ``document`` for people and programs: one top-level key per line, and each entry of
-    a list value (one image, one failure) on a line of its own."""
-    parts = []
-    for key, value in document.items():
+def document_chunks(document: dict) -> Iterator[str]:
+    """JSON text of ``document``, piece by piece, for people and programs: one top-level key per line,
+    each entry of a list value (one image, one video, one failure) on a line of its own, and a video's
+    frames one a line, copied from its ``FrameLog`` so that a long video is never whole in memory."""
+    yield "{\n"
+    for number, (key, value) in enumerate(document.items()):
+        yield ",\n" if number else ""
         if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-            items = ",\n  ".join(json.dumps(item, ensure_ascii=False) for item in value)
-            parts.append(f" {json.dumps(key)}: [\n  {items}\n ]")
+            yield f" {json.dumps(key)}: [\n"
+            for position, item in enumerate(value):
+                yield ",\n" if position else ""
+                yield from entry_chunks(item)
+            yield "\n ]"
         else:
-            parts.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+            yield f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}"
+    yield "\n}\n"
+
+
+def entry_chunks(entry: dict) -> Iterator[str]:
+    """One list entry's JSON text; a video's ``frames`` (its last key) streamed from the log, a frame a line."""
+    frames = entry.get("frames")
+    if not isinstance(frames, FrameLog):
+        yield "  " + json.dumps(entry, ensure_ascii=False)
+        return
+    head = json.dumps({key: value for key, value in entry.items() if key != "frames"}, ensure_ascii=False)
+    yield f'  {head[:-1]}, "frames": ['
+    for position, line in enumerate(frames.lines()):
+        yield ("," if position else "") + "\n   " + line
+    yield "\n  ]}"
 
 
 def write_detections_json(document: dict, output_dir) -> Path:
-    """Write ``document`` as ``output_dir/detections.json`` atomically; returns the path."""
+    """Write ``document`` as ``output_dir/detections.json`` atomically, streamed; returns the path.
+
+    The videos' frame logs are copied in (one frame at a time: memory does not grow with the video)
+    and, once the json is in place, removed: their records now live in the json. When writing fails
+    the logs stay, so nothing is lost.
+    """
     path = Path(output_dir) / DETECTIONS_NAME
-    write_file_atomic(path, format_document(document).encode("utf-8"))
+    with atomic_path(path) as temporary, open(temporary, "x", encoding="utf-8") as stream:
+        for chunk in document_chunks(document):
+            stream.write(chunk)
+        stream.flush()
+        os.fsync(stream.fileno())
+    for entry in document.get("videos", ()):
+        if isinstance(entry.get("frames"), FrameLog):
+            entry["frames"].discard()
     return path

@@ -23,6 +23,7 @@ the chain works, not the quality a longer run reaches).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -116,94 +117,153 @@ def main(argv=None) -> int:
         return 1
 
 
-def run_demo(args) -> int:
-    recipe = demo_recipe(args)
-    out = args.output_dir.resolve()
+@dataclasses.dataclass(frozen=True)
+class DemoPaths:
+    """Where the demo's steps write, below the output folder (the summary lists them)."""
+
+    out: Path
+    grid: Path
+    labels: Path
+    curves: Path
+    run_dir: Path
+    results_file: Path
+    detections: Path
+    onnx_file: Path
+
+    @classmethod
+    def below(cls, out: Path, recipe: Recipe) -> "DemoPaths":
+        figures = out / "figures"
+        return cls(out=out, grid=figures / "train_batches.jpg", labels=figures / "labels.png",
+                   curves=figures / "results.png", run_dir=out / "train", results_file=out / "eval" / "results.json",
+                   detections=out / "detections",
+                   onnx_file=out / "export" / f"{recipe.yolov5_version}_synthetic_{recipe.testing_shape}.onnx")
+
+
+@contextlib.contextmanager
+def timed(times: dict, name: str):
+    """Adds the seconds the block took to ``times[name]``."""
+    mark = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - mark
+
+
+def fresh_output_dir(output_dir: Path) -> Path:
+    """``output_dir`` (resolved, created) without the folders an earlier demo left; the shards are kept."""
+    out = output_dir.resolve()
     for stale in ("train", "eval", "figures", "detections", "export"):
         if (out / stale).exists():
             shutil.rmtree(out / stale)
     out.mkdir(parents=True, exist_ok=True)
-    times = {}
-    started = time.perf_counter()
-    print(f"demo: {recipe.describe()}\nload average (1 min) {load_average()}", flush=True)
+    return out
 
+
+def make_shards(recipe: Recipe, out: Path):
+    """Steps 1 and 2: the synthetic dataset and its two MindRecord splits; (synthetic, shards by split)."""
     banner(1, "generate the synthetic dataset")
-    mark = time.perf_counter()
     synthetic = generate_dataset(recipe, out, log=indent)
     indent(f"{synthetic.num_train} train + {synthetic.num_val} val images, "
            f"{sum(synthetic.boxes_per_category.values())} boxes, {synthetic.num_background} without objects")
     banner(2, "convert both splits to MindRecord")
-    shards = convert_splits(synthetic, out, log=indent)
-    times["generate + convert"] = time.perf_counter() - mark
+    return synthetic, convert_splits(synthetic, out, log=indent)
 
+
+def verify_and_show(shards: dict, recipe: Recipe) -> bool:
+    """Step 3: every shard verified (the report printed when one fails: False), then one batch of each pipeline."""
     banner(3, "verify the shards and look at one batch of each pipeline")
-    mark = time.perf_counter()
     for split in ("train", "val"):
         report = verify_output(shards[split])
         if not report.ok:
             print(report.format(), file=sys.stderr)
-            return 1
+            return False
         print(f"      {split}: " + report.format().splitlines()[0], flush=True)
     print("\n".join(first_batch_columns(shards["train"], shards["val"], recipe)), flush=True)
-    times["verify"] = time.perf_counter() - mark
+    return True
 
+
+def draw_training_view(recipe: Recipe, shards: dict, paths: DemoPaths) -> None:
+    """Step 4: yolo-visualize's grid of training batches and label statistics."""
     banner(4, "draw training batches and label statistics (yolo-visualize)")
-    mark = time.perf_counter()
-    figures = out / "figures"
-    grid, labels = figures / "train_batches.jpg", figures / "labels.png"
-    run_streaming(tool_command("yolo-visualize", "--mindrecord", shards["train"], "--output", grid, "--labels", labels,
-                       "--stage", "full", "--num", 16, "--per_batch_size", recipe.per_batch_size,
-                       "--training_shape", recipe.training_shape, "--seed", recipe.seed,
-                       *augment_flags(recipe)), prefix="      ")
-    times["visualize"] = time.perf_counter() - mark
+    run_streaming(tool_command("yolo-visualize", "--mindrecord", shards["train"], "--output", paths.grid,
+                               "--labels", paths.labels, "--stage", "full", "--num", 16,
+                               "--per_batch_size", recipe.per_batch_size, "--training_shape", recipe.training_shape,
+                               "--seed", recipe.seed, *augment_flags(recipe)), prefix="      ")
 
+
+def train(recipe: Recipe, shards: dict, paths: DemoPaths) -> Path:
+    """Step 5: yolo-train from scratch, validating on the val split; returns best.ckpt."""
     banner(5, f"train {recipe.yolov5_version} from scratch for {recipe.max_epoch} epoch(s) (yolo-train)")
-    mark = time.perf_counter()
-    run_dir = out / "train"
-    run_streaming(train_command(recipe, shards["train"], shards["val"], run_dir, eval_interval=VALIDATE_EVERY),
-                  log_file=out / "train_output.txt", prefix="      ")
-    checkpoint = run_checkpoint(run_dir, "best.ckpt")
-    curves = figures / "results.png"
-    shutil.copyfile(run_dir / "results.png", curves)
-    times["train"] = time.perf_counter() - mark
+    run_streaming(train_command(recipe, shards["train"], shards["val"], paths.run_dir, eval_interval=VALIDATE_EVERY),
+                  log_file=paths.out / "train_output.txt", prefix="      ")
+    checkpoint = run_checkpoint(paths.run_dir, "best.ckpt")
+    shutil.copyfile(paths.run_dir / "results.png", paths.curves)
+    return checkpoint
 
+
+def evaluate(recipe: Recipe, checkpoint: Path, shards: dict, paths: DemoPaths) -> dict:
+    """Step 6: yolo-eval of ``checkpoint`` on the val split; its COCO scores."""
     banner(6, "evaluate on the val split: COCO mAP (yolo-eval)")
-    mark = time.perf_counter()
-    results_file = out / "eval" / "results.json"
-    run_streaming(eval_command(recipe, checkpoint, shards["val"], results_file), prefix="      ")
-    scores = coco_scores(shards["val"], results_file)
-    times["eval"] = time.perf_counter() - mark
+    run_streaming(eval_command(recipe, checkpoint, shards["val"], paths.results_file), prefix="      ")
+    return coco_scores(shards["val"], paths.results_file)
 
+
+def infer_and_export(recipe: Recipe, synthetic, checkpoint: Path, shards: dict, paths: DemoPaths) -> None:
+    """Step 7: yolo-infer on four val images, yolo-export to ONNX."""
     banner(7, "draw detections on val images (yolo-infer) and export to ONNX (yolo-export)")
-    mark = time.perf_counter()
     val_images = sorted(synthetic.image_dir / image["file_name"] for image in _val_images(synthetic.val_json)[:4])
-    detections = out / "detections"
-    run_streaming(tool_command("yolo-infer", "--pretrained", checkpoint, "--images", *val_images, "--output_dir", detections,
-                       "--mindrecord", shards["val"], "--testing_shape", recipe.testing_shape), prefix="      ")
-    onnx_file = out / "export" / f"{recipe.yolov5_version}_synthetic_{recipe.testing_shape}.onnx"
-    onnx_file.parent.mkdir(parents=True, exist_ok=True)
+    run_streaming(tool_command("yolo-infer", "--pretrained", checkpoint, "--images", *val_images,
+                               "--output_dir", paths.detections, "--mindrecord", shards["val"],
+                               "--testing_shape", recipe.testing_shape), prefix="      ")
+    paths.onnx_file.parent.mkdir(parents=True, exist_ok=True)
     run_streaming(tool_command("yolo-export", "--ckpt_file", checkpoint, "--file_format", "ONNX",
-                       "--testing_shape", recipe.testing_shape, "--batch_size", 1, "--file_name", onnx_file),
-                  prefix="      ")
-    times["infer + export"] = time.perf_counter() - mark
-    total = time.perf_counter() - started
+                               "--testing_shape", recipe.testing_shape, "--batch_size", 1,
+                               "--file_name", paths.onnx_file), prefix="      ")
 
+
+def print_summary(recipe: Recipe, synthetic, shards: dict, checkpoint: Path, scores: dict, paths: DemoPaths,
+                  times: dict, total: float) -> None:
+    """The time of each step, the scores, and where everything went."""
     print(f"\nsummary ({total:.0f} s in all: "
           + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items()) + ")")
     print(f"  mAP@0.5 {scores['map50']:.3f}, mAP@0.5:0.95 {scores['map50_95']:.3f} on {synthetic.num_val} val images "
           f"after {recipe.max_epoch} epoch(s) (benchmarks/synthetic_map.py trains longer: mAP@0.5 >= 0.8)")
+    run_dir = paths.run_dir
     rows = [("synthetic COCO", synthetic.output_dir),
             ("train shards", f"{shards['train']}  ({synthetic.num_train} images)"),
             ("val shards", f"{shards['val']}  ({synthetic.num_val} images, annotations.json beside them)"),
-            ("training batches", grid), ("label statistics", labels),
+            ("training batches", paths.grid), ("label statistics", paths.labels),
             ("checkpoint", f"{checkpoint}  (best validation fitness; EMA weights inside)"),
             ("last checkpoint", run_dir / "ckpt_0" / "last.ckpt"),
             ("results table", f"{run_dir / 'results.csv'}  (losses, lr, the 12 COCO numbers per epoch)"),
-            ("training curves", curves),
+            ("training curves", paths.curves),
             ("training log", run_dir / "log_rank0.txt"), ("training config", run_dir / "config.yaml"),
-            ("COCO results", results_file), ("detections drawn", detections), ("ONNX model", onnx_file)]
+            ("COCO results", paths.results_file), ("detections drawn", paths.detections),
+            ("ONNX model", paths.onnx_file)]
     for name, where in rows:
         print(f"  {name:<18}{where}")
+
+
+def run_demo(args) -> int:
+    """The seven steps in order, each timed; 1 when the shards fail verification (a failing tool raises)."""
+    recipe = demo_recipe(args)
+    out = fresh_output_dir(args.output_dir)
+    paths = DemoPaths.below(out, recipe)
+    times = {}
+    started = time.perf_counter()
+    print(f"demo: {recipe.describe()}\nload average (1 min) {load_average()}", flush=True)
+    with timed(times, "generate + convert"):
+        synthetic, shards = make_shards(recipe, out)
+    with timed(times, "verify"):
+        if not verify_and_show(shards, recipe):
+            return 1
+    with timed(times, "visualize"):
+        draw_training_view(recipe, shards, paths)
+    with timed(times, "train"):
+        checkpoint = train(recipe, shards, paths)
+    with timed(times, "eval"):
+        scores = evaluate(recipe, checkpoint, shards, paths)
+    with timed(times, "infer + export"):
+        infer_and_export(recipe, synthetic, checkpoint, shards, paths)
+    print_summary(recipe, synthetic, shards, checkpoint, scores, paths, times, time.perf_counter() - started)
     print(f"load average (1 min) {load_average()}", flush=True)
     return 0
 

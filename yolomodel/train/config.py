@@ -87,13 +87,21 @@ def _layout(text) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training flags (ModelZoo names), one group a function, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(
         description="Train YOLOv5 on MindRecord shards (or a COCO folder, converted first).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--config", default="", help="YAML file with any of these options; the command line overrides it")
     add("--device_target", choices=DEVICE_TARGETS, default="CPU", help="device (the reference defaulted to Ascend)")
-    # data
+    for add_flags in (_add_data_flags, _add_model_flags, _add_optimisation_flags, _add_validation_flags,
+                      _add_checkpoint_flags, _add_device_flags):
+        add_flags(add)
+    return parser
+
+
+def _add_data_flags(add) -> None:
+    """Where the training (and validation) data come from and how batches are made."""
     add("--data_dir", default="", help="COCO folder (train2017/ and annotations/instances_train2017.json); "
         "converted to MindRecord first when --mindrecord holds no shards yet")
     add("--mindrecord", default="", help="training shards: a folder written by tools/coco2mindrecord.py")
@@ -104,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--training_shape", type=_shape, default="", help="fixed training shape; empty: multi-scale up to 640")
     add("--resize_rate", type=int, default=10, help="steps between multi-scale shape changes (empty --training_shape)")
     add("--seed", type=int, default=0, help="seed of the sample order, augmentation and initial weights")
-    # model
+
+
+def _add_model_flags(add) -> None:
+    """The model: size, layout, starting weights, frozen layers, resuming, anchors."""
     add("--yolov5_version", default=None, choices=("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"),
         help="model size (default: the one --resume/--weights records, else yolov5s)")
     add("--yolov5_layout", type=_layout, default=None,
@@ -125,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--image_weights", action="store_true",
         help="YOLOv5's --image-weights: each epoch samples images (with replacement) by weights from their "
              "classes' inverse frequencies, times (1 - class mAP)^2 once validation has measured it")
-    # optimisation
+
+
+def _add_optimisation_flags(add) -> None:
+    """The optimizer, its schedule, the loss scale and the loss."""
     add("--hyp", default="", metavar="FILE",
         help="a YOLOv5 hyp yaml (hyp.scratch-low.yaml, an evolved file, ...): every key with YOLOv5's meaning, "
              "including its one-cycle schedule, warmup and nominal batch of 64; a flag given on the command line "
@@ -155,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--label_smooth", type=_int_flag, default=0, help="1: smooth the class targets")
     add("--label_smooth_factor", type=float, default=0.1)
     add("--iou_type", choices=("ciou", "giou"), default="ciou", help="box loss (the reference used GIoU)")
-    # validation during training (with --val_mindrecord, or the val split of --data_dir)
+
+
+def _add_validation_flags(add) -> None:
+    """Validation during training (with --val_mindrecord, or the val split of --data_dir)."""
     add("--eval_interval", type=int, default=1, help="validate every this many epochs, and after the last one")
     add("--patience", type=int, default=0,
         help="stop when this many validations in a row bring no better fitness (0: never stop early)")
@@ -171,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val_yolov5", type=_int_flag, default=0,
         help="1: all of YOLOv5 val.py's settings in validation (rect, enlarging, area shrinking, multi-label "
              "NMS at IoU 0.6)")
-    # logging and checkpoints
+
+
+def _add_checkpoint_flags(add) -> None:
+    """Logging and checkpoints."""
     add("--log_interval", type=int, default=100, help="log every this many iterations")
     add("--ckpt_path", default="outputs/", help="folder for checkpoints (ckpt_<rank>/), logs and config.yaml")
     add("--ckpt_interval", type=_optional_int, default=None,
@@ -183,13 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the newest N periodic checkpoints of this run (last.ckpt, best.ckpt and the final weights "
              f"files are always kept); default {DEFAULT_KEEP_CHECKPOINT_MAX}")
     add("--is_save_on_master", type=_int_flag, default=1, help="1: only rank 0 saves; 0: every rank")
-    # devices
+
+
+def _add_device_flags(add) -> None:
+    """Distribution over ranks and profiling."""
     add("--is_distributed", type=_int_flag, default=0, help="1: data parallel over the ranks msrun started")
     add("--rank", type=int, default=0, help="rank (set from the communication group when distributed)")
     add("--group_size", type=int, default=1, help="number of ranks (from the communication group when distributed)")
     add("--need_profiler", type=_int_flag, default=0, help="1: profile the first steps, then stop")
     add("--profiler_steps", type=int, default=5, help="steps to profile with --need_profiler 1")
-    return parser
 
 
 def _explicit_arguments(parser: argparse.ArgumentParser, argv) -> set[str]:

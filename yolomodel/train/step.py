@@ -185,7 +185,9 @@ class TrainStep(nn.Cell):
                                                           degree=int(group_size))
             self.all_reduce = ops.AllReduce()
 
-    def construct(self, images, ti8, tv8, ti16, tv16, ti32, tv32, lr, stop_vote):
+    def reduced_gradients(self, images, ti8, tv8, ti16, tv16, ti32, tv32, stop_vote):
+        """(parts, gradients, scale, stop_votes) of one batch, reduced over ranks when distributed: the
+        part of the step before the update, shared by every step (``yolov5_step`` adds another update)."""
         if self.unit_scale:
             scale = ops.ones((), ms.float32)  # not the parameter: a resumed checkpoint may hold another value
         else:
@@ -198,6 +200,10 @@ class TrainStep(nn.Cell):
             packed = self.all_reduce(ops.concat((parts, stop_vote.reshape((1,)))))
             parts = packed[:4] / self.group_size
             stop_votes = packed[4]
+        return parts, grads, scale, stop_votes
+
+    def construct(self, images, ti8, tv8, ti16, tv16, ti32, tv32, lr, stop_vote):
+        parts, grads, scale, stop_votes = self.reduced_gradients(images, ti8, tv8, ti16, tv16, ti32, tv32, stop_vote)
         finite = self.apply_gradients(grads, parts, lr)
         return parts, finite, scale, stop_votes
 

@@ -153,17 +153,7 @@ class Yolov5TrainStep(step_lib.TrainStep):
                                                           degree=int(group_size))
 
     def construct(self, images, ti8, tv8, ti16, tv16, ti32, tv32, lr, momentum, optimizer_step, stop_vote):
-        if self.unit_scale:
-            scale = ops.ones((), ms.float32)
-        else:
-            scale = self.loss_scale.scale * 1.0
-        parts, grads = self.forward_backward(scale, images, ti8, tv8, ti16, tv16, ti32, tv32)
-        stop_votes = stop_vote
-        if self.distributed:
-            grads = self.grad_reducer(grads)
-            packed = self.all_reduce(ops.concat((parts, stop_vote.reshape((1,)))))
-            parts = packed[:4] / self.group_size
-            stop_votes = packed[4]
+        parts, grads, scale, stop_votes = self.reduced_gradients(images, ti8, tv8, ti16, tv16, ti32, tv32, stop_vote)
         finite = self.apply_gradients(grads, parts, lr, momentum, optimizer_step)
         return parts, finite, scale, stop_votes
 
