@@ -98,7 +98,7 @@ def build_unit_manifest(source, merged: MergedUnits, options: dict, warnings: li
         skipped=tuple(p.manifest_entry() for p in merged.skipped),
         skipped_annotations=tuple(p.manifest_entry() for p in merged.skipped_annotations),
         reencoded=tuple(merged.reencoded), warnings=tuple(w.manifest_entry() for w in warnings),
-        source=dict(getattr(source, "details", None) or {}),
+        source=dict(source.details or {}),
         source_problems=tuple(p.manifest_entry() for p in source.source_problems),
         annotation_file=source.annotation_file, annotation_sha256=source.annotation_sha256,
         options=dict(options), shrunk=merged.shrink.manifest_entry(),
@@ -133,32 +133,38 @@ def _copy_part(handle, path: Path, first: bool) -> bool:
 def write_unit_annotations(path: Path, source, merged: MergedUnits, parts_dir) -> None:
     """annotations.json: a byte copy of the source json when nothing was left out (and the source is a
     json file), else streamed from the units' parts (other members, categories, images, annotations)."""
-    if merged.everything_converted(source) and source.annotation_file and Path(source.name).is_file():
-        _copy_checked(Path(source.name), path, source.annotation_sha256)
+    if merged.everything_converted(source):
+        _copy_checked(source, path)
         return
+    parts = {"images": IMAGES_PART_NAME, "annotations": ANNOTATIONS_PART_NAME}
+    members = [key for key in source.member_order if key not in parts] + list(parts)
     with open(path, "wb") as handle:
-        head = {**source.other_members, "categories": source.categories}
-        handle.write(json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1].encode("utf-8"))
-        for member, part_name in (("images", IMAGES_PART_NAME), ("annotations", ANNOTATIONS_PART_NAME)):
-            handle.write(f',"{member}":['.encode("ascii"))
-            first = True
-            for record in merged.records:
-                first = _copy_part(handle, unit_folder(parts_dir, record["index"]) / part_name, first)
-            handle.write(b"]")
+        handle.write(b"{")
+        for position, key in enumerate(members):
+            handle.write((b"," if position else b"") + json.dumps(key, ensure_ascii=False).encode("utf-8") + b":")
+            if key in parts:
+                handle.write(b"[")
+                first = True
+                for record in merged.records:
+                    first = _copy_part(handle, unit_folder(parts_dir, record["index"]) / parts[key], first)
+                handle.write(b"]")
+            else:
+                value = source.categories if key == "categories" else source.other_members[key]
+                handle.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         handle.write(b"}")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _copy_checked(source_path: Path, target: Path, sha256: str) -> None:
-    """Copy the source json, checking that it is still the file that was converted."""
+def _copy_checked(source, target: Path) -> None:
+    """Copy the source document's bytes, checking that they are still those that were converted."""
     digest = hashlib.sha256()
-    with open(source_path, "rb") as src, open(target, "wb") as dst:
+    with source.open_source() as src, open(target, "wb") as dst:
         for block in iter(lambda: src.read(COPY_BLOCK_BYTES), b""):
             digest.update(block)
             dst.write(block)
         dst.flush()
         os.fsync(dst.fileno())
-    if digest.hexdigest() != sha256:
-        raise ConversionError(f"{source_path} changed during the conversion (sha256 {digest.hexdigest()} , "
-                              f"converted {sha256}); run the conversion again")
+    if digest.hexdigest() != source.annotation_sha256:
+        raise ConversionError(f"{source.name} changed during the conversion (sha256 {digest.hexdigest()}, "
+                              f"converted {source.annotation_sha256}); run the conversion again")

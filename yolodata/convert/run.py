@@ -32,14 +32,16 @@ from ..checks import check_int, resolve_num_workers
 from ..fileio import AtomicOutput, default_file_mode, write_file_durable
 from ..schema import ANNOTATIONS_NAME, MANIFEST_NAME, SCHEMA_VERSION
 from . import units as units_lib
+from .coco_json import SourceDocument, check_coco_shape, read_annotation_file, read_coco_document
 from .engines import ENGINES, run_tasks
 from .merge import build_unit_manifest, link_unit_files, merge_records, write_unit_annotations
 from .output import CONVERTER_VERSION, ConversionSummary, check_output_target
 from .problems import ConversionError, reporting_write_errors, strict_stop
 from .rows import progress_bar, shards_warning
 from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
+from .unit_sources import DocumentUnits
 from .unit_convert import FAIL_ONCE_VARIABLE, UNIT_RECORD_NAME, UNIT_RECORD_VERSION, UnitTask, convert_unit, \
-    file_sha256, unit_folder
+    file_digest, unit_folder
 
 RUN_RECORD_NAME = "run.json"
 LAZY_LOAD_WARNING_KIND = "lazy_load_rows"
@@ -135,8 +137,8 @@ def published_record(parts_dir: Path, index: int, key: str) -> dict | None:
             return None
         if record["file"] is not None:
             path = folder / record["file"]
-            if (path.stat().st_size != record["num_bytes"] or file_sha256(path) != record["sha256"]
-                    or file_sha256(Path(f"{path}.db")) != record["db_sha256"]):
+            if (path.stat().st_size != record["num_bytes"] or file_digest(path) != record["digest"]
+                    or file_digest(Path(f"{path}.db")) != record["db_digest"]):
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -261,3 +263,72 @@ def _merge_output(source, records: list, parts_dir: Path, output_dir: Path, *, o
         convert_seconds=0.0, num_workers=0, dataset_id=manifest.dataset_id, warnings=warnings,
         source_format=source.source_format, source_problems=list(source.source_problems),
         max_side=options.get("max_side"), shrink=merged.shrink)
+
+
+def coco_unit_source(ann_file, image_dir, *, shard_size: int | None, shard_num: int | None):
+    """The UnitSource of a COCO json file: streamed to disk unit by unit when ``coco_stream`` is there,
+    else parsed in memory (``DocumentUnits``)."""
+    try:
+        from .coco_stream import StreamedCocoUnits
+    except ImportError:
+        annotation_bytes, annotation_sha256 = read_annotation_file(ann_file)
+        document = read_coco_document(annotation_bytes, str(ann_file))
+        source = SourceDocument(document, str(ann_file), annotation_bytes, annotation_sha256, "coco",
+                                Path(ann_file).name)
+        return DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
+    return StreamedCocoUnits(ann_file, image_dir, shard_size=shard_size, shard_num=shard_num)
+
+
+def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | None = None,
+                 shard_num: int | None = None, engine: str = "local", num_workers: int | None = None,
+                 drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
+                 max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                 progress: bool = False, log: Callable[[str], None] | None = None) -> ConversionSummary:
+    """Convert a COCO-format dataset (an instances json and its image folder) into ``output_dir``.
+
+    Files: one MindRecord file per work unit of about ``shard_size`` bytes of stored images (default
+    ``units.DEFAULT_SHARD_SIZE``; "512M", "1G" or bytes), or ``shard_num`` files of nearly equal bytes
+    (one of the two). ``engine`` ("local": a process pool; "ray") runs the units on ``num_workers``
+    workers; the output is the same for any engine and worker count, and a rerun after an
+    interruption converts only the units not yet published. ``drop_empty`` leaves out images without
+    boxes; ``strict`` stops at the first problem instead of skipping the image; ``exif_frame`` says
+    which frame the json's sizes describe for EXIF-rotated pictures (``image_io.prepare_source_image``).
+    ``max_side``: pictures whose long side exceeds it are stored shrunk to that long side, JPEGs
+    re-encoded at ``jpeg_quality`` (``convert.shrink``). ``progress`` shows a tqdm bar (images/s) on
+    stderr; ``log`` receives a few one-line status messages. Returns the summary.
+
+    Raises ConversionError for user errors (the message says what to fix) and ValueError for bad
+    arguments. An existing ``output_dir`` is replaced only by a complete result.
+    """
+    started = time.perf_counter()
+    shard_size, shard_num = shard_request(shard_size, shard_num)
+    shrink = ShrinkOptions(max_side, jpeg_quality)
+    _check_common(exif_frame, image_dir, engine)
+    source = coco_unit_source(ann_file, image_dir, shard_size=shard_size, shard_num=shard_num)
+    return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num, engine=engine,
+                         num_workers=num_workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame,
+                         shrink=shrink, progress=progress, log=log, started=started)
+
+
+def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_size: int | str | None = None,
+                     shard_num: int | None = None, engine: str = "local", num_workers: int | None = None,
+                     drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
+                     max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY, progress: bool = False,
+                     log: Callable[[str], None] | None = None) -> ConversionSummary:
+    """``convert_coco`` for a COCO-style document already in memory (a reader of another annotation
+    format builds one: ``SourceDocument.from_document``); ``image_dir`` is what its file names are
+    relative to. Same options, checks, output and guarantees.
+
+    The reader's problems (``source.problems``) are listed in the summary and in manifest.json
+    (``source_problems``; the images they leave out also under ``skipped``); with ``strict`` any of
+    them that is an error stops the run here, before an image is read.
+    """
+    started = time.perf_counter()
+    shard_size, shard_num = shard_request(shard_size, shard_num)
+    shrink = ShrinkOptions(max_side, jpeg_quality)
+    _check_common(exif_frame, image_dir, engine)
+    check_coco_shape(source.document, source.name)
+    units = DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
+    return convert_units(units, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num, engine=engine,
+                         num_workers=num_workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame,
+                         shrink=shrink, progress=progress, log=log, started=started)
