@@ -149,7 +149,7 @@ class ConversionSummary:
         rows.append(("shards", ", ".join(f"{s['file']} ({s['num_rows']} rows)" for s in self.shards)))
         rows.append(("bytes", f"{self.bytes_written:,} ({self.disk_bytes:,} on disk)"))
         rows.append(("time", f"{self.seconds:.2f} s in all; images {self.convert_seconds:.2f} s "
-                             f"({self.images_per_second:.0f} images/s, {self.num_workers} decode threads)"))
+                             f"({self.images_per_second:.0f} images/s, {self.num_workers} worker(s))"))
         rows += [("warning", warning.message) for warning in self.warnings]
         # a reader's problems that skip no image (an image it skips is listed under skipped)
         noted = [p for p in self.source_problems if not (p.is_error and p.image is not None)]
