@@ -43,3 +43,17 @@ class TinyUnits:
         unit = self.units[index]
         images = [r for r in self._images if unit.first_image_id <= r["id"] <= unit.last_image_id]
         return {"images": images, "annotations": [a for r in images for a in self._annotations[r["id"]]]}
+
+
+def square_failing_once(task):
+    """Engine test function (module level, so spawned workers can import it): ``value ** 2``; when
+    ``marker`` is given and does not exist yet, create it and fail (a task that fails on its first try)."""
+    value, marker = task
+    if marker is not None and not os.path.exists(marker):
+        Path(marker).write_text("failed once\n")
+        raise RuntimeError(f"first attempt at {value} fails")
+    return value * value, os.getpid()
+
+
+def always_fails(task):
+    raise RuntimeError(f"task {task} always fails")

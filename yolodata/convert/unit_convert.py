@@ -39,7 +39,7 @@ UNIT_RECORD_NAME = "unit.json"
 IMAGES_PART_NAME = "images.part"
 ANNOTATIONS_PART_NAME = "annotations.part"
 UNIT_RECORD_VERSION = 1
-FAIL_ONCE_VARIABLE = "YOLODATA_TEST_FAIL_UNIT_ONCE"   # test hook: "UNIT_INDEX:MARKER_PATH"
+FAIL_ONCE_VARIABLE = "YOLODATA_TEST_FAIL_UNIT_ONCE"   # test hook: "UNIT_INDEX:MARKER_PATH" (see _maybe_fail_once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,23 +133,31 @@ def convert_unit(task: UnitTask) -> dict:
     temp.mkdir(parents=True)
     try:
         record = _write_unit(task, temp)
+        _maybe_fail_once(task)
     except ConversionError as error:
         shutil.rmtree(temp, ignore_errors=True)
         return {"index": task.index, "error": str(error)}
-    _maybe_fail_once(task)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.rename(temp, final)
     return record
 
 
 def _maybe_fail_once(task: UnitTask) -> None:
-    """The test hook: the first attempt at the chosen unit fails after writing, before publishing."""
+    """The test hook (``FAIL_ONCE_VARIABLE`` in the driver's environment, "UNIT_INDEX:MARKER_PATH"):
+    the chosen unit fails after writing, before publishing, while the marker file does not exist, and
+    creates it (so a retry, in any process or on any node that shares the path, succeeds). An empty
+    marker path ("2:") fails every attempt: a run stopped by a unit that never converts."""
     if not task.fail_once:
         return
     index, _, marker = task.fail_once.partition(":")
-    if int(index) == task.index and not os.path.exists(marker):
+    if int(index) != task.index or (marker and os.path.exists(marker)):
+        return
+    if marker:
         Path(marker).write_text("failed once\n")
-        raise RuntimeError(f"injected failure of unit {task.index} ({FAIL_ONCE_VARIABLE})")
+    raise RuntimeError(f"injected failure of unit {task.index} ({FAIL_ONCE_VARIABLE})")
 
 
 def _plan_unit(task: UnitTask):
