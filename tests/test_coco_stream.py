@@ -170,3 +170,40 @@ def test_a_second_run_replaces_the_spills(tmp_path):
     units = [first.load_unit(i) for i in range(2)]
     second = StreamedCocoUnits(ann_file, image_dir, tmp_path / "work", shard_num=2)
     assert [second.load_unit(i) for i in range(2)] == units
+
+
+def test_small_chunks_everywhere_give_the_same_units(tmp_path, monkeypatch, coco128_dir):
+    """The chunked paths (index spill, annotation routing, buffered unit files) with chunks of a few records."""
+    from yolodata.convert import coco_stream, unit_sources
+
+    monkeypatch.setattr(unit_sources, "CHUNK_RECORDS", 5)
+    monkeypatch.setattr(coco_stream, "ROUTE_CHUNK_LINES", 7)
+    monkeypatch.setattr(coco_stream, "FLUSH_CHARS", 1000)
+    document, image_dir = bad_document(tmp_path)
+    ann_file = write_json(tmp_path / "ann.json", document)
+    source = SourceDocument.from_document(json.loads(ann_file.read_text()), str(ann_file), source_format="coco",
+                                          annotation_file=ann_file.name)
+    expected = DocumentUnits(source, image_dir, shard_num=3)
+    units = StreamedCocoUnits(ann_file, image_dir, tmp_path / "work", shard_num=3, chunk_bytes=50)
+    assert units.units == expected.units and units.problems == expected.problems
+    assert [units.load_unit(i) for i in range(3)] == [expected.load_unit(i) for i in range(3)]
+    coco, coco_images = coco128_source(coco128_dir)
+    units = StreamedCocoUnits(coco.name, coco_images, tmp_path / "work", shard_size=1_000_000)
+    expected = DocumentUnits(coco, coco_images, shard_size=1_000_000)
+    assert units.units == expected.units
+    assert [units.load_unit(s.index) for s in units.units] == [expected.load_unit(s.index) for s in expected.units]
+
+
+def test_the_streamed_driver_does_not_import_mindspore(tmp_path):
+    import subprocess
+    import sys
+
+    document, image_dir = bad_document(tmp_path)
+    ann_file = write_json(tmp_path / "ann.json", document)
+    code = ("import sys\nfrom yolodata.convert.coco_stream import StreamedCocoUnits\n"
+            f"StreamedCocoUnits({str(ann_file)!r}, {str(image_dir)!r}, {str(tmp_path / 'work')!r}, shard_num=2)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mindspore', 'ray')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]"]

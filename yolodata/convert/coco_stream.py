@@ -28,7 +28,7 @@ from ..json_stream import CHUNK_BYTES, JsonStreamError, NotAnObject, StreamedArr
 from .coco_json import COCO_KEYS, check_coco_shape
 from .plan import annotation_record_problem, unknown_image_problem
 from .problems import ConversionError, Problem
-from .unit_sources import NO_UNIT, ImageIndex, UnitRouter, plain_image_id, route_odd_annotation
+from .unit_sources import INDEX_FILES, NO_UNIT, ImageIndex, UnitRouter, plain_image_id, route_odd_annotation
 
 SPILL_ENCODING = {"encoding": "utf-8", "errors": "surrogatepass", "newline": "\n"}
 RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS = "images.jsonl", "annotations.jsonl", "annotation_image_ids.bin"
@@ -56,7 +56,7 @@ class RawSpill:
         self.annotations = open(work_dir / RAW_ANNOTATIONS, "w", **SPILL_ENCODING)
         self.annotation_ids = open(work_dir / RAW_IMAGE_IDS, "wb")
         self.pending_ids = array("q")
-        self.index = ImageIndex(image_dir)
+        self.index = ImageIndex(image_dir, spill_dir=work_dir)
         self.num_annotations = 0
         self.annotation_problems: list = []      # (position, Problem) of annotations that are not objects
         self.odd_annotations: list = []          # (position, {"image_id", "id"}) of non-integer image ids
@@ -84,6 +84,7 @@ class RawSpill:
         self.pending_ids.tofile(self.annotation_ids)
         for file in (self.images, self.annotations, self.annotation_ids):
             file.close()
+        self.index.close()
 
 
 def read_coco_stream(ann_file: Path, spill: RawSpill, *, chunk_bytes: int, progress: bool) -> tuple[list, str]:
@@ -144,14 +145,15 @@ class UnitFiles:
         self.buffered, self.num_chars = {}, 0
 
 
-def route_images(work_dir: Path, router: UnitRouter) -> None:
+def route_images(work_dir: Path, index: ImageIndex, router: UnitRouter) -> None:
     """Split the raw images spill into the units' images spills (lines ``position<TAB>record``)."""
-    files = UnitFiles(work_dir, "images")
-    record_units = router.record_units.tolist()
+    files, position = UnitFiles(work_dir, "images"), 0
     with open(work_dir / RAW_IMAGES, **SPILL_ENCODING) as lines:
-        for position, (line, unit) in enumerate(zip(lines, record_units)):
-            if unit != NO_UNIT:
-                files.add(unit, f"{position}\t{line}")
+        for ids, usable in index.chunks():
+            for unit, line in zip(router.record_units(ids, usable).tolist(), lines):
+                if unit != NO_UNIT:
+                    files.add(unit, f"{position}\t{line}")
+                position += 1
     files.flush()
 
 
@@ -198,12 +200,12 @@ class StreamedCocoUnits:
                  shard_num: int | None = None, chunk_bytes: int = CHUNK_BYTES, progress: bool = False):
         self.ann_path, self.work_dir = Path(ann_file), Path(work_dir)
         prepare_work_dir(self.work_dir)
+        spill = RawSpill(self.work_dir, image_dir)
         try:
-            spill = RawSpill(self.work_dir, image_dir)
             members, self.annotation_sha256 = read_coco_stream(self.ann_path, spill, chunk_bytes=chunk_bytes,
                                                                progress=progress)
             router = UnitRouter(spill.index, shard_size=shard_size, shard_num=shard_num)
-            route_images(self.work_dir, router)
+            route_images(self.work_dir, spill.index, router)
             odd = [(position, route_odd_annotation(stub, position, router))
                    for position, stub in spill.odd_annotations]
             unknown = route_annotations_spill(self.work_dir, router,
@@ -212,7 +214,9 @@ class StreamedCocoUnits:
         except BaseException:
             prepare_work_dir(self.work_dir)  # no half-routed spill left behind
             raise
-        for name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS):
+        finally:
+            spill.index.release()
+        for name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES):
             (self.work_dir / name).unlink()
         annotation_problems = sorted([*spill.annotation_problems, *odd, *unknown], key=lambda item: item[0])
         self.name, self.source_format, self.annotation_file = str(ann_file), "coco", self.ann_path.name
@@ -243,7 +247,7 @@ def prepare_work_dir(work_dir: Path) -> None:
     """Create ``work_dir``; remove the spills an earlier run may have left in it."""
     work_dir.mkdir(parents=True, exist_ok=True)
     for path in work_dir.iterdir():
-        if path.name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS) or (
+        if path.name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES) or (
                 path.name.startswith("unit-") and path.name.endswith(".jsonl")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
