@@ -136,3 +136,33 @@ def test_document_units_pickle_and_keep_the_source(tmp_path):
     assert [again.load_unit(i) for i in range(2)] == [units.load_unit(i) for i in range(2)]
     assert again.open_source().read() == source.raw_bytes
     assert units.categories == document["categories"] and units.annotation_sha256 == source.sha256
+
+
+def test_yolo_and_voc_datasets_give_units_of_their_reader_document(coco128_dir, tmp_path):
+    from benchmarks.format_exports import write_voc, write_yolo
+    from yolodata.convert.sources import voc_units, yolo_units
+    from yolodata.formats import read_voc_dataset, read_yolo_dataset
+
+    document = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
+    data_file = write_yolo(document, coco128_dir / "val2017", tmp_path / "yolo")
+    (tmp_path / "yolo" / "labels" / "train" / sorted(p.name for p in (tmp_path / "yolo" / "labels" / "train")
+                                                     .glob("*.txt"))[3]).write_text("99 0.5 0.5 0.1 0.1\n")
+    voc_dir = write_voc(document, coco128_dir / "val2017", tmp_path / "voc")
+    for (units, image_root), dataset in (
+            (yolo_units(data_file, shard_num=4), read_yolo_dataset(data_file, "train")),
+            (voc_units(voc_dir, split="train", names_file=voc_dir / "names.txt", shard_size=2_000_000),
+             read_voc_dataset(voc_dir, "train", names_file=voc_dir / "names.txt"))):
+        assert image_root == dataset.image_root
+        loaded = [units.load_unit(spec.index) for spec in units.units]
+        assert [r for unit in loaded for r in unit["images"]] == sorted(dataset.document["images"],
+                                                                         key=lambda r: r["id"])
+        assert sorted(a["id"] for unit in loaded for a in unit["annotations"]) == sorted(
+            a["id"] for a in dataset.document["annotations"])
+        assert units.source_problems == tuple(dataset.problems) and units.details == dataset.source
+        assert units.source_format == dataset.source_format and units.problems == ()
+        assert sum(spec.source_bytes for spec in units.units) == sum(
+            (image_root / r["file_name"]).stat().st_size for r in dataset.document["images"])
+    units, _ = yolo_units(data_file, shard_num=4)
+    assert len(units.units) == 4
+    assert [(p.reason, p.image_id) for p in units.source_problems] == [("unknown_class", 4)]   # the bad label file
+    assert 4 not in {r["id"] for spec in units.units for r in units.load_unit(spec.index)["images"]}

@@ -18,11 +18,13 @@ from .coco_json import SourceDocument
 from .output import ConversionSummary
 from .problems import ConversionError
 from .run import convert_document
+from .unit_sources import DocumentUnits
 from .shrink import DEFAULT_JPEG_QUALITY
 
 
-def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_file: str, output_dir, *, log,
-                     **options):
+def _read_dataset(read: Callable[[], SourceDataset], name: str, annotation_file: str,
+                  log) -> tuple[SourceDocument, Path]:
+    """(the dataset's SourceDocument, its image root); ConversionError when it cannot be read at all."""
     log = log or (lambda message: None)
     started = time.perf_counter()
     try:
@@ -34,7 +36,44 @@ def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_fi
     source = SourceDocument.from_document(dataset.document, name, source_format=dataset.source_format,
                                           annotation_file=annotation_file, details=dataset.source,
                                           problems=dataset.problems)
-    return convert_document(source, dataset.image_root, output_dir, log=log, **options)
+    return source, dataset.image_root
+
+
+def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_file: str, output_dir, *, log,
+                     **options):
+    source, image_root = _read_dataset(read, name, annotation_file, log)
+    return convert_document(source, image_root, output_dir, log=log, **options)
+
+
+def yolo_units(data_file, *, split: str = "train", shard_size: int | None = None, shard_num: int | None = None,
+               exif_frame: str = "auto", progress: bool = False,
+               log: Callable[[str], None] | None = None) -> tuple[DocumentUnits, Path]:
+    """(the work units of a YOLO txt dataset's ``split``, the folder its image file names are relative to).
+    The reader builds the whole COCO-style document in memory (records of a few hundred bytes per box,
+    no polygons); the units are planned from it as for a COCO json."""
+    source, image_root = _read_dataset(
+        lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
+        f"YOLO dataset {data_file} (split {split})", Path(data_file).name, log)
+    return DocumentUnits(source, image_root, shard_size=shard_size, shard_num=shard_num), image_root
+
+
+def voc_units(voc_dir, *, split: str | None = None, names_file=None, difficult: str = "ignore",
+              shard_size: int | None = None, shard_num: int | None = None, exif_frame: str = "auto",
+              progress: bool = False, log: Callable[[str], None] | None = None) -> tuple[DocumentUnits, Path]:
+    """(the work units of a Pascal VOC folder, its image root); as ``yolo_units``, options as ``convert_voc``."""
+    source, image_root = _read_dataset(
+        lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult, exif_frame=exif_frame,
+                                 progress=progress),
+        _voc_name(voc_dir, split), _voc_annotation_file(split), log)
+    return DocumentUnits(source, image_root, shard_size=shard_size, shard_num=shard_num), image_root
+
+
+def _voc_name(voc_dir, split: str | None) -> str:
+    return f"VOC dataset {voc_dir} ({'every XML' if split is None else 'split ' + split})"
+
+
+def _voc_annotation_file(split: str | None) -> str:
+    return "Annotations" if split is None else f"{split}.txt"
 
 
 def convert_yolo(data_file, output_dir, *, split: str = "train", shard_size: int | str | None = None,
@@ -61,8 +100,7 @@ def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=Non
     ``yolodata.formats.voc``) into ``output_dir``. ``names_file`` fixes the class order (default: sorted
     names); ``difficult`` is "ignore" (crowd-like ignored boxes), "keep" or "drop". Options, output and
     guarantees as ``convert_coco``."""
-    annotation_file = "Annotations" if split is None else f"{split}.txt"
-    name = f"VOC dataset {voc_dir} ({'every XML' if split is None else 'split ' + split})"
+    annotation_file, name = _voc_annotation_file(split), _voc_name(voc_dir, split)
     return _convert_dataset(lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult,
                                                      exif_frame=exif_frame, progress=progress),
                             name, annotation_file, output_dir, log=log, shard_size=shard_size, shard_num=shard_num,

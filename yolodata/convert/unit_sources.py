@@ -38,6 +38,8 @@ from .problems import Problem
 from .units import UnitSpec, plan_units
 
 NO_UNIT = -1
+CHUNK_RECORDS = 65_536             # image records per chunk of the index's arrays
+INDEX_FILES = ("image_ids.bin", "image_sizes.bin", "image_usable.bin")   # an ImageIndex's spill files
 
 
 def image_file_size(record, image_dir: str) -> int:
@@ -50,55 +52,98 @@ def image_file_size(record, image_dir: str) -> int:
 
 
 class ImageIndex:
-    """What the routing keeps per image record: its usable id and picture size, a few bytes each.
+    """What the routing keeps per image record: its usable id, picture size and a flag, 17 bytes each.
 
     ``add`` takes the records in source order; records without a usable id become ``problems`` and
     their ids (strings, out-of-range integers) ``unroutable_ids``, which annotations may name without
-    being reported.
+    being reported. With ``spill_dir`` the per-record values go to binary files there every
+    ``CHUNK_RECORDS`` records instead of staying in memory; ``close`` ends the additions.
     """
 
-    def __init__(self, image_dir):
+    def __init__(self, image_dir, spill_dir: Path | None = None):
         self.image_dir = str(image_dir)
-        self.record_ids = array("q")       # per record: its usable id (0 when it has none)
-        self.record_sizes = array("q")     # per record: its picture's bytes
-        self.usable = bytearray()          # per record: 1 when its id is usable
+        self.buffers = {"ids": array("q"), "sizes": array("q"), "usable": array("b")}
+        self.files = None if spill_dir is None else {
+            name: open(Path(spill_dir) / file_name, "w+b") for name, file_name in zip(self.buffers, INDEX_FILES)}
+        self.num_records = 0
         self.problems: list[Problem] = []
         self.unroutable_ids: set = set()
 
     def add(self, record) -> None:
-        position = len(self.usable)
         image_id = usable_image_id(record)
         if image_id is None:
-            problem = image_record_problem(record, position)
+            problem = image_record_problem(record, self.num_records)
             self.problems.append(problem)
             if is_id_key(problem.image_id):
                 self.unroutable_ids.add(problem.image_id)
-            self.record_ids.append(0)
-            self.record_sizes.append(0)
-            self.usable.append(0)
-            return
-        self.record_ids.append(image_id)
-        self.record_sizes.append(image_file_size(record, self.image_dir))
-        self.usable.append(1)
+        self.buffers["ids"].append(0 if image_id is None else image_id)
+        self.buffers["sizes"].append(0 if image_id is None else image_file_size(record, self.image_dir))
+        self.buffers["usable"].append(image_id is not None)
+        self.num_records += 1
+        if self.files is not None and len(self.buffers["usable"]) >= CHUNK_RECORDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        for name, buffer in self.buffers.items():
+            buffer.tofile(self.files[name])
+            del buffer[:]
+
+    def close(self) -> None:
+        if self.files is not None:
+            self._flush()
+            for file in self.files.values():
+                file.flush()
+
+    def release(self) -> None:
+        """Close the spill files (their removal is the caller's: they are ``INDEX_FILES`` in spill_dir)."""
+        for file in (self.files or {}).values():
+            file.close()
 
     def __len__(self) -> int:
-        return len(self.usable)
+        return self.num_records
+
+    def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Records ``start:stop`` of ``name`` ("ids", "sizes", "usable") as a numpy array (a copy)."""
+        stop = self.num_records if stop is None else min(stop, self.num_records)
+        dtype = np.int8 if name == "usable" else np.int64
+        if self.files is None:
+            return np.frombuffer(self.buffers[name], dtype)[start:stop].copy()
+        file = self.files[name]
+        file.seek(start * np.dtype(dtype).itemsize)
+        return np.fromfile(file, dtype, max(stop - start, 0))
+
+    def chunks(self):
+        """(ids, usable) numpy chunks of ``CHUNK_RECORDS`` records, in source order."""
+        for start in range(0, self.num_records, CHUNK_RECORDS):
+            yield self.array("ids", start, start + CHUNK_RECORDS), self.array("usable", start, start + CHUNK_RECORDS) == 1
 
 
 class UnitRouter:
-    """The unit plan of an ``ImageIndex`` and the unit of any image id (compact numpy arrays)."""
+    """The unit plan of an ``ImageIndex`` and the unit of any image id: 8 bytes per distinct id kept.
+
+    Planning holds the ids and sizes once more (sorted), about 32 bytes per record at its peak.
+    """
 
     def __init__(self, index: ImageIndex, *, shard_size: int | None, shard_num: int | None):
-        usable = np.frombuffer(bytes(index.usable), np.uint8).astype(bool)
-        ids = np.frombuffer(index.record_ids, np.int64)[usable]
-        sizes = np.frombuffer(index.record_sizes, np.int64)[usable]
-        self.ids, first, counts = np.unique(ids, return_index=True, return_counts=True)
-        id_sizes = np.where(counts == 1, sizes[first], 0)
-        self.units: tuple[UnitSpec, ...] = plan_units(self.ids, id_sizes, shard_size=shard_size,
+        ids, sizes, usable = index.array("ids"), index.array("sizes"), index.array("usable") == 1
+        if not usable.all():
+            ids, sizes = ids[usable], sizes[usable]
+        del usable
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        sizes = sizes[order]
+        del order
+        first_of_id = np.ones(ids.size, bool)
+        np.not_equal(ids[1:], ids[:-1], out=first_of_id[1:])
+        only_of_id = first_of_id.copy()
+        only_of_id[:-1] &= first_of_id[1:]
+        sizes[~only_of_id] = 0          # a duplicated id is not converted: it weighs nothing
+        del only_of_id
+        self.ids = ids[first_of_id]
+        del ids
+        self.units: tuple[UnitSpec, ...] = plan_units(self.ids, sizes[first_of_id], shard_size=shard_size,
                                                       shard_num=shard_num)
         self.first_ids = np.array([unit.first_image_id for unit in self.units], np.int64)
-        self.record_units = np.full(len(index), NO_UNIT, np.int32)
-        self.record_units[usable] = self.units_of(ids)
         self.unroutable_ids = frozenset(index.unroutable_ids)
 
     def units_of(self, image_ids) -> np.ndarray:
@@ -110,6 +155,10 @@ class UnitRouter:
         known = self.ids[at] == image_ids
         units = np.searchsorted(self.first_ids, image_ids, side="right") - 1
         return np.where(known, units, NO_UNIT).astype(np.int32)
+
+    def record_units(self, ids: np.ndarray, usable: np.ndarray) -> np.ndarray:
+        """The unit of each image record of a chunk of ``ImageIndex.chunks`` (``NO_UNIT`` when unusable)."""
+        return np.where(usable, self.units_of(ids), NO_UNIT).astype(np.int32)
 
 
 def plain_image_id(record) -> int | None:
@@ -172,6 +221,7 @@ class DocumentUnits:
         index = ImageIndex(image_dir)
         for record in document["images"]:
             index.add(record)
+        index.close()
         router = UnitRouter(index, shard_size=shard_size, shard_num=shard_num)
         annotation_units, annotation_problems = route_annotations(document["annotations"], router)
         self.name, self.source_format = source.name, source.source_format
@@ -184,8 +234,9 @@ class DocumentUnits:
         self.source_problems = tuple(source.problems)
         self.units = router.units
         self._source = source
-        ids = np.frombuffer(index.record_ids, np.int64)
-        self._image_positions = positions_per_unit(router.record_units, len(self.units), sort_ids=ids)
+        record_units = np.concatenate([router.record_units(ids, usable) for ids, usable in index.chunks()] or
+                                      [np.zeros(0, np.int32)])
+        self._image_positions = positions_per_unit(record_units, len(self.units), sort_ids=index.array("ids"))
         self._annotation_positions = positions_per_unit(annotation_units, len(self.units))
 
     def load_unit(self, index: int) -> dict:

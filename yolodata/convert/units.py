@@ -20,6 +20,7 @@ from ..checks import check_int
 MAX_FILES_PER_READER = 4096          # MindSpore's MindDataset reads at most this many files
 LAZY_LOAD_ROWS = 5_000_000           # above this many rows per set MindSpore's reader switches to lazy load
 DEFAULT_SHARD_SIZE = 1 << 30         # bytes of stored rows per file, about 1 GiB
+_BOUNDARY_CHUNK = 65_536             # sizes converted to Python ints at a time while cutting units
 ROW_OVERHEAD_BYTES = 1024            # bytes a row adds besides its picture (label columns, index, page slack)
 
 
@@ -81,11 +82,12 @@ def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_n
         return sorted({0, *[int(cut) for cut in cuts if 0 < cut < sizes.size]})
     check_int("shard_size", shard_size, minimum=1)
     starts, filled = [0], 0
-    for position, size in enumerate(sizes.tolist()):
-        if filled and filled + size > shard_size:
-            starts.append(position)
-            filled = 0
-        filled += size
+    for chunk_start in range(0, sizes.size, _BOUNDARY_CHUNK):  # in chunks: no Python int per image at once
+        for offset, size in enumerate(sizes[chunk_start:chunk_start + _BOUNDARY_CHUNK].tolist()):
+            if filled and filled + size > shard_size:
+                starts.append(chunk_start + offset)
+                filled = 0
+            filled += size
     return starts
 
 
@@ -96,8 +98,10 @@ def plan_units(image_ids: np.ndarray, source_bytes: np.ndarray, *, shard_size: i
     source_bytes = np.asarray(source_bytes, dtype=np.int64)
     if image_ids.shape != source_bytes.shape:
         raise ValueError(f"one size per image id: {image_ids.size} ids, {source_bytes.size} sizes")
-    order = np.argsort(image_ids, kind="stable")
-    ids, sizes = image_ids[order], source_bytes[order]
+    ids, sizes = image_ids, source_bytes
+    if ids.size > 1 and not bool((ids[1:] >= ids[:-1]).all()):  # already in id order: no copies (large plans)
+        order = np.argsort(ids, kind="stable")
+        ids, sizes = ids[order], sizes[order]
     starts = unit_boundaries(sizes, shard_size=shard_size, shard_num=shard_num)
     ends = starts[1:] + [ids.size]
     return tuple(UnitSpec(index, int(ids[start]), int(ids[end - 1]), end - start, int(sizes[start:end].sum()))

@@ -1,0 +1,253 @@
+"""A COCO instances json too large for memory as work units: read once, spilled to disk unit by unit.
+
+``StreamedCocoUnits`` reads the json in one pass (``yolodata.json_stream``: members in any order,
+``annotations`` before ``images`` too) and writes every image and annotation record, as its exact
+source text, to a JSON-lines spill in ``work_dir``; what it keeps in memory per image record is a few
+bytes in arrays (id, file size, unit; ``unit_sources.ImageIndex``), per annotation nothing (its image
+id goes to a binary spill). Once the images are known the units are planned as ``DocumentUnits``
+plans them, and the spills are split into one images file and one annotations file per unit, which
+``load_unit`` reads back in any process. The units, the unit documents and the routing problems are
+the same as ``DocumentUnits`` gives for the same json; the json's sha256 is computed while reading.
+
+Why not ijson: its C backend refuses documents ``json.load`` accepts (NaN, 1e400, integers beyond
+int64, which the plan reports per record instead), and re-serialising its records costs more than
+parsing them. The standard library's scanner parses each element exactly as ``json.load`` does and
+hands over its source text, which is spilled unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from array import array
+from pathlib import Path
+
+import numpy as np
+
+from ..json_stream import CHUNK_BYTES, JsonStreamError, NotAnObject, StreamedArray, read_object_members
+from .coco_json import COCO_KEYS, check_coco_shape
+from .plan import annotation_record_problem, unknown_image_problem
+from .problems import ConversionError, Problem
+from .unit_sources import INDEX_FILES, NO_UNIT, ImageIndex, UnitRouter, plain_image_id, route_odd_annotation
+
+SPILL_ENCODING = {"encoding": "utf-8", "errors": "surrogatepass", "newline": "\n"}
+RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS = "images.jsonl", "annotations.jsonl", "annotation_image_ids.bin"
+ROUTE_CHUNK_LINES = 65_536            # annotations routed at a time
+FLUSH_CHARS = 16 << 20                # spill text buffered per routing pass before it is appended to the files
+
+
+def spill_line(text: str) -> str:
+    """A record's source text as one line (a newline can only be whitespace between JSON tokens)."""
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return text + "\n"
+
+
+def unit_file(work_dir: Path, index: int, kind: str) -> Path:
+    """The spill of unit ``index``'s ``kind`` ("images" or "annotations")."""
+    return work_dir / f"unit-{index:05d}.{kind}.jsonl"
+
+
+class RawSpill:
+    """What the reading pass writes and keeps: records' text in source order, image ids of annotations."""
+
+    def __init__(self, work_dir: Path, image_dir):
+        self.images = open(work_dir / RAW_IMAGES, "w", **SPILL_ENCODING)
+        self.annotations = open(work_dir / RAW_ANNOTATIONS, "w", **SPILL_ENCODING)
+        self.annotation_ids = open(work_dir / RAW_IMAGE_IDS, "wb")
+        self.pending_ids = array("q")
+        self.index = ImageIndex(image_dir, spill_dir=work_dir)
+        self.num_annotations = 0
+        self.annotation_problems: list = []      # (position, Problem) of annotations that are not objects
+        self.odd_annotations: list = []          # (position, {"image_id", "id"}) of non-integer image ids
+
+    def on_element(self, key: str, text: str, value) -> None:
+        if key == "images":
+            self.index.add(value)
+            self.images.write(spill_line(text))
+            return
+        position = self.num_annotations
+        self.num_annotations += 1
+        self.annotations.write(spill_line(text))
+        image_id = plain_image_id(value) if isinstance(value, dict) else None
+        if image_id is None:
+            if isinstance(value, dict):
+                self.odd_annotations.append((position, {"image_id": value.get("image_id"), "id": value.get("id")}))
+            else:
+                self.annotation_problems.append((position, annotation_record_problem(value, position)))
+        self.pending_ids.append(0 if image_id is None else image_id)
+        if len(self.pending_ids) >= ROUTE_CHUNK_LINES:
+            self.pending_ids.tofile(self.annotation_ids)
+            del self.pending_ids[:]
+
+    def close(self) -> None:
+        self.pending_ids.tofile(self.annotation_ids)
+        for file in (self.images, self.annotations, self.annotation_ids):
+            file.close()
+        self.index.close()
+
+
+def read_coco_stream(ann_file: Path, spill: RawSpill, *, chunk_bytes: int, progress: bool) -> tuple[list, str]:
+    """Read the json into ``spill``; (its members besides the streamed lists, sha256 hex).
+    ConversionError when the file cannot be read, is not JSON, or is not a COCO instances json."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=ann_file.stat().st_size, unit="B", unit_scale=True, desc=f"reading {ann_file.name}",
+                   dynamic_ncols=True, leave=False)
+    try:
+        with open(ann_file, "rb") as file:
+            members, buffer = read_object_members(file, frozenset({"images", "annotations"}), spill.on_element,
+                                                  chunk_bytes=chunk_bytes, on_read=bar.update if bar else None)
+    except OSError as error:
+        raise ConversionError(f"cannot read the annotation file {ann_file}: {error.strerror or error}") from error
+    except (UnicodeDecodeError, JsonStreamError) as error:
+        raise ConversionError(f"{ann_file} is not valid JSON: {error}") from error
+    except NotAnObject as error:
+        raise ConversionError(f"{ann_file} is not a COCO instances json: {error}") from error
+    finally:
+        spill.close()
+        if bar is not None:
+            bar.close()
+    check_members(members, str(ann_file))
+    return members, buffer.sha256.hexdigest()
+
+
+def check_members(members: list, source: str) -> None:
+    """ConversionError unless the top-level members have COCO's shape (``check_coco_shape``'s messages)."""
+    seen = set()
+    for key, _ in members:
+        if key in COCO_KEYS and key in seen:
+            raise ConversionError(f"{source} is not a COCO instances json: key '{key}' appears twice")
+        seen.add(key)
+    check_coco_shape({key: [] if isinstance(value, StreamedArray) else value for key, value in members}, source)
+
+
+class UnitFiles:
+    """Appends lines to the per-unit spills, buffered (a few files open at a time, whatever the unit count)."""
+
+    def __init__(self, work_dir: Path, kind: str):
+        self.work_dir, self.kind = work_dir, kind
+        self.buffered: dict[int, list] = {}
+        self.num_chars = 0
+
+    def add(self, unit: int, line: str) -> None:
+        self.buffered.setdefault(unit, []).append(line)
+        self.num_chars += len(line)
+        if self.num_chars >= FLUSH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        for unit, lines in sorted(self.buffered.items()):
+            with open(unit_file(self.work_dir, unit, self.kind), "a", **SPILL_ENCODING) as out:
+                out.writelines(lines)
+        self.buffered, self.num_chars = {}, 0
+
+
+def route_images(work_dir: Path, index: ImageIndex, router: UnitRouter) -> None:
+    """Split the raw images spill into the units' images spills (lines ``position<TAB>record``)."""
+    files, position = UnitFiles(work_dir, "images"), 0
+    with open(work_dir / RAW_IMAGES, **SPILL_ENCODING) as lines:
+        for ids, usable in index.chunks():
+            for unit, line in zip(router.record_units(ids, usable).tolist(), lines):
+                if unit != NO_UNIT:
+                    files.add(unit, f"{position}\t{line}")
+                position += 1
+    files.flush()
+
+
+def route_annotations_spill(work_dir: Path, router: UnitRouter, odd_positions: set) -> list:
+    """Split the raw annotations spill into the units' annotations spills, except the annotations at
+    ``odd_positions``; the (position, Problem) of each annotation with an integer image id that no image
+    record has."""
+    files, problems, position = UnitFiles(work_dir, "annotations"), [], 0
+    with open(work_dir / RAW_ANNOTATIONS, **SPILL_ENCODING) as lines, open(work_dir / RAW_IMAGE_IDS, "rb") as ids:
+        while True:
+            image_ids = np.fromfile(ids, np.int64, ROUTE_CHUNK_LINES)
+            if image_ids.size == 0:
+                break
+            for unit, line in zip(router.units_of(image_ids).tolist(), lines):
+                if position in odd_positions:
+                    pass  # not an object, or no integer image id: routed by route_odd_annotation
+                elif unit != NO_UNIT:
+                    files.add(unit, f"{position}\t{line}")
+                else:
+                    problems.append((position, unknown_image_problem(json.loads(line), position)))
+                position += 1
+    files.flush()
+    return problems
+
+
+def read_unit_file(path: Path) -> list:
+    """[(position, record)] of a unit spill (empty when the unit has no such records)."""
+    if not path.is_file():
+        return []
+    with open(path, **SPILL_ENCODING) as lines:
+        return [(int(position), json.loads(text)) for position, text in (line.split("\t", 1) for line in lines)]
+
+
+class StreamedCocoUnits:
+    """A COCO json read once and spilled to ``work_dir`` unit by unit (see the module docstring).
+
+    Attributes as ``units.UnitSource`` (``details`` None). Picklable and small: ``load_unit`` reads the
+    unit's spills from ``work_dir``, which must stay in place (and be shared storage for workers on
+    other machines) until the conversion is done; the caller removes it. Any spill of an earlier run
+    in ``work_dir`` is replaced.
+    """
+
+    def __init__(self, ann_file, image_dir, work_dir, *, shard_size: int | None = None,
+                 shard_num: int | None = None, chunk_bytes: int = CHUNK_BYTES, progress: bool = False):
+        self.ann_path, self.work_dir = Path(ann_file), Path(work_dir)
+        prepare_work_dir(self.work_dir)
+        spill = RawSpill(self.work_dir, image_dir)
+        try:
+            members, self.annotation_sha256 = read_coco_stream(self.ann_path, spill, chunk_bytes=chunk_bytes,
+                                                               progress=progress)
+            router = UnitRouter(spill.index, shard_size=shard_size, shard_num=shard_num)
+            route_images(self.work_dir, spill.index, router)
+            odd = [(position, route_odd_annotation(stub, position, router))
+                   for position, stub in spill.odd_annotations]
+            unknown = route_annotations_spill(self.work_dir, router,
+                                              {position for position, _ in spill.odd_annotations}
+                                              | {position for position, _ in spill.annotation_problems})
+        except BaseException:
+            prepare_work_dir(self.work_dir)  # no half-routed spill left behind
+            raise
+        finally:
+            spill.index.release()
+        for name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES):
+            (self.work_dir / name).unlink()
+        annotation_problems = sorted([*spill.annotation_problems, *odd, *unknown], key=lambda item: item[0])
+        self.name, self.source_format, self.annotation_file = str(ann_file), "coco", self.ann_path.name
+        self.categories = dict(members)["categories"]
+        self.other_members = {key: value for key, value in members if key not in COCO_KEYS}
+        self.member_order = tuple(key for key, _ in members)
+        self.details, self.source_problems = None, ()
+        self.problems: tuple[Problem, ...] = tuple(spill.index.problems) + tuple(
+            problem for _, problem in annotation_problems if problem is not None)
+        self.units = router.units
+        self.num_image_records, self.num_annotation_records = len(spill.index), spill.num_annotations
+
+    def load_unit(self, index: int) -> dict:
+        """The document of unit ``index`` (as ``DocumentUnits.load_unit``)."""
+        images = sorted(read_unit_file(unit_file(self.work_dir, index, "images")),
+                        key=lambda item: (item[1]["id"], item[0]))
+        annotations = read_unit_file(unit_file(self.work_dir, index, "annotations"))
+        return {"images": [record for _, record in images], "annotations": [record for _, record in annotations],
+                "image_positions": [position for position, _ in images],
+                "annotation_positions": [position for position, _ in annotations]}
+
+    def open_source(self):
+        """The json file's bytes."""
+        return open(self.ann_path, "rb")
+
+
+def prepare_work_dir(work_dir: Path) -> None:
+    """Create ``work_dir``; remove the spills an earlier run may have left in it."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for path in work_dir.iterdir():
+        if path.name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES) or (
+                path.name.startswith("unit-") and path.name.endswith(".jsonl")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
