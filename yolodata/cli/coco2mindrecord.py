@@ -36,6 +36,7 @@ from pathlib import Path
 
 from yolodata.convert import ConversionError, convert_coco, convert_voc, convert_yolo
 from yolodata.convert.engines import ENGINES, EngineError
+from yolodata.convert import run as run_lib
 from yolodata.convert.run import parse_shard_size
 from yolodata.convert.shrink import DEFAULT_JPEG_QUALITY
 from yolodata.formats import DIFFICULT_MODES, SOURCE_FORMATS
@@ -183,7 +184,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         where = args.output_dir or args.verify
-        print(f"interrupted; {where} was left as it was and no temporary files remain", file=sys.stderr)
+        parts = run_lib.parts_dir_of(Path(where)) if args.output_dir else None
+        kept = (f"; the units converted so far are kept in {parts} for the next run with the same input and "
+                f"options (delete it to start afresh)") if parts is not None and parts.exists() else ""
+        print(f"interrupted; {where} was left as it was{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -32,7 +32,8 @@ from ..checks import check_int, resolve_num_workers
 from ..fileio import AtomicOutput, default_file_mode, write_file_durable
 from ..schema import ANNOTATIONS_NAME, MANIFEST_NAME, SCHEMA_VERSION
 from . import units as units_lib
-from .coco_json import SourceDocument, check_coco_shape, read_annotation_file, read_coco_document
+from .coco_json import SourceDocument, check_coco_shape, parse_categories
+from .coco_stream import StreamedCocoUnits
 from .engines import ENGINES, run_tasks
 from .merge import build_unit_manifest, link_unit_files, merge_records, write_unit_annotations
 from .output import CONVERTER_VERSION, ConversionSummary, check_output_target
@@ -41,7 +42,7 @@ from .rows import progress_bar, shards_warning
 from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
 from .unit_sources import DocumentUnits
 from .unit_convert import FAIL_ONCE_VARIABLE, UNIT_RECORD_NAME, UNIT_RECORD_VERSION, UnitTask, convert_unit, \
-    file_digest, unit_folder
+    file_digest, plan_errors, unit_folder
 
 RUN_RECORD_NAME = "run.json"
 LAZY_LOAD_WARNING_KIND = "lazy_load_rows"
@@ -154,14 +155,22 @@ def _check_common(exif_frame: str, image_dir, engine: str) -> None:
         raise ConversionError(f"--image_dir {image_dir} is not a folder")
 
 
-def _check_source_problems(source, strict: bool) -> None:
-    """With --strict, any problem found before the units (routing, a reader's errors) stops the run."""
-    errors = [p for p in source.problems if p.is_error] + [p for p in source.source_problems if p.is_error]
-    if strict and errors:
-        raise strict_stop(errors, f"in {source.name}")
+def _check_source_problems(source, strict: bool, image_dir: Path, drop_empty: bool) -> None:
+    """Problems found before any image is read: the categories; a reader's errors and records no unit
+    can take; with --strict, every problem of the plans of all units too (records, file names, files
+    that exist): all listed at once, before anything is written."""
+    parse_categories(source.categories, source.name)
+    reader_errors = [p for p in source.source_problems if p.is_error]
+    if strict and reader_errors:
+        raise strict_stop(reader_errors, f"in {source.name}")
     if not source.units:
-        raise ConversionError(f"no image of {source.name} can be converted ({len(errors)} problem(s)"
-                              + "".join(f"\n  {p.describe()}" for p in errors[:20]) + "); nothing was written")
+        errors = [p for p in source.problems if p.is_error] + reader_errors
+        raise ConversionError(f"no image of {source.name} can be converted ({len(errors)} skipped, e.g. "
+                              f"{errors[0].describe() if errors else 'none listed'}); nothing was written")
+    if strict:
+        errors = plan_errors(source, image_dir, drop_empty=drop_empty)
+        if errors:
+            raise strict_stop(errors, "in the annotation file or image paths")
 
 
 def _unit_tasks(source, pending: list, parts_dir: Path, image_dir: Path, key: str, *, num_workers: int,
@@ -170,8 +179,10 @@ def _unit_tasks(source, pending: list, parts_dir: Path, image_dir: Path, key: st
     decode_threads = max(1, num_workers // max(1, min(num_workers, len(pending))))
     file_mode = default_file_mode()
     fail_once = os.environ.get(FAIL_ONCE_VARIABLE) or None
+    output_dir = parts_dir.parent / parts_dir.name[1:-len(".parts")]
     return [UnitTask(source, index, str(parts_dir), str(image_dir), key, drop_empty, strict, exif_frame, shrink,
-                     decode_threads, file_mode, fail_once) for index in pending]
+                     decode_threads, file_mode, output_dir=str(output_dir), fail_once=fail_once)
+            for index in pending]
 
 
 def _run_units(tasks: list, source, *, engine: str, num_workers: int, progress: bool, log) -> list:
@@ -194,24 +205,50 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
                   progress: bool = False, log: Callable[[str], None] | None = None,
                   started: float | None = None) -> ConversionSummary:
     """Convert a ``UnitSource`` (units already planned with ``shard_size`` / ``shard_num``) into
-    ``output_dir`` (see the module docstring). Returns the summary; raises ConversionError for user
-    errors (nothing of ``output_dir`` changed then; published units stay for the next run)."""
+    ``output_dir`` (see the module docstring). Returns the summary.
+
+    Raises ConversionError for user errors: nothing of ``output_dir`` changed, and the parts folder is
+    removed (a user error needs other input or options, which start afresh anyway). Any other failure
+    (an interrupt, a worker that died, a task that kept failing) keeps the published units there for
+    the next run.
+    """
     started = time.perf_counter() if started is None else started
     image_dir, output_dir = Path(image_dir), Path(output_dir)
     log = log or (lambda message: None)
     _check_common(exif_frame, image_dir, engine)
     workers = resolve_num_workers(num_workers, "num_workers")
-    check_output_target(output_dir)
-    _check_source_problems(source, strict)
-    plan_warnings = check_unit_plan(source, shard_size)
-    for message in plan_warnings:
-        warnings_lib.warn(message, stacklevel=2)
-        log(f"warning: {message}")
     options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num,
                "shard_size": shard_size, **shrink.manifest_options()}
     parts_dir = parts_dir_of(output_dir)
-    key = run_key(source, image_dir, options)
-    prepare_parts(parts_dir, key)
+    atomic = AtomicOutput(output_dir, check_output_target)
+    with atomic as temp:
+        try:
+            _check_source_problems(source, strict, image_dir, drop_empty)
+            for message in check_unit_plan(source, shard_size):
+                warnings_lib.warn(message, stacklevel=2)
+                log(f"warning: {message}")
+            key = run_key(source, image_dir, options)
+            prepare_parts(parts_dir, key)
+            records, convert_seconds = _convert_pending(source, parts_dir, image_dir, key, workers=workers,
+                                                        engine=engine, drop_empty=drop_empty, strict=strict,
+                                                        exif_frame=exif_frame, shrink=shrink, progress=progress,
+                                                        log=log)
+            summary = _merge_output(source, records, parts_dir, output_dir, temp, atomic, options=options,
+                                    shard_num=shard_num, log=log)
+        except ConversionError:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            raise
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    summary.seconds, summary.convert_seconds, summary.num_workers = time.perf_counter() - started, \
+        convert_seconds, workers
+    return summary
+
+
+def _convert_pending(source, parts_dir: Path, image_dir: Path, key: str, *, workers: int, engine: str,
+                     drop_empty: bool, strict: bool, exif_frame: str, shrink: ShrinkOptions, progress: bool,
+                     log) -> tuple[list, float]:
+    """(the records of every unit in unit order, seconds spent converting): units published by an
+    earlier run with the same key are reused, the others converted on the engine."""
     records = {i: r for i in range(len(source.units)) if (r := published_record(parts_dir, i, key)) is not None}
     pending = [index for index in range(len(source.units)) if index not in records]
     log(f"{source.name}: {len(source.units)} unit(s), {len(records)} already converted by an earlier run")
@@ -220,21 +257,14 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
                         strict=strict, exif_frame=exif_frame, shrink=shrink)
     for record in _run_units(tasks, source, engine=engine, num_workers=workers, progress=progress, log=log):
         records[record["index"]] = record
-    convert_seconds = time.perf_counter() - converting
-    summary = _merge_output(source, [records[i] for i in range(len(source.units))], parts_dir, output_dir,
-                            options=options, shard_num=shard_num, log=log)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    summary.seconds, summary.convert_seconds, summary.num_workers = time.perf_counter() - started, \
-        convert_seconds, workers
-    return summary
+    return [records[i] for i in range(len(source.units))], time.perf_counter() - converting
 
 
-def _merge_output(source, records: list, parts_dir: Path, output_dir: Path, *, options: dict,
-                  shard_num: int | None, log) -> ConversionSummary:
-    """The output folder from the unit records (atomically); the summary (times filled by the caller)."""
+def _merge_output(source, records: list, parts_dir: Path, output_dir: Path, temp: Path, atomic: AtomicOutput, *,
+                  options: dict, shard_num: int | None, log) -> ConversionSummary:
+    """The output from the unit records into ``temp``, committed; the summary (times filled by the caller)."""
     merged = merge_records(source, records)
     if not merged.num_images:
-        shutil.rmtree(parts_dir, ignore_errors=True)
         raise ConversionError(f"none of the images of {source.name} could be converted; nothing was written:"
                               + "".join(f"\n  {p.describe()}" for p in merged.skipped[:20]))
     num_source_images = sum(unit.num_images for unit in source.units)
@@ -245,13 +275,11 @@ def _merge_output(source, records: list, parts_dir: Path, output_dir: Path, *, o
         log(f"warning: {warning.message}")
     manifest = build_unit_manifest(source, merged, options, warnings)
     with reporting_write_errors(output_dir):
-        atomic = AtomicOutput(output_dir, check_output_target)
-        with atomic as temp:
-            link_unit_files(parts_dir, records, temp)
-            write_unit_annotations(temp / ANNOTATIONS_NAME, source, merged, parts_dir)
-            write_file_durable(temp / MANIFEST_NAME, manifest.to_json())
-            stats = [p.stat() for p in temp.iterdir() if p.is_file()]
-            atomic.commit()
+        link_unit_files(parts_dir, records, temp)
+        write_unit_annotations(temp / ANNOTATIONS_NAME, source, merged, parts_dir)
+        write_file_durable(temp / MANIFEST_NAME, manifest.to_json())
+        stats = [p.stat() for p in temp.iterdir() if p.is_file()]
+        atomic.commit()
     log(f"wrote {output_dir}")
     return ConversionSummary(
         output_dir=str(output_dir), num_images=manifest.num_images, num_boxes=manifest.num_boxes,
@@ -265,18 +293,10 @@ def _merge_output(source, records: list, parts_dir: Path, output_dir: Path, *, o
         max_side=options.get("max_side"), shrink=merged.shrink)
 
 
-def coco_unit_source(ann_file, image_dir, *, shard_size: int | None, shard_num: int | None):
-    """The UnitSource of a COCO json file: streamed to disk unit by unit when ``coco_stream`` is there,
-    else parsed in memory (``DocumentUnits``)."""
-    try:
-        from .coco_stream import StreamedCocoUnits
-    except ImportError:
-        annotation_bytes, annotation_sha256 = read_annotation_file(ann_file)
-        document = read_coco_document(annotation_bytes, str(ann_file))
-        source = SourceDocument(document, str(ann_file), annotation_bytes, annotation_sha256, "coco",
-                                Path(ann_file).name)
-        return DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
-    return StreamedCocoUnits(ann_file, image_dir, shard_size=shard_size, shard_num=shard_num)
+def spill_dir_of(output_dir: Path) -> Path:
+    """Where a COCO json is spilled unit by unit during a conversion into ``output_dir`` (beside it, so
+    that workers on other machines find it wherever they find the output; removed at the end)."""
+    return output_dir.parent / f".{output_dir.name}.spill"
 
 
 def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | None = None,
@@ -304,10 +324,17 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | Non
     shard_size, shard_num = shard_request(shard_size, shard_num)
     shrink = ShrinkOptions(max_side, jpeg_quality)
     _check_common(exif_frame, image_dir, engine)
-    source = coco_unit_source(ann_file, image_dir, shard_size=shard_size, shard_num=shard_num)
-    return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num, engine=engine,
-                         num_workers=num_workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame,
-                         shrink=shrink, progress=progress, log=log, started=started)
+    output_dir = Path(output_dir)
+    check_output_target(output_dir)
+    spill_dir = spill_dir_of(output_dir)
+    try:
+        source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size, shard_num=shard_num,
+                                   progress=progress)
+        return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
+                             engine=engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
+                             exif_frame=exif_frame, shrink=shrink, progress=progress, log=log, started=started)
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
 
 
 def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_size: int | str | None = None,

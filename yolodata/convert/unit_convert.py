@@ -31,7 +31,7 @@ from ..mindrecord_shards import OneFileWriter, shard_paths
 from .area_check import check_areas
 from .coco_json import SourceDocument, parse_categories
 from .plan import check_images, plan_conversion
-from .problems import ConversionError, Problem, strict_stop
+from .problems import ConversionError, Problem, problem_order, reporting_write_errors, strict_stop
 from .rows import decode_ahead, write_rows
 from .shrink import ShrinkOptions
 
@@ -57,6 +57,7 @@ class UnitTask:
     shrink: ShrinkOptions
     decode_threads: int
     file_mode: int | None
+    output_dir: str = ""          # the conversion's output folder (messages)
     fail_once: str | None = None  # test hook (FAIL_ONCE_VARIABLE): raise once before publishing this unit
 
 
@@ -160,16 +161,36 @@ def _maybe_fail_once(task: UnitTask) -> None:
     raise RuntimeError(f"injected failure of unit {task.index} ({FAIL_ONCE_VARIABLE})")
 
 
-def _plan_unit(task: UnitTask):
-    """The unit's plan with the global categories; ConversionError on a --strict problem."""
-    source = task.source
-    document = source.load_unit(task.index)
+def plan_unit(source, index: int, image_dir, *, drop_empty: bool):
+    """(unit document, image checks, plan) of unit ``index``, planned with the source's GLOBAL
+    categories (class indices are the same in every unit); no image is read."""
+    document = source.load_unit(index)
     categories = parse_categories(source.categories, source.name)
-    checks = check_images(document["images"], Path(task.image_dir), positions=document.get("image_positions"))
+    checks = check_images(document["images"], Path(image_dir), positions=document.get("image_positions"))
     unit_document = SourceDocument(document, source.name, b"", source.annotation_sha256, source.source_format,
                                    source.annotation_file)
-    plan = plan_conversion(unit_document, checks, categories, drop_empty=task.drop_empty,
+    plan = plan_conversion(unit_document, checks, categories, drop_empty=drop_empty,
                            annotation_positions=document.get("annotation_positions"))
+    return document, checks, plan
+
+
+def plan_errors(source, image_dir, *, drop_empty: bool) -> list:
+    """Every error a --strict run stops at before reading images: the records no unit can take and the
+    plans of all units (images sorted by id, then the annotations'), one unit in memory at a time."""
+    routed = [p for p in source.problems if p.is_error]
+    image_errors = [p for p in routed if p.about == "image"]
+    annotation_errors = [p for p in routed if p.about == "annotation"]
+    for index in range(len(source.units)):
+        _, _, plan = plan_unit(source, index, image_dir, drop_empty=drop_empty)
+        image_errors += [p for p in plan.problems if p.is_error]
+        annotation_errors += [p for p in plan.annotation_problems if p.is_error]
+    return sorted(image_errors, key=problem_order) + annotation_errors
+
+
+def _plan_unit(task: UnitTask):
+    """The unit's plan; ConversionError on a --strict problem (the driver checked the plans before, so
+    this only happens when the files changed in between)."""
+    document, checks, plan = plan_unit(task.source, task.index, task.image_dir, drop_empty=task.drop_empty)
     errors = [p for p in plan.problems + plan.annotation_problems if p.is_error]
     if task.strict and errors:
         raise strict_stop(errors, "in the annotation file or image paths")
@@ -186,9 +207,10 @@ def _write_unit(task: UnitTask, temp: Path) -> dict:
     try:
         with decode_ahead(candidates, exif_frame=task.exif_frame, num_workers=task.decode_threads,
                           shrink=task.shrink) as prefetch:
-            written = write_rows(plan, prefetch, writer, strict=task.strict, progress=False, output_dir=temp,
-                                 require_rows=False)
-        shard = writer.close()
+            written = write_rows(plan, prefetch, writer, strict=task.strict, progress=False,
+                                 output_dir=task.output_dir, require_rows=False)
+        with reporting_write_errors(task.output_dir):
+            shard = writer.close()
     except BaseException:
         writer.discard()
         raise
