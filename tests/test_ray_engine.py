@@ -77,7 +77,7 @@ def test_starts_its_own_local_ray_and_shuts_it_down():
 def caller_ray():
     """A Ray the caller initialised (2 CPUs, no dashboard), shared by the tests below."""
     python_path = os.pathsep.join([str(TESTS_DIR), str(PROJECT_ROOT)])
-    context = ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}})
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}})
     try:
         yield context
     finally:
@@ -93,6 +93,12 @@ def test_results_equal_the_local_engine_and_ray_is_left_running(caller_ray):
     assert ray.is_initialized()
     view = run_tasks_ray(worker_view, ["probe"], num_workers=2)
     assert view[0][1] == "python"   # set per task on a Ray the caller started
+
+
+def test_a_memory_request_no_node_can_meet_is_refused(caller_ray):
+    with pytest.raises(ValueError, match="more than any node of the Ray cluster offers"):
+        run_tasks_ray(zlib.crc32, PAYLOADS, num_workers=2, memory_per_task_bytes=1 << 50)
+    assert run_tasks_ray(zlib.crc32, PAYLOADS[:2], num_workers=2, memory_per_task_bytes=1 << 20) == EXPECTED[:2]
 
 
 @pytest.mark.parametrize("mode", ["raise", "exit"])

@@ -6,8 +6,9 @@ task function converts one work unit and is idempotent (a unit is published by r
 twice gives the same bytes), which is what makes Ray's retries safe.
 
 Where Ray comes from, in this order: a Ray the caller already initialised is used as it is (and left
-running); else, with ``RAY_ADDRESS`` set, the driver joins that cluster; else it starts a local Ray
-with ``num_workers`` CPUs. Only what was started here is shut down afterwards.
+running); else, with ``RAY_ADDRESS`` set, the driver joins that cluster; else it starts a new local
+Ray with ``num_workers`` CPUs (never joining a Ray that ``ray start`` left on this machine: set
+``RAY_ADDRESS`` for that). Only what was started here is shut down afterwards.
 
 The workers must import the same ``yolodata`` as the driver, or the output bytes could differ:
 
@@ -102,7 +103,8 @@ def connect(ray, num_workers: int | None) -> bool:
     if address:
         ray.init(address=address, runtime_env=cluster_runtime_env(), logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False,
+        # "local": always a new instance, never one that someone else started with `ray start`
+        ray.init(address="local", num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False,
                  runtime_env=local_runtime_env(), logging_level=logging.WARNING)
     return True
 
@@ -145,6 +147,7 @@ def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | Non
     try:
         options = task_options(max_retries=max_retries, memory_per_task_bytes=memory_per_task_bytes,
                                set_env=not started_here)
+        check_fits_a_node(ray, memory_per_task_bytes)
         remote_call = ray.remote(call_task).options(**options)
         num_in_flight = TASKS_IN_FLIGHT_PER_WORKER * (num_workers or ray_cpu_count(ray))
         return run_windowed(ray, remote_call, ray.put(function), tasks, num_in_flight=num_in_flight,
@@ -152,6 +155,18 @@ def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | Non
     finally:
         if started_here:
             ray.shutdown()
+
+
+def check_fits_a_node(ray, memory_per_task_bytes: int | None) -> None:
+    """Refuse tasks no node can take (Ray would wait for such a node forever)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    most_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    most_memory = max((node.get("memory", 0) for node in nodes), default=0)
+    if most_cpus < CPUS_PER_TASK:
+        raise ValueError(f"no node of the Ray cluster has a CPU for a task ({len(nodes)} node(s) alive)")
+    if memory_per_task_bytes is not None and memory_per_task_bytes > most_memory:
+        raise ValueError(f"memory_per_task_bytes {memory_per_task_bytes:,} is more than any node of the Ray "
+                         f"cluster offers (at most {int(most_memory):,} bytes); ask for less")
 
 
 def ray_cpu_count(ray) -> int:
