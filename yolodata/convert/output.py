@@ -16,7 +16,8 @@ from .plan import Plan
 from .problems import ConversionError
 from .shrink import ShrinkTally, describe_shrunk, shrink_hint
 
-CONVERTER_VERSION = "1.4.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes
+CONVERTER_VERSION = "1.5.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes;
+# 1.5: work units (one independently written file each, --shard_size, engines, resume), schema 3
 
 
 def check_output_target(target: Path) -> None:

@@ -43,13 +43,22 @@ class UnitSource(Protocol):
     annotation_sha256: str        # identity of the annotations (the json's bytes, or the reader's digest)
     categories: list              # the source's category records as given
     other_members: dict           # top-level members besides images/annotations/categories (info, licenses)
-    problems: tuple               # Problems of records no unit can take (no usable image id, unknown image)
+    member_order: tuple           # the document's top-level keys in order (annotations.json keeps it)
+    details: dict | None          # manifest.json's ``source`` (a YOLO txt / VOC reader fills it)
+    problems: tuple               # Problems of records no unit can take (no usable image id, unknown image),
+                                  # images' then annotations', each in source order
     source_problems: tuple        # a YOLO txt / VOC reader's problems (SourceDocument.problems)
     units: tuple                  # UnitSpec in index order
 
     def load_unit(self, index: int) -> dict:
-        """The COCO-style document of unit ``index``: {"images": [...], "annotations": [...]} (records
-        as the source gives them; images in image-id order)."""
+        """The COCO-style document of unit ``index``: {"images": [...], "annotations": [...],
+        "image_positions": [...], "annotation_positions": [...]} (records as the source gives them,
+        images in image-id order, and each record's index in the source's list, for the messages of
+        ``plan.check_images(..., positions=)`` and ``plan.plan_conversion(..., annotation_positions=)``)."""
+
+    def open_source(self):
+        """A binary file object of the source document's bytes (annotations.json copies them when
+        every image and annotation is converted)."""
 
 
 def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_num: int | None) -> list[int]:
