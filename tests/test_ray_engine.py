@@ -8,6 +8,7 @@ initialised by the "caller" that the other tests share.
 from __future__ import annotations
 
 import _thread
+import hashlib
 import json
 import os
 import subprocess
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from yolodata.convert import convert_coco
+from yolodata.convert.engines import EngineError, run_tasks
 from yolodata.convert.fault_injection import FailFirstRuns, InjectedFailure
 from yolodata.convert.ray_engine import INSTALL_HINT, PROTOBUF_ENV, TaskFailedError, import_ray, run_tasks_ray
+from yolodata.convert.unit_convert import FAIL_ONCE_VARIABLE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent
@@ -31,7 +35,7 @@ EXPECTED = [zlib.crc32(payload) for payload in PAYLOADS]
 def require_ray():
     try:
         return import_ray()
-    except ImportError:
+    except EngineError:
         reason = f"Ray is not installed ({INSTALL_HINT})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason + "; CI must install the ray extra", pytrace=False)
@@ -86,9 +90,10 @@ def caller_ray():
 
 def test_results_equal_the_local_engine_and_ray_is_left_running(caller_ray):
     completed = []
-    results = run_tasks_ray(zlib.crc32, iter(PAYLOADS), num_workers=2,
-                            on_result=lambda index, result: completed.append((index, result)))
-    assert results == EXPECTED
+    local = run_tasks(zlib.crc32, PAYLOADS, engine="local", num_workers=2)
+    results = run_tasks(zlib.crc32, PAYLOADS, engine="ray", num_workers=2,
+                        on_result=lambda index, result: completed.append((index, result)))
+    assert results == local == EXPECTED
     assert sorted(completed) == list(enumerate(EXPECTED))
     assert ray.is_initialized()
     view = run_tasks_ray(worker_view, ["probe"], num_workers=2)
@@ -142,6 +147,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks(caller_ray, tmp_path):
 
 JOIN_SCRIPT = """
 import json, sys
+from yolodata.convert.unit_convert import FAIL_ONCE_VARIABLE
 from yolodata.convert.ray_engine import run_tasks_ray
 
 def where(task):
@@ -169,3 +175,21 @@ def test_arguments_are_checked_before_ray_starts():
         run_tasks_ray(zlib.crc32, PAYLOADS, num_workers=2, max_retries=-1)
     with pytest.raises(ValueError, match="num_workers must be at least 1"):
         run_tasks_ray(zlib.crc32, PAYLOADS, num_workers=0)
+
+
+def folder_digests(folder: Path) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def test_a_conversion_on_ray_with_a_failed_unit_has_the_local_bytes(caller_ray, coco128_dir, tmp_path,
+                                                                    monkeypatch):
+    """coco128 in six units: on Ray, with unit 2 failing once (then retried), every file of the output
+    (shards, their .db, manifest.json, annotations.json) has the bytes of the local conversion."""
+    image_dir, ann_file = coco128_dir / "val2017", coco128_dir / "annotations" / "instances_val2017.json"
+    local = convert_coco(image_dir, ann_file, tmp_path / "local", shard_size="4M", engine="local", num_workers=1)
+    marker = tmp_path / "unit-2-failed"
+    monkeypatch.setenv(FAIL_ONCE_VARIABLE, f"2:{marker}")
+    on_ray = convert_coco(image_dir, ann_file, tmp_path / "ray", shard_size="4M", engine="ray", num_workers=2)
+    assert marker.exists()   # the failure did happen
+    assert len(local.shards) == len(on_ray.shards) == 6 and on_ray.num_images == 128
+    assert folder_digests(tmp_path / "ray") == folder_digests(tmp_path / "local")

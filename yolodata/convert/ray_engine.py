@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..checks import check_int
+from .engines import EngineError
 
 PROTOBUF_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 INSTALL_HINT = "pip install yolodata[ray]"
@@ -39,7 +40,7 @@ TASKS_IN_FLIGHT_PER_WORKER = 2     # one running, one queued: workers never wait
 MAX_TASK_TEXT = 200                # characters of a task's repr in messages
 
 
-class TaskFailedError(RuntimeError):
+class TaskFailedError(EngineError):
     """A task failed on every attempt; names the task (its position and repr) and the last error."""
 
     def __init__(self, index: int, task, num_attempts: int, cause: BaseException):
@@ -71,8 +72,8 @@ def import_ray():
     try:
         import ray
     except ImportError as error:
-        raise ImportError(f"the Ray engine needs the ray package, which is not installed here: "
-                          f"{INSTALL_HINT} (on every node of a cluster)") from error
+        raise EngineError(f"--engine ray needs the ray package, which is not installed here ({error}): "
+                          f"{INSTALL_HINT} (on every node of a cluster), or use --engine local") from error
     return ray
 
 
