@@ -7,21 +7,23 @@ The dataset is made here: ``--num_images`` small synthetic images (``yolodata.sy
 with exact boxes, JPEG, ``--image_size`` HEIGHT WIDTH) in one COCO json, converted into units of
 ``--shard_size`` bytes (several units per worker, so both engines keep every worker busy).
 
-Timed, each as the wall time of one ``convert_coco`` call (units planned, converted, merged), the
-files read once beforehand (page cache warm) and MindSpore imported beforehand (a one-off cost):
+Every conversion runs in a new Python process, as a command-line conversion does, and is timed there
+as the wall time of one ``convert_coco`` call (units planned, converted, merged), with MindSpore
+imported beforehand (a one-off cost) and the image files read once before any run (page cache warm):
 
-- ``--engine local`` with ``--num_workers`` processes (a spawn pool started by each conversion);
-- ``--engine ray`` on a Ray already running on this machine with ``--num_workers`` CPUs (how a
-  cluster is used: started once, joined by every conversion through ``RAY_ADDRESS``; its workers
-  stay warm between conversions). Ray's start-up is timed on its own.
+- ``--engine local`` with ``--num_workers`` processes (the spawn pool each conversion starts);
+- ``--engine ray`` joining, through ``RAY_ADDRESS``, a Ray with ``--num_workers`` CPUs that this
+  script started once on this machine (how a cluster is used: each conversion is a new Ray job with
+  new worker processes; joining, shipping the package and starting the workers are timed).
+  Ray's own start-up is timed alone.
 
 Rounds alternate (local, ray, local, ray, ...); the best of ``--repeats`` is reported for each engine
 with their ratio (goal: ray >= 0.9x local), and each round's ratio, since other processes on a shared
 machine slow single runs down. Also once: ``--engine ray`` with no Ray running (the conversion starts
 and stops its own Ray: the start-up included), ``--engine local`` with one worker, and a Ray
-conversion in which one unit fails once (the ``FAIL_ONCE_VARIABLE`` test hook) and is retried. The
+conversion in which unit 1 fails once (the ``FAIL_ONCE_VARIABLE`` test hook) and is retried. The
 sha256 of every output file (shards, their .db, manifest.json, annotations.json) must be the same in
-all of them.
+all of them; the exit status is 1 otherwise.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,14 +56,26 @@ def folder_digests(folder: Path) -> dict:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
-def timed_conversion(dataset, output_dir: Path, **options) -> tuple[float, dict, int]:
-    """(seconds, digests, number of units) of one conversion into ``output_dir`` (removed afterwards)."""
+def timed_conversion(image_dir: str, ann_file: str, output_dir: str, options: dict) -> dict:
+    """One conversion in this process: its seconds, the output's digests and number of units (the
+    output removed afterwards). MindSpore is imported already, Ray (for --engine ray) is not."""
     started = time.perf_counter()
-    summary = convert_coco(dataset.image_dir, dataset.train_json, output_dir, **options)
+    summary = convert_coco(image_dir, ann_file, output_dir, **options)
     seconds = time.perf_counter() - started
-    digests = folder_digests(output_dir)
+    digests = folder_digests(Path(output_dir))
     shutil.rmtree(output_dir)
-    return seconds, digests, len(summary.shards)
+    return {"seconds": seconds, "digests": digests, "num_units": len(summary.shards)}
+
+
+def conversion_in_new_driver(dataset, output_dir: Path, options: dict, env: dict | None = None) -> dict:
+    """``timed_conversion`` in a new Python process, as a command-line conversion runs: a new driver
+    (for Ray, a new job with new worker processes) each time."""
+    request = json.dumps([str(dataset.image_dir), str(dataset.train_json), str(output_dir), options])
+    done = subprocess.run([sys.executable, __file__, "--one_conversion", request], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"conversion {options} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def make_dataset(workdir: Path, num_images: int, image_size: tuple[int, int]):
@@ -73,50 +88,51 @@ def make_dataset(workdir: Path, num_images: int, image_size: tuple[int, int]):
 
 
 def timed_rounds(dataset, workdir: Path, options: dict, repeats: int) -> dict:
-    """Alternating local and ray conversions on a Ray started here (its start-up timed alone)."""
+    """Alternating local and ray conversions, each by a new driver; the ray ones join a Ray started
+    here (through RAY_ADDRESS), whose start-up is timed alone. Then a ray one with a unit failing once."""
     ray = import_ray()
     started = time.perf_counter()
     connect(ray, options["num_workers"])
     ray_start_seconds = time.perf_counter() - started
-    seconds = {"local": [], "ray": []}
-    digests = {}
+    cluster = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    runs = {"local": [], "ray": []}
     try:
         for _ in range(repeats):
-            for engine in ("local", "ray"):
-                elapsed, digests[engine], num_units = timed_conversion(dataset, workdir / "out", engine=engine,
-                                                                       **options)
-                seconds[engine].append(elapsed)
-        os.environ[FAIL_ONCE_VARIABLE] = f"1:{workdir / 'unit-1-failed-once'}"
-        try:
-            _, digests["ray, unit 1 failing once"], _ = timed_conversion(dataset, workdir / "out", engine="ray",
-                                                                          **options)
-        finally:
-            del os.environ[FAIL_ONCE_VARIABLE]
-        if not (workdir / "unit-1-failed-once").exists():
+            runs["local"].append(conversion_in_new_driver(dataset, workdir / "out", {**options, "engine": "local"}))
+            runs["ray"].append(conversion_in_new_driver(dataset, workdir / "out", {**options, "engine": "ray"},
+                                                        cluster))
+        marker = workdir / "unit-1-failed-once"
+        runs["ray, unit 1 failing once"] = [conversion_in_new_driver(
+            dataset, workdir / "out", {**options, "engine": "ray"}, {**cluster, FAIL_ONCE_VARIABLE: f"1:{marker}"})]
+        if not marker.exists():
             raise RuntimeError("the injected unit failure did not happen")
     finally:
         ray.shutdown()
-    return {"seconds": seconds, "digests": digests, "num_units": num_units, "ray_start_seconds": ray_start_seconds}
+    return {"runs": runs, "ray_start_seconds": ray_start_seconds}
 
 
 def run(num_images: int, num_workers: int, shard_size: str, repeats: int, image_size, workdir: Path) -> dict:
     dataset, num_bytes = make_dataset(workdir, num_images, image_size)
     options = {"shard_size": shard_size, "num_workers": num_workers}
     result = timed_rounds(dataset, workdir, options, repeats)
-    cold_seconds, result["digests"]["ray, starting its own Ray"], _ = timed_conversion(
-        dataset, workdir / "out", engine="ray", **options)
-    _, result["digests"]["local, 1 worker"], _ = timed_conversion(dataset, workdir / "out", engine="local",
-                                                                  shard_size=shard_size, num_workers=1)
-    local, ray = result["seconds"]["local"], result["seconds"]["ray"]
-    reference = result["digests"]["local"]
+    runs = result["runs"]
+    runs["ray, starting its own Ray"] = [conversion_in_new_driver(dataset, workdir / "out",
+                                                                  {**options, "engine": "ray"})]
+    runs["local, 1 worker"] = [conversion_in_new_driver(dataset, workdir / "out",
+                                                        {**options, "engine": "local", "num_workers": 1})]
+    local = [one["seconds"] for one in runs["local"]]
+    ray = [one["seconds"] for one in runs["ray"]]
+    cold = runs["ray, starting its own Ray"][0]["seconds"]
+    reference = runs["local"][0]["digests"]
     return {"num_images": num_images, "image_bytes": num_bytes, "num_workers": num_workers,
-            "shard_size": shard_size, "num_units": result["num_units"], "repeats": repeats,
+            "shard_size": shard_size, "num_units": runs["local"][0]["num_units"], "repeats": repeats,
             "local_images_per_s": num_images / min(local), "ray_images_per_s": num_images / min(ray),
             "ratio": min(local) / min(ray), "round_ratios": [lo / ra for lo, ra in zip(local, ray)],
             "ray_start_seconds": result["ray_start_seconds"],
-            "ray_cold_images_per_s": num_images / cold_seconds, "ray_cold_ratio": min(local) / cold_seconds,
-            "seconds": result["seconds"], "num_files": len(reference),
-            "identical": {name: digests == reference for name, digests in result["digests"].items()}}
+            "ray_cold_images_per_s": num_images / cold, "ray_cold_ratio": min(local) / cold,
+            "seconds": {name: [one["seconds"] for one in done] for name, done in runs.items()},
+            "num_files": len(reference),
+            "identical": {name: all(one["digests"] == reference for one in done) for name, done in runs.items()}}
 
 
 def report(result: dict) -> None:
@@ -124,7 +140,7 @@ def report(result: dict) -> None:
           f"{result['num_units']} units of --shard_size {result['shard_size']}; {result['num_workers']} workers; "
           f"best of {result['repeats']}")
     print(f"--engine local                : {result['local_images_per_s']:8.0f} images/s")
-    print(f"--engine ray (Ray running)    : {result['ray_images_per_s']:8.0f} images/s")
+    print(f"--engine ray (RAY_ADDRESS)    : {result['ray_images_per_s']:8.0f} images/s")
     print(f"ratio ray / local             : {result['ratio']:8.2f}   (goal >= 0.9; each round: "
           f"{', '.join(f'{r:.2f}' for r in result['round_ratios'])}, median "
           f"{statistics.median(result['round_ratios']):.2f})")
@@ -138,6 +154,10 @@ def report(result: dict) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one_conversion"]:   # the new driver of conversion_in_new_driver
+        print(json.dumps(timed_conversion(*json.loads(argv[1]))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=3000, help="synthetic images to make and convert")
     parser.add_argument("--num_workers", type=int, default=2, help="local processes, and the CPUs of the Ray")

@@ -115,12 +115,19 @@ def call_task(function: Callable, task):
     return function(task)
 
 
+def job_sets_protobuf(ray) -> bool:
+    """Whether the workers of this Ray job get the protobuf setting already (then tasks need no env of
+    their own, which would make Ray start a second set of workers)."""
+    env_vars = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
+    return all(env_vars.get(name) == value for name, value in PROTOBUF_ENV.items())
+
+
 def task_options(*, max_retries: int, memory_per_task_bytes: int | None, set_env: bool) -> dict:
     """Ray options of every task: resources, retries (exceptions too: tasks are idempotent), env."""
     options = {"num_cpus": CPUS_PER_TASK, "max_retries": max_retries, "retry_exceptions": True}
     if memory_per_task_bytes is not None:
         options["memory"] = memory_per_task_bytes
-    if set_env:   # a Ray the caller started: its job env may lack the protobuf setting
+    if set_env:   # a Ray the caller started without the protobuf setting in its job env
         options["runtime_env"] = {"env_vars": dict(PROTOBUF_ENV)}
     return options
 
@@ -147,7 +154,7 @@ def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | Non
     started_here = connect(ray, num_workers)
     try:
         options = task_options(max_retries=max_retries, memory_per_task_bytes=memory_per_task_bytes,
-                               set_env=not started_here)
+                               set_env=not (started_here or job_sets_protobuf(ray)))
         check_fits_a_node(ray, memory_per_task_bytes)
         remote_call = ray.remote(call_task).options(**options)
         num_in_flight = TASKS_IN_FLIGHT_PER_WORKER * (num_workers or ray_cpu_count(ray))
