@@ -76,7 +76,8 @@ def _voc_annotation_file(split: str | None) -> str:
     return "Annotations" if split is None else f"{split}.txt"
 
 
-def convert_yolo(data_file, output_dir, *, split: str = "train", shard_num: int = 1, num_workers: int | None = None,
+def convert_yolo(data_file, output_dir, *, split: str = "train", shard_size: int | str | None = None,
+                 shard_num: int | None = None, engine: str = "local", num_workers: int | None = None,
                  drop_empty: bool = False, strict: bool = False, exif_frame: str = "auto",
                  max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY, progress: bool = False,
                  log: Callable[[str], None] | None = None) -> ConversionSummary:
@@ -85,12 +86,14 @@ def convert_yolo(data_file, output_dir, *, split: str = "train", shard_num: int 
     ``exif_frame`` also says which frame of an EXIF-rotated picture the normalised labels refer to."""
     return _convert_dataset(lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
                             f"YOLO dataset {data_file} (split {split})", Path(data_file).name, output_dir, log=log,
-                            shard_num=shard_num, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
+                            shard_size=shard_size, shard_num=shard_num, engine=engine, num_workers=num_workers,
+                            drop_empty=drop_empty, strict=strict,
                             exif_frame=exif_frame, max_side=max_side, jpeg_quality=jpeg_quality, progress=progress)
 
 
 def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=None, difficult: str = "ignore",
-                shard_num: int = 1, num_workers: int | None = None, drop_empty: bool = False, strict: bool = False,
+                shard_size: int | str | None = None, shard_num: int | None = None, engine: str = "local",
+                num_workers: int | None = None, drop_empty: bool = False, strict: bool = False,
                 exif_frame: str = "auto", max_side: int | None = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
                 progress: bool = False, log: Callable[[str], None] | None = None) -> ConversionSummary:
     """Convert a Pascal VOC folder (every XML of Annotations/, or the ids of ImageSets/Main/<split>.txt;
@@ -100,6 +103,7 @@ def convert_voc(voc_dir, output_dir, *, split: str | None = None, names_file=Non
     annotation_file, name = _voc_annotation_file(split), _voc_name(voc_dir, split)
     return _convert_dataset(lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult,
                                                      exif_frame=exif_frame, progress=progress),
-                            name, annotation_file, output_dir, log=log, shard_num=shard_num, num_workers=num_workers,
+                            name, annotation_file, output_dir, log=log, shard_size=shard_size, shard_num=shard_num,
+                            engine=engine, num_workers=num_workers,
                             drop_empty=drop_empty, strict=strict, exif_frame=exif_frame, max_side=max_side,
                             jpeg_quality=jpeg_quality, progress=progress)

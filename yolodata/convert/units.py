@@ -67,7 +67,7 @@ def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_n
 
     With ``shard_size`` a unit takes images while its bytes (plus ``ROW_OVERHEAD_BYTES`` per row) stay
     within it (a unit always takes at least one image); with ``shard_num`` the bytes are split into that
-    many nearly equal parts (fewer when there are fewer images).
+    many nearly equal parts, each of at least one image (fewer parts when there are fewer images).
     """
     if (shard_size is None) == (shard_num is None):
         raise ValueError("give exactly one of shard_size and shard_num")
@@ -76,10 +76,15 @@ def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_n
         return []
     if shard_num is not None:
         check_int("shard_num", shard_num, minimum=1)
+        num_parts = min(shard_num, sizes.size)
         ends = np.cumsum(sizes)
-        targets = ends[-1] * np.arange(1, min(shard_num, sizes.size)) / min(shard_num, sizes.size)
+        targets = ends[-1] * np.arange(1, num_parts) / num_parts
         cuts = np.searchsorted(ends, targets, side="left") + 1
-        return sorted({0, *[int(cut) for cut in cuts if 0 < cut < sizes.size]})
+        # exactly num_parts non-empty units: cut k (1-based) strictly after cut k-1 and leaving an image
+        # for each later unit (a large picture would otherwise swallow the cut of a neighbour)
+        ranks = np.arange(1, num_parts)
+        slack = np.clip(np.maximum.accumulate(np.maximum(cuts - ranks, 0)), 0, sizes.size - num_parts)
+        return [0, *[int(cut) for cut in slack + ranks]]
     check_int("shard_size", shard_size, minimum=1)
     starts, filled = [0], 0
     for chunk_start in range(0, sizes.size, _BOUNDARY_CHUNK):  # in chunks: no Python int per image at once
