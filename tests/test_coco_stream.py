@@ -178,15 +178,18 @@ def test_small_chunks_everywhere_give_the_same_units(tmp_path, monkeypatch, coco
 
     monkeypatch.setattr(unit_sources, "CHUNK_RECORDS", 5)
     monkeypatch.setattr(coco_stream, "ROUTE_CHUNK_LINES", 7)
+    monkeypatch.setattr(coco_stream, "DIRECT_CHUNK_LINES", 3)
     monkeypatch.setattr(coco_stream, "FLUSH_CHARS", 1000)
     document, image_dir = bad_document(tmp_path)
     ann_file = write_json(tmp_path / "ann.json", document)
     source = SourceDocument.from_document(json.loads(ann_file.read_text()), str(ann_file), source_format="coco",
                                           annotation_file=ann_file.name)
     expected = DocumentUnits(source, image_dir, shard_num=3)
-    units = StreamedCocoUnits(ann_file, image_dir, tmp_path / "work", shard_num=3, chunk_bytes=50)
-    assert units.units == expected.units and units.problems == expected.problems
-    assert [units.load_unit(i) for i in range(3)] == [expected.load_unit(i) for i in range(3)]
+    first = {key: document[key] for key in ("annotations", "images", "categories")}
+    for path in (ann_file, write_json(tmp_path / "first.json", first)):   # routed while reading / after it
+        units = StreamedCocoUnits(path, image_dir, tmp_path / "work", shard_num=3, chunk_bytes=50)
+        assert units.units == expected.units and units.problems == expected.problems
+        assert [units.load_unit(i) for i in range(3)] == [expected.load_unit(i) for i in range(3)]
     coco, coco_images = coco128_source(coco128_dir)
     units = StreamedCocoUnits(coco.name, coco_images, tmp_path / "work", shard_size=1_000_000)
     expected = DocumentUnits(coco, coco_images, shard_size=1_000_000)
