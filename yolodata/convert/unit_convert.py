@@ -30,6 +30,7 @@ from ..fileio import write_file_durable
 from ..mindrecord_shards import OneFileWriter, shard_paths
 from .area_check import check_areas
 from .coco_json import SourceDocument, parse_categories
+from .fault_injection import InjectedFailure, claim_marker
 from .plan import check_images, plan_conversion
 from .problems import ConversionError, Problem, problem_order, reporting_write_errors, strict_stop
 from .rows import decode_ahead, write_rows
@@ -154,11 +155,9 @@ def _maybe_fail_once(task: UnitTask) -> None:
     if not task.fail_once:
         return
     index, _, marker = task.fail_once.partition(":")
-    if int(index) != task.index or (marker and os.path.exists(marker)):
+    if int(index) != task.index or (marker and not claim_marker(Path(marker))):
         return
-    if marker:
-        Path(marker).write_text("failed once\n")
-    raise RuntimeError(f"injected failure of unit {task.index} ({FAIL_ONCE_VARIABLE})")
+    raise InjectedFailure(f"injected failure of unit {task.index} ({FAIL_ONCE_VARIABLE})")
 
 
 def plan_unit(source, index: int, image_dir, *, drop_empty: bool):
