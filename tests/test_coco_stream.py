@@ -210,3 +210,23 @@ def test_the_streamed_driver_does_not_import_mindspore(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]"]
+
+
+def test_a_yolo_dataset_streamed_through_its_reader_gives_the_document_units(coco128_dir, tmp_path):
+    from benchmarks.format_exports import write_yolo
+    from yolodata.convert.sources import yolo_units
+
+    document = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
+    data_file = write_yolo(document, coco128_dir / "val2017", tmp_path / "yolo")
+    labels = sorted((tmp_path / "yolo" / "labels" / "train").glob("*.txt"))
+    labels[3].write_text("99 0.5 0.5 0.1 0.1\n")                        # an image left out by the reader
+    labels[5].write_text(labels[5].read_text() + labels[5].read_text())  # duplicate lines: a fix, counted
+    in_memory, root = yolo_units(data_file, shard_num=5)
+    streamed, streamed_root = yolo_units(data_file, shard_num=5, work_dir=tmp_path / "work")
+    assert streamed_root == root and streamed.source_problems == in_memory.source_problems
+    assert len(streamed.source_problems) >= 2 and any(p.is_error for p in streamed.source_problems)
+    assert_same_units(streamed, in_memory)
+    assert streamed.details == in_memory.details
+    with streamed.open_source() as file:
+        assert file.read() == in_memory.open_source().read()
+    assert pickle.loads(pickle.dumps(streamed)).load_unit(2) == in_memory.load_unit(2)

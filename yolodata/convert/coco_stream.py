@@ -17,6 +17,7 @@ hands over its source text, which is spilled unchanged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -266,6 +267,48 @@ def read_unit_file(path: Path) -> list:
         return [(int(position), json.loads(text)) for position, text in (line.split("\t", 1) for line in lines)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Spilled:
+    """What ``spill_units`` leaves besides the unit spills."""
+
+    units: tuple                  # UnitSpec in index order
+    problems: tuple               # routing Problems: images' then annotations', each in source order
+    num_image_records: int
+    num_annotation_records: int
+
+
+def spill_units(work_dir: Path, image_dir, read: Callable[[RawSpill], object], *, shard_size: int | None,
+                shard_num: int | None) -> tuple[object, Spilled]:
+    """(``read(spill)``'s result, Spilled): ``read`` fills a RawSpill (and closes it), whose records are
+    then routed into the units' spills in ``work_dir``; nothing else of the spill is left there. Any
+    spill of an earlier run is removed first, and everything after a failure."""
+    prepare_work_dir(work_dir)
+    spill = RawSpill(work_dir, image_dir, functools.partial(UnitRouter, shard_size=shard_size, shard_num=shard_num))
+    try:
+        result = read(spill)
+        router = spill.finish()
+        route_images(work_dir, spill.index, router)
+    except BaseException:
+        prepare_work_dir(work_dir)  # no half-routed spill left behind
+        raise
+    finally:
+        spill.index.release()
+    for name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES):
+        (work_dir / name).unlink(missing_ok=True)
+    annotation_problems = sorted(spill.annotation_problems, key=lambda item: item[0])
+    problems = tuple(spill.index.problems) + tuple(problem for _, problem in annotation_problems)
+    return result, Spilled(router.units, problems, len(spill.index), spill.num_annotations)
+
+
+def load_spilled_unit(work_dir: Path, index: int) -> dict:
+    """The document of unit ``index`` from its spills (images in id order, duplicates in source order)."""
+    images = sorted(read_unit_file(unit_file(work_dir, index, "images")), key=lambda item: (item[1]["id"], item[0]))
+    annotations = read_unit_file(unit_file(work_dir, index, "annotations"))
+    return {"images": [record for _, record in images], "annotations": [record for _, record in annotations],
+            "image_positions": [position for position, _ in images],
+            "annotation_positions": [position for position, _ in annotations]}
+
+
 class StreamedCocoUnits:
     """A COCO json read once and spilled to ``work_dir`` unit by unit (see the module docstring).
 
@@ -278,40 +321,23 @@ class StreamedCocoUnits:
     def __init__(self, ann_file, image_dir, work_dir, *, shard_size: int | None = None,
                  shard_num: int | None = None, chunk_bytes: int = CHUNK_BYTES, progress: bool = False):
         self.ann_path, self.work_dir = Path(ann_file), Path(work_dir)
-        prepare_work_dir(self.work_dir)
-        spill = RawSpill(self.work_dir, image_dir, functools.partial(UnitRouter, shard_size=shard_size,
-                                                                     shard_num=shard_num))
-        try:
-            members, self.annotation_sha256 = read_coco_stream(self.ann_path, spill, chunk_bytes=chunk_bytes,
-                                                               progress=progress)
-            router = spill.finish()
-            route_images(self.work_dir, spill.index, router)
-        except BaseException:
-            prepare_work_dir(self.work_dir)  # no half-routed spill left behind
-            raise
-        finally:
-            spill.index.release()
-        for name in (RAW_IMAGES, RAW_ANNOTATIONS, RAW_IMAGE_IDS, *INDEX_FILES):
-            (self.work_dir / name).unlink(missing_ok=True)
-        annotation_problems = sorted(spill.annotation_problems, key=lambda item: item[0])
+
+        def read(spill: RawSpill):
+            return read_coco_stream(self.ann_path, spill, chunk_bytes=chunk_bytes, progress=progress)
+
+        (members, self.annotation_sha256), spilled = spill_units(self.work_dir, image_dir, read, shard_size=shard_size,
+                                                                 shard_num=shard_num)
         self.name, self.source_format, self.annotation_file = str(ann_file), "coco", self.ann_path.name
         self.categories = dict(members)["categories"]
         self.other_members = {key: value for key, value in members if key not in COCO_KEYS}
         self.member_order = tuple(key for key, _ in members)
         self.details, self.source_problems = None, ()
-        self.problems: tuple[Problem, ...] = tuple(spill.index.problems) + tuple(
-            problem for _, problem in annotation_problems)
-        self.units = router.units
-        self.num_image_records, self.num_annotation_records = len(spill.index), spill.num_annotations
+        self.problems, self.units = spilled.problems, spilled.units
+        self.num_image_records, self.num_annotation_records = spilled.num_image_records, spilled.num_annotation_records
 
     def load_unit(self, index: int) -> dict:
         """The document of unit ``index`` (as ``DocumentUnits.load_unit``)."""
-        images = sorted(read_unit_file(unit_file(self.work_dir, index, "images")),
-                        key=lambda item: (item[1]["id"], item[0]))
-        annotations = read_unit_file(unit_file(self.work_dir, index, "annotations"))
-        return {"images": [record for _, record in images], "annotations": [record for _, record in annotations],
-                "image_positions": [position for position, _ in images],
-                "annotation_positions": [position for position, _ in annotations]}
+        return load_spilled_unit(self.work_dir, index)
 
     def open_source(self):
         """The json file's bytes."""

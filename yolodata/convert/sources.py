@@ -18,6 +18,7 @@ from .coco_json import SourceDocument
 from .output import ConversionSummary
 from .problems import ConversionError
 from .run import convert_document
+from .reader_stream import StreamedReaderUnits
 from .unit_sources import DocumentUnits
 from .shrink import DEFAULT_JPEG_QUALITY
 
@@ -46,14 +47,27 @@ def _convert_dataset(read: Callable[[], SourceDataset], name: str, annotation_fi
 
 
 def yolo_units(data_file, *, split: str = "train", shard_size: int | None = None, shard_num: int | None = None,
-               exif_frame: str = "auto", progress: bool = False,
-               log: Callable[[str], None] | None = None) -> tuple[DocumentUnits, Path]:
+               exif_frame: str = "auto", progress: bool = False, log: Callable[[str], None] | None = None,
+               work_dir=None) -> tuple[DocumentUnits | StreamedReaderUnits, Path]:
     """(the work units of a YOLO txt dataset's ``split``, the folder its image file names are relative to).
-    The reader builds the whole COCO-style document in memory (records of a few hundred bytes per box,
-    no polygons); the units are planned from it as for a COCO json."""
+
+    Without ``work_dir`` the reader builds the whole COCO-style document in memory (a few hundred bytes
+    per box) and the units are planned from it as for a COCO json; with ``work_dir`` its records are
+    spilled there instead (``reader_stream.StreamedReaderUnits``: same units, unit documents and
+    identity, a few bytes per image in memory; the caller removes ``work_dir`` when done).
+    """
+    name = f"YOLO dataset {data_file} (split {split})"
+    if work_dir is not None:
+        units = StreamedReaderUnits(
+            lambda builder_factory: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress,
+                                                      builder_factory=builder_factory),
+            name, Path(data_file).name, work_dir, shard_size=shard_size, shard_num=shard_num)
+        (log or (lambda message: None))(f"{name}: read {units.num_image_records} images, "
+                                        f"{units.num_annotation_records} boxes, {len(units.source_problems)} problem(s)")
+        return units, units.image_root
     source, image_root = _read_dataset(
         lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
-        f"YOLO dataset {data_file} (split {split})", Path(data_file).name, log)
+        name, Path(data_file).name, log)
     return DocumentUnits(source, image_root, shard_size=shard_size, shard_num=shard_num), image_root
 
 
