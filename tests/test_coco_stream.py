@@ -230,3 +230,24 @@ def test_a_yolo_dataset_streamed_through_its_reader_gives_the_document_units(coc
     with streamed.open_source() as file:
         assert file.read() == in_memory.open_source().read()
     assert pickle.loads(pickle.dumps(streamed)).load_unit(2) == in_memory.load_unit(2)
+
+
+@pytest.mark.parametrize("with_names", [True, False])
+def test_a_voc_dataset_streamed_through_its_reader_gives_the_document_units(coco128_dir, tmp_path, with_names):
+    from benchmarks.format_exports import write_voc
+    from yolodata.convert.sources import voc_units
+
+    document = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
+    voc_dir = write_voc(document, coco128_dir / "val2017", tmp_path / "voc")
+    xml_files = sorted((voc_dir / "Annotations").glob("*.xml"))
+    xml_files[2].write_text("<annotation><size>")                       # malformed: its image left out
+    names = {"names_file": voc_dir / "names.txt"} if with_names else {}
+    in_memory, root = voc_units(voc_dir, split="train", shard_size=3_000_000, **names)
+    streamed, streamed_root = voc_units(voc_dir, split="train", shard_size=3_000_000, work_dir=tmp_path / "work",
+                                        **names)
+    assert streamed_root == root and streamed.source_problems == in_memory.source_problems
+    assert [p.reason for p in streamed.source_problems] == ["malformed_xml"]
+    assert_same_units(streamed, in_memory)
+    assert streamed.details == in_memory.details and len(streamed.units) > 2
+    with streamed.open_source() as file:
+        assert file.read() == in_memory.open_source().read()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..formats import FormatError, read_voc_dataset, read_yolo_dataset
-from ..formats.common import SourceDataset
+from ..formats.common import DocumentBuilder, SourceDataset
 from .coco_json import SourceDocument
 from .output import ConversionSummary
 from .problems import ConversionError
@@ -73,12 +73,20 @@ def yolo_units(data_file, *, split: str = "train", shard_size: int | None = None
 
 def voc_units(voc_dir, *, split: str | None = None, names_file=None, difficult: str = "ignore",
               shard_size: int | None = None, shard_num: int | None = None, exif_frame: str = "auto",
-              progress: bool = False, log: Callable[[str], None] | None = None) -> tuple[DocumentUnits, Path]:
-    """(the work units of a Pascal VOC folder, its image root); as ``yolo_units``, options as ``convert_voc``."""
-    source, image_root = _read_dataset(
-        lambda: read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult, exif_frame=exif_frame,
-                                 progress=progress),
-        _voc_name(voc_dir, split), _voc_annotation_file(split), log)
+              progress: bool = False, log: Callable[[str], None] | None = None,
+              work_dir=None) -> tuple[DocumentUnits | StreamedReaderUnits, Path]:
+    """(the work units of a Pascal VOC folder, its image root); as ``yolo_units`` (``work_dir``: the
+    reader's records spilled there), options as ``convert_voc``."""
+
+    def read(builder_factory=DocumentBuilder):
+        return read_voc_dataset(voc_dir, split, names_file=names_file, difficult=difficult, exif_frame=exif_frame,
+                                progress=progress, builder_factory=builder_factory)
+
+    if work_dir is not None:
+        units = StreamedReaderUnits(read, _voc_name(voc_dir, split), _voc_annotation_file(split), work_dir,
+                                    shard_size=shard_size, shard_num=shard_num)
+        return units, units.image_root
+    source, image_root = _read_dataset(read, _voc_name(voc_dir, split), _voc_annotation_file(split), log)
     return DocumentUnits(source, image_root, shard_size=shard_size, shard_num=shard_num), image_root
 
 
