@@ -158,16 +158,18 @@ def report(results: dict) -> None:
         last = results[scales[-1]]
         driver_ratio = last["driver"]["peak_rss_mb"] / first["driver"]["peak_rss_mb"]
         worker_ratio = last["worker"]["peak_rss_mb"] / first["worker"]["peak_rss_mb"]
-        print(f"driver RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {driver_ratio:.2f} (goal <= {GOALS['driver_ratio']}); "
-              f"worker RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {worker_ratio:.2f} (goal <= {GOALS['worker_ratio']})")
-    print(f"driver peak at {scales[0]:g}x: {first['driver']['peak_rss_mb']:.0f} MB (goal < {GOALS['driver_1x_mb']} MB); "
-          f"driver imported MindSpore: {first['driver']['imported_mindspore']}")
+        print(f"driver RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {driver_ratio:.2f} "
+              f"(goal <= {GOALS['driver_ratio']}); worker RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = "
+              f"{worker_ratio:.2f} (goal <= {GOALS['worker_ratio']})")
+    print(f"driver peak at {scales[0]:g}x: {first['driver']['peak_rss_mb']:.0f} MB "
+          f"(goal < {GOALS['driver_1x_mb']} MB); driver imported MindSpore: "
+          f"{first['driver']['imported_mindspore']}")
     for scale, found in results.items():
         if "end_to_end" in found:
             run = found["end_to_end"]
-            print(f"whole conversion at {scale:g}x (convert_coco, local engine): {run['rows']:,} rows in {run['files']} "
-                  f"files, {run['seconds']:.0f} s ({run['images_per_second']:.0f} images/s); driver peak "
-                  f"{run['peak_rss_mb']:.0f} MB, largest worker peak {run['worker_peak_rss_mb']:.0f} MB")
+            print(f"whole conversion at {scale:g}x (convert_coco, local engine): {run['rows']:,} rows in "
+                  f"{run['files']} files, {run['seconds']:.0f} s ({run['images_per_second']:.0f} images/s); "
+                  f"driver peak {run['peak_rss_mb']:.0f} MB, largest worker peak {run['worker_peak_rss_mb']:.0f} MB")
 
 
 def main(argv=None) -> None:

@@ -66,7 +66,8 @@ def test_invalid_json_is_located_as_json_load_locates_it(text, chunk_bytes):
     assert str(raised.value) == str(expected.value)
 
 
-@pytest.mark.parametrize("text, type_name", [("[1, 2]", "list"), ("3.5", "float"), ('"s"', "str"), ("null", "NoneType")])
+@pytest.mark.parametrize("text, type_name", [("[1, 2]", "list"), ("3.5", "float"), ('"s"', "str"),
+                                             ("null", "NoneType")])
 def test_a_top_level_that_is_no_object_is_named(text, type_name):
     with pytest.raises(NotAnObject, match=f"top level is a {type_name}"):
         streamed(text.encode(), 4)

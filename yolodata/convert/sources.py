@@ -63,7 +63,8 @@ def yolo_units(data_file, *, split: str = "train", shard_size: int | None = None
                                                       builder_factory=builder_factory),
             name, Path(data_file).name, work_dir, shard_size=shard_size, shard_num=shard_num)
         (log or (lambda message: None))(f"{name}: read {units.num_image_records} images, "
-                                        f"{units.num_annotation_records} boxes, {len(units.source_problems)} problem(s)")
+                                        f"{units.num_annotation_records} boxes, "
+                                        f"{len(units.source_problems)} problem(s)")
         return units, units.image_root
     source, image_root = _read_dataset(
         lambda: read_yolo_dataset(data_file, split, exif_frame=exif_frame, progress=progress),
