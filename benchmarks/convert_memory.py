@@ -12,6 +12,9 @@ its own, which reports its peak resident memory (``ru_maxrss``):
 - worker: loads the middle unit (``load_unit``) and converts it with today's converter
   (``convert_document`` into a one-file MindRecord set).
 
+``--end_to_end 1`` also runs the whole conversion at that scale (``convert_coco`` through units on
+the local engine, ``--num_workers`` processes): the driver's peak and the largest worker's.
+
 ``--shard_size`` is the unit size in picture bytes. The default, 16 MiB, gives units of about 9,700
 of these 0.7 KB pictures: the image count a unit of the default 1 GiB holds with COCO's 160 KB
 pictures, so that a worker's unit is as large as in a real conversion. The goals (issue 25): driver
@@ -72,6 +75,20 @@ def run_worker(image_dir: Path, work_dir: Path) -> dict:
             "unit_boxes": len(unit["annotations"]), "rows": summary.num_images, "peak_rss_mb": peak_rss_mb()}
 
 
+def run_end_to_end(ann_file: Path, image_dir: Path, work_dir: Path, shard_size: int, num_workers: int) -> dict:
+    """The whole conversion (in its child process): ``convert_coco`` through units on the local engine.
+    The driver's peak is this process's; a worker's is the largest of its finished child processes."""
+    from yolodata.convert import convert_coco
+
+    started = time.perf_counter()
+    summary = convert_coco(image_dir, ann_file, work_dir / "out", shard_size=shard_size, engine="local",
+                           num_workers=num_workers)
+    return {"seconds": time.perf_counter() - started, "rows": summary.num_images, "files": len(summary.shards),
+            "images_per_second": summary.num_images / (time.perf_counter() - started),
+            "peak_rss_mb": peak_rss_mb(),
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
 def run_baseline(ann_file: Path) -> dict:
     """Today's reading of the json (in its child process): the whole document parsed in memory."""
     from yolodata.convert import read_annotation_file, read_coco_document
@@ -100,7 +117,8 @@ def ensure_json(data_dir: Path, scale: float) -> Path:
     return ann_file
 
 
-def measure(data_dir: Path, scales: list, shard_size: int, baseline: bool) -> dict:
+def measure(data_dir: Path, scales: list, shard_size: int, baseline: bool, end_to_end: list = (),
+            num_workers: int = 2) -> dict:
     """{scale: {"driver": ..., "worker": ..., ["baseline": ...]}} measured one child process per stage."""
     results = {}
     for scale in scales:
@@ -114,6 +132,9 @@ def measure(data_dir: Path, scales: list, shard_size: int, baseline: bool) -> di
                           "worker": child("worker", image_dir, str(work_dir))}
         if baseline and scale == scales[0]:
             results[scale]["baseline"] = child("baseline", str(ann_file))
+        if scale in end_to_end:
+            results[scale]["end_to_end"] = child("end_to_end", str(ann_file), image_dir, str(work_dir),
+                                                 str(shard_size), str(num_workers))
         shutil.rmtree(work_dir, ignore_errors=True)
         print(f"x{scale:g}: {json.dumps(results[scale])}", flush=True)
     return results
@@ -137,10 +158,18 @@ def report(results: dict) -> None:
         last = results[scales[-1]]
         driver_ratio = last["driver"]["peak_rss_mb"] / first["driver"]["peak_rss_mb"]
         worker_ratio = last["worker"]["peak_rss_mb"] / first["worker"]["peak_rss_mb"]
-        print(f"driver RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {driver_ratio:.2f} (goal <= {GOALS['driver_ratio']}); "
-              f"worker RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {worker_ratio:.2f} (goal <= {GOALS['worker_ratio']})")
-    print(f"driver peak at {scales[0]:g}x: {first['driver']['peak_rss_mb']:.0f} MB (goal < {GOALS['driver_1x_mb']} MB); "
-          f"driver imported MindSpore: {first['driver']['imported_mindspore']}")
+        print(f"driver RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = {driver_ratio:.2f} "
+              f"(goal <= {GOALS['driver_ratio']}); worker RSS({scales[-1]:g}x)/RSS({scales[0]:g}x) = "
+              f"{worker_ratio:.2f} (goal <= {GOALS['worker_ratio']})")
+    print(f"driver peak at {scales[0]:g}x: {first['driver']['peak_rss_mb']:.0f} MB "
+          f"(goal < {GOALS['driver_1x_mb']} MB); driver imported MindSpore: "
+          f"{first['driver']['imported_mindspore']}")
+    for scale, found in results.items():
+        if "end_to_end" in found:
+            run = found["end_to_end"]
+            print(f"whole conversion at {scale:g}x (convert_coco, local engine): {run['rows']:,} rows in "
+                  f"{run['files']} files, {run['seconds']:.0f} s ({run['images_per_second']:.0f} images/s); "
+                  f"driver peak {run['peak_rss_mb']:.0f} MB, largest worker peak {run['worker_peak_rss_mb']:.0f} MB")
 
 
 def main(argv=None) -> None:
@@ -149,7 +178,10 @@ def main(argv=None) -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 8])
     parser.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE)
     parser.add_argument("--no_baseline", action="store_true", help="skip today's in-memory read at the first scale")
-    parser.add_argument("--stage", choices=("driver", "worker", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--end_to_end", type=float, nargs="*", default=[],
+                        help="scales at which to also run the whole conversion (convert_coco, local engine)")
+    parser.add_argument("--num_workers", type=int, default=2, help="workers of the whole conversion")
+    parser.add_argument("--stage", choices=("driver", "worker", "baseline", "end_to_end"), help=argparse.SUPPRESS)
     parser.add_argument("stage_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stage == "driver":
@@ -159,9 +191,14 @@ def main(argv=None) -> None:
         print(json.dumps(run_worker(Path(args.stage_args[0]), Path(args.stage_args[1]))))
     elif args.stage == "baseline":
         print(json.dumps(run_baseline(Path(args.stage_args[0]))))
+    elif args.stage == "end_to_end":
+        ann_file, image_dir, work_dir, shard_size, num_workers = args.stage_args
+        print(json.dumps(run_end_to_end(Path(ann_file), Path(image_dir), Path(work_dir), int(shard_size),
+                                        int(num_workers))))
     else:
         args.data_dir.mkdir(parents=True, exist_ok=True)
-        report(measure(args.data_dir, args.scales, args.shard_size, not args.no_baseline))
+        report(measure(args.data_dir, args.scales, args.shard_size, not args.no_baseline, args.end_to_end,
+                       args.num_workers))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def write_synthetic_coco(ann_file: Path, image_dir: Path, *, scale: float = 1.0,
     images = (image_record(int(image_id), names[position % len(names)])
               for position, image_id in enumerate(image_ids.tolist()))
     annotations = (annotation_record(position + 1, int(owner), rng) for position, owner in enumerate(owners.tolist()))
-    categories = [{"supercategory": "thing", "id": index + 1, "name": f"class{index}"} for index in range(NUM_CATEGORIES)]
+    categories = [{"supercategory": "thing", "id": index + 1, "name": f"class{index}"}
+                  for index in range(NUM_CATEGORIES)]
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     with open(ann_file, "w", encoding="utf-8") as out:
         out.write('{"info":' + json.dumps({"description": "synthetic COCO-train-sized json", "year": 2026}))

@@ -66,7 +66,8 @@ def test_invalid_json_is_located_as_json_load_locates_it(text, chunk_bytes):
     assert str(raised.value) == str(expected.value)
 
 
-@pytest.mark.parametrize("text, type_name", [("[1, 2]", "list"), ("3.5", "float"), ('"s"', "str"), ("null", "NoneType")])
+@pytest.mark.parametrize("text, type_name", [("[1, 2]", "list"), ("3.5", "float"), ('"s"', "str"),
+                                             ("null", "NoneType")])
 def test_a_top_level_that_is_no_object_is_named(text, type_name):
     with pytest.raises(NotAnObject, match=f"top level is a {type_name}"):
         streamed(text.encode(), 4)
@@ -178,15 +179,18 @@ def test_small_chunks_everywhere_give_the_same_units(tmp_path, monkeypatch, coco
 
     monkeypatch.setattr(unit_sources, "CHUNK_RECORDS", 5)
     monkeypatch.setattr(coco_stream, "ROUTE_CHUNK_LINES", 7)
+    monkeypatch.setattr(coco_stream, "DIRECT_CHUNK_LINES", 3)
     monkeypatch.setattr(coco_stream, "FLUSH_CHARS", 1000)
     document, image_dir = bad_document(tmp_path)
     ann_file = write_json(tmp_path / "ann.json", document)
     source = SourceDocument.from_document(json.loads(ann_file.read_text()), str(ann_file), source_format="coco",
                                           annotation_file=ann_file.name)
     expected = DocumentUnits(source, image_dir, shard_num=3)
-    units = StreamedCocoUnits(ann_file, image_dir, tmp_path / "work", shard_num=3, chunk_bytes=50)
-    assert units.units == expected.units and units.problems == expected.problems
-    assert [units.load_unit(i) for i in range(3)] == [expected.load_unit(i) for i in range(3)]
+    first = {key: document[key] for key in ("annotations", "images", "categories")}
+    for path in (ann_file, write_json(tmp_path / "first.json", first)):   # routed while reading / after it
+        units = StreamedCocoUnits(path, image_dir, tmp_path / "work", shard_num=3, chunk_bytes=50)
+        assert units.units == expected.units and units.problems == expected.problems
+        assert [units.load_unit(i) for i in range(3)] == [expected.load_unit(i) for i in range(3)]
     coco, coco_images = coco128_source(coco128_dir)
     units = StreamedCocoUnits(coco.name, coco_images, tmp_path / "work", shard_size=1_000_000)
     expected = DocumentUnits(coco, coco_images, shard_size=1_000_000)
@@ -207,3 +211,44 @@ def test_the_streamed_driver_does_not_import_mindspore(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]"]
+
+
+def test_a_yolo_dataset_streamed_through_its_reader_gives_the_document_units(coco128_dir, tmp_path):
+    from benchmarks.format_exports import write_yolo
+    from yolodata.convert.sources import yolo_units
+
+    document = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
+    data_file = write_yolo(document, coco128_dir / "val2017", tmp_path / "yolo")
+    labels = sorted((tmp_path / "yolo" / "labels" / "train").glob("*.txt"))
+    labels[3].write_text("99 0.5 0.5 0.1 0.1\n")                        # an image left out by the reader
+    labels[5].write_text(labels[5].read_text() + labels[5].read_text())  # duplicate lines: a fix, counted
+    in_memory, root = yolo_units(data_file, shard_num=5)
+    streamed, streamed_root = yolo_units(data_file, shard_num=5, work_dir=tmp_path / "work")
+    assert streamed_root == root and streamed.source_problems == in_memory.source_problems
+    assert len(streamed.source_problems) >= 2 and any(p.is_error for p in streamed.source_problems)
+    assert_same_units(streamed, in_memory)
+    assert streamed.details == in_memory.details
+    with streamed.open_source() as file:
+        assert file.read() == in_memory.open_source().read()
+    assert pickle.loads(pickle.dumps(streamed)).load_unit(2) == in_memory.load_unit(2)
+
+
+@pytest.mark.parametrize("with_names", [True, False])
+def test_a_voc_dataset_streamed_through_its_reader_gives_the_document_units(coco128_dir, tmp_path, with_names):
+    from benchmarks.format_exports import write_voc
+    from yolodata.convert.sources import voc_units
+
+    document = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
+    voc_dir = write_voc(document, coco128_dir / "val2017", tmp_path / "voc")
+    xml_files = sorted((voc_dir / "Annotations").glob("*.xml"))
+    xml_files[2].write_text("<annotation><size>")                       # malformed: its image left out
+    names = {"names_file": voc_dir / "names.txt"} if with_names else {}
+    in_memory, root = voc_units(voc_dir, split="train", shard_size=3_000_000, **names)
+    streamed, streamed_root = voc_units(voc_dir, split="train", shard_size=3_000_000, work_dir=tmp_path / "work",
+                                        **names)
+    assert streamed_root == root and streamed.source_problems == in_memory.source_problems
+    assert [p.reason for p in streamed.source_problems] == ["malformed_xml"]
+    assert_same_units(streamed, in_memory)
+    assert streamed.details == in_memory.details and len(streamed.units) > 2
+    with streamed.open_source() as file:
+        assert file.read() == in_memory.open_source().read()

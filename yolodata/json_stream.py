@@ -159,15 +159,16 @@ def _read_key(buffer: TextBuffer) -> str:
 
 
 def read_object_members(file: BinaryIO, streamed: frozenset | set, on_element: Callable[[str, str, object], None],
-                        *, chunk_bytes: int = CHUNK_BYTES,
-                        on_read: Callable[[int], None] | None = None) -> tuple[list, TextBuffer]:
+                        *, chunk_bytes: int = CHUNK_BYTES, on_read: Callable[[int], None] | None = None,
+                        on_member: Callable[[str, object], None] | None = None) -> tuple[list, TextBuffer]:
     """([(key, value), ...] of the top-level object in document order, the buffer (sha256, num_bytes)).
 
     Members named in ``streamed`` whose value is an array are not kept: each element goes to
     ``on_element(key, source_text, value)`` as it is parsed and the member's value is a
     ``StreamedArray``. A key that appears twice is listed twice. Raises JsonStreamError for invalid
     JSON (including trailing data) and NotAnObject when the top level is valid JSON but not an object.
-    ``on_read(num_bytes)`` is called after each read (a progress bar).
+    ``on_read(num_bytes)`` is called after each read (a progress bar), ``on_member(key, value)`` as soon
+    as a member is complete.
     """
     buffer = TextBuffer(file, chunk_bytes, on_read)
     scan_once = json.scanner.make_scanner(json.JSONDecoder())
@@ -194,6 +195,8 @@ def read_object_members(file: BinaryIO, streamed: frozenset | set, on_element: C
                 buffer.peek()
                 value, _, _ = buffer.scan(scan_once)
             members.append((key, value))
+            if on_member is not None:
+                on_member(key, value)
             separator = buffer.peek()
             buffer.index += 1
             if separator == "}":

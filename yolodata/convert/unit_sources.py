@@ -115,7 +115,8 @@ class ImageIndex:
     def chunks(self):
         """(ids, usable) numpy chunks of ``CHUNK_RECORDS`` records, in source order."""
         for start in range(0, self.num_records, CHUNK_RECORDS):
-            yield self.array("ids", start, start + CHUNK_RECORDS), self.array("usable", start, start + CHUNK_RECORDS) == 1
+            stop = start + CHUNK_RECORDS
+            yield self.array("ids", start, stop), self.array("usable", start, stop) == 1
 
 
 class UnitRouter:
