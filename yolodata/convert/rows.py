@@ -6,11 +6,11 @@ writes the finished rows in plan (image-id) order (``mindrecord_shards``: shard 
 per call, so memory stays bounded for any number of shards). Results are consumed in plan order, so
 rows and shard files are the same for any number of threads.
 
-Shards: with N shards, the plan's E images are split into N contiguous runs of nearly equal length
-(run k: plan positions k*E//N .. (k+1)*E//N - 1) and each run's converted rows form shard k, so the
-layout does not depend on timing. A shard file never stays empty (MindSpore warns about every empty
-file on every read): N is at most E, and a run whose images all fail to decode writes no file (the
-files are numbered without the gap).
+The converter writes each work unit's plan into one file (``mindrecord_shards.OneFileWriter``, a
+writer with one shard; ``unit_convert``); a unit whose images all fail to decode writes no file.
+``write_rows`` also fills a ``ShardSetWriter`` of N shards (the linked layout of converter 1.4 and
+earlier, still used by tests): the plan's E images split into N contiguous runs of nearly equal
+length (run k: plan positions k*E//N .. (k+1)*E//N - 1), each run's rows forming shard k.
 """
 from __future__ import annotations
 
