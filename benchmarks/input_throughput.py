@@ -113,7 +113,7 @@ def read_image_bytes(mindrecord: str, num_images: int) -> tuple[bytearray, list]
     from yolodata.pipeline import resolve_mindrecord
 
     files, _, _ = resolve_mindrecord(mindrecord)
-    reader = ds.MindDataset(files[0], columns_list=["image"], shuffle=False, num_samples=num_images)
+    reader = ds.MindDataset([str(f) for f in files], columns_list=["image"], shuffle=False, num_samples=num_images)
     block, spans = bytearray(), []
     for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1):
         data = row[0].tobytes()

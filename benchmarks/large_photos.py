@@ -183,7 +183,7 @@ def measure_decode(folder: str) -> dict:
     import mindspore.dataset as ds
 
     manifest = load_manifest(folder)
-    reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["image"], shuffle=False)
+    reader = ds.MindDataset([str(p) for p in manifest.shard_paths], columns_list=["image"], shuffle=False)
     buffers = [np.frombuffer(row[0].tobytes(), np.uint8)
                for row in reader.create_tuple_iterator(output_numpy=True, num_epochs=1)]
     with PeakRss() as rss, ThreadPoolExecutor(2) as pool:
@@ -240,7 +240,7 @@ def reduced_decode_effect(folder: str, target: int, reduce: int, num_images: int
     import mindspore.dataset as ds
 
     manifest = load_manifest(folder)
-    reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["image"], shuffle=False,
+    reader = ds.MindDataset([str(p) for p in manifest.shard_paths], columns_list=["image"], shuffle=False,
                             num_samples=num_images)
     by_reduction, by_resize, to_area, used = [], [], [], set()
     for (buf,) in reader.create_tuple_iterator(output_numpy=True, num_epochs=1):

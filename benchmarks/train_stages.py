@@ -49,6 +49,7 @@ from yolodata.pipeline import create_train_dataset  # noqa: E402
 from yolodata.pipeline import rows as rows_lib  # noqa: E402
 from yolodata.pipeline import train as train_lib  # noqa: E402
 from yolodata.pipeline.targets import YOLOV5_ANCHORS  # noqa: E402
+from yolodata.schema import ROW_INDEX_PER_FILE_VERSION  # noqa: E402
 
 # (label, module, attribute): the stage functions timed, in the order they run; indented labels are
 # parts of the stage above them (their time is included in it)
@@ -119,13 +120,17 @@ def read_source_rows(folder: str) -> list[dict]:
     """Every stored row's source columns, in row order (FileReader: no dataset engine involved)."""
     from mindspore.mindrecord import FileReader
 
-    files, _, _ = rows_lib.resolve_mindrecord(folder)
-    reader = FileReader(files[0], columns=train_lib.SOURCE_COLUMNS)
-    try:
-        rows = list(reader.get_next())
-    finally:
-        reader.close()
-    return sorted(rows, key=lambda row: int(row["row_index"]))
+    files, manifest, _ = rows_lib.resolve_mindrecord(folder)
+    # schema 3: each file a set of its own, row_index within it; before: one linked set, row_index global
+    sets = [[path] for path in files] if manifest.schema_version >= ROW_INDEX_PER_FILE_VERSION else [files[:1]]
+    rows = []
+    for paths in sets:
+        reader = FileReader(paths[0], columns=train_lib.SOURCE_COLUMNS)
+        try:
+            rows += sorted(reader.get_next(), key=lambda row: int(row["row_index"]))
+        finally:
+            reader.close()
+    return rows
 
 
 def profile_batch_function(folder: str, training_shape: int, per_batch_size: int, num_batches: int,

@@ -27,7 +27,7 @@ def read_rows(output_dir) -> list[dict]:
     import mindspore.dataset as ds
 
     files = manifest_lib.load_manifest(output_dir).shard_paths
-    dataset = ds.MindDataset(str(files[0]), columns_list=list(FIELDS), shuffle=False)
+    dataset = ds.MindDataset([str(p) for p in files], columns_list=list(FIELDS), shuffle=False)
     return list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
 
 
@@ -63,9 +63,10 @@ def check_rows_against_json(output_dir, document: dict, image_dir: Path, *, chec
     assert len(rows) == manifest.num_images
     ids = [int(row["image_id"]) for row in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    stored_index = manifest.stored_row_index(np.arange(len(rows)))
     for position, row in enumerate(rows):
         record = records[int(row["image_id"])]
-        assert int(row["row_index"]) == position
+        assert int(row["row_index"]) == stored_index[position]
         assert row_file_name(row) == record["file_name"]
         assert (int(row["height"]), int(row["width"])) == (record["height"], record["width"])
         boxes, classes, crowd = expected_labels(annotations.get(record["id"], []), index_of_category,
@@ -298,26 +299,37 @@ def test_shards_keep_image_id_order_across_files(coco128_dir, tmp_path):
     manifest = manifest_lib.load_manifest(out)
     files = manifest.shard_paths
     assert [p.name for p in files] == ["data.mindrecord0", "data.mindrecord1", "data.mindrecord2"]
-    # the plan's 128 images split into runs 0..41, 42..84, 85..127 (no randomness)
-    assert [s.num_rows for s in manifest.shards] == [42, 43, 43] == [s["num_rows"] for s in summary.shards]
+    counts = [s.num_rows for s in manifest.shards]
+    assert counts == [s["num_rows"] for s in summary.shards] and sum(counts) == 128
+    # the three files split the images' bytes nearly equally (plan_units), in image-id order
+    stored = [sum(np.asarray(r["image"]).nbytes for r in rows_of_file(path)) for path in files]
+    assert max(stored) - min(stored) < 2 * max(np.asarray(r["image"]).nbytes for r in read_rows(out))
     rows = read_rows(out)
-    assert [int(r["row_index"]) for r in rows] == list(range(128))
     assert [int(r["image_id"]) for r in rows] == sorted(int(r["image_id"]) for r in rows)
-    # each file holds a contiguous block of rows, and shard_of_row names it
-    for path in files:
-        block = [int(r["row_index"]) for r in ds.MindDataset([str(path)], columns_list=["row_index"],
-                                                             shuffle=False).create_dict_iterator(output_numpy=True)]
-        assert block == list(range(block[0], block[0] + len(block)))
-        assert {manifest.shard_of_row(i) for i in block} == {path.name}
-        # every file's header names the whole set, so any one of them opens all rows
+    # schema 3: each file is a set of its own, row_index counts within the file
+    starts = manifest.shard_row_starts()
+    for path, start, count in zip(files, starts, counts):
+        block = [int(r["row_index"]) for r in rows_of_file(path)]
+        assert block == list(range(count))
+        assert {manifest.shard_of_row(i) for i in range(start, start + count)} == {path.name}
         header, _ = mindrecord_shards.read_header(path)
-        assert header["shard_addresses"] == [p.name for p in files]
-    for path in files[1:]:
-        assert ds.MindDataset(str(path), columns_list=["row_index"]).get_dataset_size() == 128
-    # SubsetSampler indexes the global row order
-    picked = ds.MindDataset(str(files[0]), columns_list=["row_index"], sampler=ds.SubsetSampler([127, 0, 64, 64]))
-    assert [int(r["row_index"]) for r in picked.create_dict_iterator(output_numpy=True)] == [127, 0, 64, 64]
+        assert header["shard_addresses"] == [path.name]
+    assert manifest.stored_row_index(np.arange(128)).tolist() == [i - starts[manifest.shard_paths.index(
+        out / manifest.shard_of_row(i))] for i in range(128)]
+    # SubsetSampler over the manifest's file list indexes the global row order
+    picked = ds.MindDataset([str(p) for p in files], columns_list=["image_id"],
+                            sampler=ds.SubsetSampler([127, 0, 64, 64]))
+    ids = [int(r["image_id"]) for r in rows]
+    assert [int(r["image_id"]) for r in picked.create_dict_iterator(output_numpy=True)] == \
+        [ids[127], ids[0], ids[64], ids[64]]
     assert verify_output(out, decode=False).ok
+
+
+def rows_of_file(path) -> list[dict]:
+    import mindspore.dataset as ds
+
+    return list(ds.MindDataset([str(path)], columns_list=["image", "row_index"], shuffle=False)
+                .create_dict_iterator(output_numpy=True, num_epochs=1))
 
 
 def test_shards_do_not_depend_on_the_number_of_workers(coco128_dir, tmp_path):
@@ -333,7 +345,8 @@ def test_shards_do_not_depend_on_the_number_of_workers(coco128_dir, tmp_path):
     assert names == sorted(p.name for p in outputs[1].iterdir())
     for name in names:
         assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
-    assert [s.num_rows for s in manifest_lib.load_manifest(outputs[0]).shards] == [5, 6, 6, 6]
+    counts = [s.num_rows for s in manifest_lib.load_manifest(outputs[0]).shards]
+    assert len(counts) == 4 and sum(counts) == 23 and min(counts) >= 1
 
 
 def test_shard_file_names_follow_filewriter():
@@ -365,7 +378,7 @@ def test_public_and_native_writer_paths_store_identical_files(coco128_dir, tmp_p
         return original_native(self, encoded)
 
     monkeypatch.setattr(mindrecord_shards._NativeRowWriter, "write", counted_native)
-    convert_coco(coco128_dir / "val2017", ann_file, native, shard_num=shard_num)
+    convert_coco(coco128_dir / "val2017", ann_file, native, shard_num=shard_num, num_workers=1)  # in this process
     # rows reach MindRecord a few at a time whatever shard_num: memory does not grow with the dataset
     assert sum(native_calls) == 20 and max(native_calls) <= mindrecord_shards.ROWS_PER_WRITE
     # as on a MindSpore without the FileWriter internals: every row goes through write_raw_data
@@ -380,7 +393,7 @@ def test_public_and_native_writer_paths_store_identical_files(coco128_dir, tmp_p
         return original(self, rows, *args, **kwargs)
 
     monkeypatch.setattr(FileWriter, "write_raw_data", counted)
-    convert_coco(coco128_dir / "val2017", ann_file, public, shard_num=shard_num)
+    convert_coco(coco128_dir / "val2017", ann_file, public, shard_num=shard_num, num_workers=1)
     assert sum(calls) == 20 and max(calls) <= mindrecord_shards.ROWS_PER_WRITE
     names = sorted(p.name for p in native.iterdir())
     assert names == sorted(p.name for p in public.iterdir())

@@ -19,7 +19,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
+from .schema import ANNOTATIONS_NAME, MANIFEST_NAME, READABLE_SCHEMA_VERSIONS, ROW_INDEX_PER_FILE_VERSION, \
+    SCHEMA_VERSION
 
 # Keys every manifest has; the other fields default when an older converter did not write them.
 REQUIRED_KEYS = (
@@ -70,8 +71,8 @@ def compute_dataset_id(schema_version: int, image_ids: Iterable[int], boxes_per_
                        annotation_sha256: str) -> str:
     """The dataset identity: sha256 hex over the schema version, the image ids in row order, each row's
     box count and the annotation file's sha256. The sampler and resume key on it."""
-    ids = np.asarray(list(image_ids), dtype="<i8")
-    counts = np.asarray(list(boxes_per_row), dtype="<i8")
+    ids = np.asarray(image_ids if isinstance(image_ids, np.ndarray) else list(image_ids), dtype="<i8")
+    counts = np.asarray(boxes_per_row if isinstance(boxes_per_row, np.ndarray) else list(boxes_per_row), dtype="<i8")
     if ids.shape != counts.shape:
         raise ValueError(f"dataset id needs one box count per image: {ids.size} ids, {counts.size} counts")
     digest = hashlib.sha256()
@@ -168,6 +169,19 @@ class Manifest:
             starts.append(total)
             total += entry.num_rows
         return starts
+
+    def stored_row_index(self, global_rows) -> np.ndarray:
+        """The ``row_index`` column value of each global row (int64 array): its position within its file
+        (schema 3, files written independently), or the global row itself (schema 1 and 2, a linked set).
+
+        A global row is the position in ``MindDataset(dataset_files=self.shard_paths)``, files in
+        manifest order: the same for one file or many, old layout or new."""
+        rows = np.asarray(global_rows, np.int64)
+        if self.schema_version < ROW_INDEX_PER_FILE_VERSION:
+            return rows
+        starts = np.asarray(self.shard_row_starts(), np.int64)
+        shard = np.searchsorted(starts, rows, side="right") - 1
+        return rows - starts[np.maximum(shard, 0)]
 
     def shard_of_row(self, row_index: int) -> str:
         """File name of the shard holding global row ``row_index``."""

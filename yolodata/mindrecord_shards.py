@@ -312,3 +312,56 @@ class ShardSetWriter:
                 os.chmod(path, self._file_mode)
                 os.chmod(f"{path}.db", self._file_mode)
         return shards
+
+
+def stored_bytes(header: dict) -> int:
+    """Bytes a MindRecord file really holds (its pages' used bytes): the file's apparent size adds the
+    unused rest of its header area and of its last pages, which the file system keeps sparse."""
+    pages = header.get("page") or []
+    return sum(int(page.get("page_size", 0)) for page in pages)
+
+
+class OneFileWriter:
+    """Rows into one self-contained MindRecord file ``path`` (its own one-file set with its ``.db``).
+
+    Files written this way by different processes can be read together (``MindDataset`` with the
+    list of files) since every file has the same schema, header size and page size. The file is
+    created at the first row: a writer that receives no row leaves no file (``close`` returns None).
+    Same interface as ``ShardSetWriter`` with one shard (``add(fields, shard=0)``).
+    """
+
+    shard_num = 1
+
+    def __init__(self, path: Path, *, native: bool = True, file_mode: int | None = None):
+        self.path = Path(path)
+        self._native = native
+        self._file_mode = file_mode
+        self._file: _ShardFile | None = None
+        self.num_rows = 0
+
+    def add(self, fields: dict, shard: int = 0) -> None:
+        if shard != 0:
+            raise ValueError(f"a one-file writer has only shard 0, got {shard}")
+        if self._file is None:
+            self._file = _ShardFile(self.path, self._native)
+        self._file.add(fields)
+        self.num_rows += 1
+
+    def discard(self) -> None:
+        self._file = None
+
+    def close(self) -> dict | None:
+        """Commit; returns {file, num_rows, num_bytes, stored_bytes} (None when no row was written)."""
+        if self._file is None:
+            return None
+        self._file.commit()
+        self._file = None
+        header = read_header(self.path)[0]
+        if rows_in_header(header) != self.num_rows:
+            raise RuntimeError(f"{self.path.name} holds {rows_in_header(header)} rows but {self.num_rows} were "
+                               f"written; MindRecord dropped some (see its log)")
+        if self._file_mode is not None:
+            os.chmod(self.path, self._file_mode)
+            os.chmod(f"{self.path}.db", self._file_mode)
+        return {"file": self.path.name, "num_rows": self.num_rows, "num_bytes": self.path.stat().st_size,
+                "stored_bytes": stored_bytes(header)}

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 (converter < 1.3) has no original-size columns: its pictures are stored at their original
 # size. Readers take the columns a set has from its manifest's schema_version (``columns_of``).
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# Version 3 (converter 1.5, work units): the same columns, but ``row_index`` is the row's position
+# within its own file (each file is written on its own, by any worker); in versions 1 and 2 it is the
+# global position in the linked set. ``manifest.Manifest.stored_row_index`` maps a global row to the
+# value its row holds, for either meaning.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+ROW_INDEX_PER_FILE_VERSION = 3
 # The version hashed into a set's dataset_id (``manifest.compute_dataset_id``). Schema 2 only added
-# columns, so it stays 1: the same images, labels and row order keep their identity, sample order and
+# columns and schema 3 only changed what row_index counts from, so it stays 1: the same images, labels and row order keep their identity, sample order and
 # resume across the bump.
 DATASET_ID_VERSION = 1
 
@@ -34,7 +39,7 @@ MINDRECORD_SCHEMA = {
     "boxes": {"type": "float32", "shape": [-1, 4]},   # xyxy pixels of the stored image
     "classes": {"type": "int32", "shape": [-1]},      # contiguous class index (manifest categories)
     "iscrowd": {"type": "int32", "shape": [-1]},      # 1 for COCO crowd annotations
-    "row_index": {"type": "int64"},        # 0..num_images-1 in image-id order: the sampler's key
+    "row_index": {"type": "int64"},        # position of the row in its file (schema 3; global before), see above
 }
 
 FIELDS = tuple(MINDRECORD_SCHEMA)

@@ -1,7 +1,8 @@
 """Re-read a converter output with plain ``mindspore.dataset.MindDataset`` and check it.
 
 Checks: the row count of each shard against ``manifest.json``; for every row, ``row_index`` equal to
-its global position, image ids unique and increasing, file name and size equal to its record in
+what its global position gives (``Manifest.stored_row_index``: the position in its file since schema
+3, the global position before), image ids unique and increasing, file name and size equal to its record in
 ``annotations.json`` (schema 2: the original size; the stored size and scale as the manifest's
 ``max_side`` gives them), boxes, classes and crowd flags equal to those its annotations give after
 clipping (mapped through the manifest's categories, scaled to the stored picture; the placeholder row
@@ -102,12 +103,14 @@ def expected_arrays(row: dict, annotations: list, class_of_category: dict) -> tu
     return row_arrays(scale_labels(labels, scale, (int(row["height"]), int(row["width"]))))
 
 
-def _compare_row(row: dict, position: int, record: dict | None, expected: tuple, problems: list) -> None:
-    """Append problems of one row against its annotations.json record and expected arrays."""
+def _compare_row(row: dict, position: int, stored_index: int, record: dict | None, expected: tuple,
+                 problems: list) -> None:
+    """Append problems of one row against its annotations.json record and expected arrays;
+    ``stored_index`` is the row_index global row ``position`` must hold (``Manifest.stored_row_index``)."""
     image_id = int(row["image_id"])
     where = f"row {position} (image_id {image_id})"
-    if int(row["row_index"]) != position:
-        problems.append(f"{where}: row_index is {int(row['row_index'])}, expected its position {position}")
+    if int(row["row_index"]) != stored_index:
+        problems.append(f"{where}: row_index is {int(row['row_index'])}, expected {stored_index} for its position")
     if record is None:
         problems.append(f"{where}: annotations.json has no image with this id")
         return
@@ -161,7 +164,8 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
         if size != entry.num_rows:
             problems.append(f"{path.name}: {size} rows, the manifest says {entry.num_rows}")
 
-    dataset = ds.MindDataset(str(files[0]), columns_list=columns_of(manifest.schema_version, FIELDS),
+    stored_indices = manifest.stored_row_index(np.arange(manifest.num_images))
+    dataset = ds.MindDataset([str(p) for p in files], columns_list=columns_of(manifest.schema_version, FIELDS),
                              shuffle=False, num_parallel_workers=workers)
     shrink = ShrinkOptions(manifest.max_side)
     image_ids, boxes_per_row, class_counts = [], [], np.zeros(len(categories), np.int64)
@@ -171,7 +175,8 @@ def verify_output(output_dir, *, decode: bool = True, num_workers: int | None = 
         for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
             image_id = int(row["image_id"])
             expected = expected_arrays(row, annotations_by_image.get(image_id, []), class_of_category)
-            _compare_row(row, position, records.get(image_id), expected, problems)
+            stored_index = int(stored_indices[position]) if position < len(stored_indices) else -1
+            _compare_row(row, position, stored_index, records.get(image_id), expected, problems)
             geometry_problem = _stored_geometry_problem(row, shrink)
             if geometry_problem is not None:
                 problems.append(f"row {position} (image_id {image_id}): {geometry_problem}")

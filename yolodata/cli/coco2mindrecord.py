@@ -2,7 +2,8 @@
 YOLOv5 pipelines.
 
     yolo-coco2mindrecord --image_dir DIR --ann_file FILE --output_dir OUT \\
-        [--shard_num N] [--num_workers K] [--drop_empty] [--strict] [--exif_frame auto] \\
+        [--shard_size 1G | --shard_num N] [--engine local|ray] [--num_workers K] [--drop_empty] \\
+        [--strict] [--exif_frame auto] \\
         [--max_side N [--jpeg_quality Q]]
     yolo-coco2mindrecord --format yolo --data data.yaml|obj.data [--split train] --output_dir OUT [...]
     yolo-coco2mindrecord --format voc --voc_dir DIR [--split train] [--names FILE] \\
@@ -10,11 +11,16 @@ YOLOv5 pipelines.
     yolo-coco2mindrecord --verify OUT
     (python tools/coco2mindrecord.py ... is the same command)
 
-OUT receives data.mindrecord0..N-1 (+ .db index files), manifest.json and annotations.json. The
-result replaces OUT only when complete: a failure or Ctrl-C leaves an existing OUT as it was.
-Problem images are skipped and listed (summary and manifest.json); with --strict the first problem
-stops the run and nothing is written. A shard file never stays empty: with fewer images than
---shard_num, fewer shards are written, and the summary says so.
+OUT receives data.mindrecord0..N-1 (+ .db index files), manifest.json and annotations.json: one
+file per work unit of about --shard_size bytes of images (default 1G), or --shard_num files. The
+units run on --engine local (a process pool of --num_workers processes) or ray (Ray Core tasks; the
+cluster in RAY_ADDRESS); the output is the same either way. The result replaces OUT only when
+complete: a failure or Ctrl-C leaves an existing OUT as it was, and the units already converted in
+.OUT.parts beside it, which the next run with the same source and options reuses (any other run
+starts that folder afresh). Problem images are skipped and listed (summary and manifest.json); with
+--strict the first problem stops the run and nothing is written. A shard file never stays empty:
+a unit all of whose images are skipped writes no file, and with fewer images than --shard_num,
+fewer shards are written (the summary says so).
 
 Exit codes: 0 done; 1 --verify found problems; 2 bad input or arguments (message on stderr);
 130 interrupted.
@@ -29,6 +35,9 @@ import threading
 from pathlib import Path
 
 from yolodata.convert import ConversionError, convert_coco, convert_voc, convert_yolo
+from yolodata.convert.engines import ENGINES, EngineError
+from yolodata.convert import run as run_lib
+from yolodata.convert.run import parse_shard_size
 from yolodata.convert.shrink import DEFAULT_JPEG_QUALITY
 from yolodata.formats import DIFFICULT_MODES, SOURCE_FORMATS
 from yolodata.manifest import ManifestError
@@ -39,6 +48,13 @@ EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 FORMAT_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data", "split"),
                 "voc": ("voc_dir", "split", "names", "difficult")}
 REQUIRED_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data",), "voc": ("voc_dir",)}
+
+
+def _shard_size_argument(text: str) -> int:
+    try:
+        return parse_shard_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "(ignore, the default), as ordinary objects (keep), or left out (drop)")
     parser.add_argument("--output_dir", type=Path, help="output folder (created, or replaced when it holds "
                                                         "an earlier conversion)")
-    parser.add_argument("--shard_num", type=int, default=1,
-                        help="number of MindRecord files (default 1; at most one per image: a shard is never empty)")
+    shards = parser.add_mutually_exclusive_group()
+    shards.add_argument("--shard_size", type=_shard_size_argument, default=None, metavar="SIZE",
+                        help="bytes of images per MindRecord file, e.g. 512M, 1G or a number of bytes "
+                             "(default 1G; see the README's conversion section)")
+    shards.add_argument("--shard_num", type=int, default=None,
+                        help="number of MindRecord files instead, of nearly equal bytes (at most one per image)")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="where the work units run: local (a process pool, the default) or ray (Ray Core "
+                             "tasks, `pip install yolodata[ray]`; the cluster in RAY_ADDRESS, else a local one)")
     parser.add_argument("--num_workers", type=int, default=None,
-                        help="decode threads (default and ceiling: the CPU count)")
+                        help="worker processes (local) or concurrent tasks (ray) (default and local ceiling: "
+                             "the CPU count)")
     parser.add_argument("--drop_empty", action="store_true",
                         help="leave out images without boxes (default: keep them as background rows)")
     parser.add_argument("--strict", action="store_true",
@@ -127,7 +151,8 @@ def check_format_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def convert(args: argparse.Namespace):
     """The conversion the arguments ask for; returns its ConversionSummary."""
-    common = dict(shard_num=args.shard_num, num_workers=args.num_workers, drop_empty=args.drop_empty,
+    common = dict(shard_size=args.shard_size, shard_num=args.shard_num, engine=args.engine,
+                  num_workers=args.num_workers, drop_empty=args.drop_empty,
                   strict=args.strict, exif_frame=args.exif_frame, max_side=args.max_side,
                   jpeg_quality=DEFAULT_JPEG_QUALITY if args.jpeg_quality is None else args.jpeg_quality,
                   progress=not args.no_progress)
@@ -158,7 +183,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.verify_after:
             return run_verify(args.output_dir, args.num_workers)
         return EXIT_OK
-    except (ConversionError, ManifestError, ValueError) as error:
+    except (ConversionError, ManifestError, ValueError, EngineError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as error:  # e.g. no space left, permission denied on the output folder
@@ -166,7 +191,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         where = args.output_dir or args.verify
-        print(f"interrupted; {where} was left as it was and no temporary files remain", file=sys.stderr)
+        parts = run_lib.parts_dir_of(Path(where)) if args.output_dir else None
+        kept = (f"; the units converted so far are kept in {parts} for the next run with the same input and "
+                f"options (delete it to start afresh)") if parts is not None and parts.exists() else ""
+        print(f"interrupted; {where} was left as it was{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

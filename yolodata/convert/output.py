@@ -16,7 +16,8 @@ from .plan import Plan
 from .problems import ConversionError
 from .shrink import ShrinkTally, describe_shrunk, shrink_hint
 
-CONVERTER_VERSION = "1.4.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes
+CONVERTER_VERSION = "1.5.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes;
+# 1.5: work units (one independently written file each, --shard_size, engines, resume), schema 3
 
 
 def check_output_target(target: Path) -> None:
@@ -148,7 +149,7 @@ class ConversionSummary:
         rows.append(("shards", ", ".join(f"{s['file']} ({s['num_rows']} rows)" for s in self.shards)))
         rows.append(("bytes", f"{self.bytes_written:,} ({self.disk_bytes:,} on disk)"))
         rows.append(("time", f"{self.seconds:.2f} s in all; images {self.convert_seconds:.2f} s "
-                             f"({self.images_per_second:.0f} images/s, {self.num_workers} decode threads)"))
+                             f"({self.images_per_second:.0f} images/s, {self.num_workers} worker(s))"))
         rows += [("warning", warning.message) for warning in self.warnings]
         # a reader's problems that skip no image (an image it skips is listed under skipped)
         noted = [p for p in self.source_problems if not (p.is_error and p.image is not None)]

@@ -150,12 +150,12 @@ def _annotation_problem(record: dict, class_of_category: dict) -> tuple[str, str
     return None
 
 
-def _is_id_key(value) -> bool:
+def is_id_key(value) -> bool:
     """Whether ``value`` can name an image in the id sets: an int or a string, as written."""
     return type(value) is int or type(value) is str
 
 
-def _regular_file_size(path: str) -> int | None:
+def regular_file_size(path: str) -> int | None:
     """The size of ``path`` when it is (a link to) a regular file, else None."""
     try:
         info = os.stat(path)
@@ -164,18 +164,52 @@ def _regular_file_size(path: str) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def check_images(images: list, image_dir: Path) -> ImageChecks:
-    """Check the ``images`` list alone: records, duplicate ids, and that the files exist."""
+def usable_image_id(record) -> int | None:
+    """The image record's ``id`` when it is an integer that fits int64 (the record may still be bad
+    otherwise), else None: what decides which work unit a record goes to."""
+    if not isinstance(record, dict):
+        return None
+    image_id = record.get("id")
+    return image_id if _image_id_problem(image_id) is None else None
+
+
+def image_record_problem(record, position: int) -> Problem | None:
+    """The Problem of the image record at ``images[position]`` when it cannot be used, else None."""
+    found = _image_record_problem(record)
+    if found is None:
+        return None
+    reason, message = found
+    image_id = record.get("id") if isinstance(record, dict) else None
+    file_name = record.get("file_name") if isinstance(record, dict) and isinstance(
+        record.get("file_name"), str) else None
+    return Problem(reason, f"images[{position}]: {message}", image_id, file_name)
+
+
+def annotation_record_problem(record, position: int) -> Problem:
+    """The Problem of ``annotations[position]`` when it is not an object."""
+    return Problem("bad_annotation", f"annotations[{position}] is a {type(record).__name__}, expected an object",
+                   about="annotation")
+
+
+def unknown_image_problem(record: dict, position: int) -> Problem:
+    """The Problem of ``annotations[position]`` naming an image id that no image record has."""
+    image_id = record.get("image_id")
+    return Problem("unknown_image", f"annotations[{position}] names image_id {id_as_written(image_id)}, which is "
+                                    f"not in 'images'", image_id, annotation_id=record.get("id"), about="annotation")
+
+
+def check_images(images: list, image_dir: Path, positions=None) -> ImageChecks:
+    """Check the ``images`` list alone: records, duplicate ids, and that the files exist.
+
+    ``positions``: each record's index in the source's ``images`` list, for the messages (default:
+    its index in ``images``; a work unit passes the positions its records had in the whole document).
+    """
     problems: list[Problem] = []
     records_by_id: dict[int, list] = collections.defaultdict(list)
-    for position, record in enumerate(images):
-        found = _image_record_problem(record)
-        if found is not None:
-            reason, message = found
-            image_id = record.get("id") if isinstance(record, dict) else None
-            file_name = record.get("file_name") if isinstance(record, dict) and isinstance(
-                record.get("file_name"), str) else None
-            problems.append(Problem(reason, f"images[{position}]: {message}", image_id, file_name))
+    for position, record in zip(range(len(images)) if positions is None else positions, images):
+        problem = image_record_problem(record, int(position))
+        if problem is not None:
+            problems.append(problem)
             continue
         records_by_id[record["id"]].append(record)
     bad_ids = set()
@@ -189,7 +223,7 @@ def check_images(images: list, image_dir: Path) -> ImageChecks:
             bad_ids.add(image_id)
     # an image record that failed its checks but has an id (also a string one): its annotations are
     # skipped with it, not reported as naming an unknown image
-    known_ids = set(records_by_id) | {p.image_id for p in problems if _is_id_key(p.image_id)}
+    known_ids = set(records_by_id) | {p.image_id for p in problems if is_id_key(p.image_id)}
     candidates, missing = [], {}
     root = str(image_dir)
     for image_id in sorted(records_by_id):
@@ -197,7 +231,7 @@ def check_images(images: list, image_dir: Path) -> ImageChecks:
             continue
         record = records_by_id[image_id][0]
         path = os.path.join(root, record["file_name"])  # os.path: pathlib is slower, and this runs per image
-        size = _regular_file_size(path)
+        size = regular_file_size(path)
         if size is None:
             missing[image_id] = Problem("missing_file", f"file not found: {path}", image_id, record["file_name"])
             continue
@@ -206,24 +240,27 @@ def check_images(images: list, image_dir: Path) -> ImageChecks:
     return ImageChecks(candidates, problems, missing, dict(records_by_id), bad_ids, known_ids)
 
 
-def plan_conversion(source: SourceDocument, checks: ImageChecks, categories: list, *, drop_empty: bool) -> Plan:
-    """Stage 1 after the images: check the annotations, decide the images to convert and their labels."""
+def plan_conversion(source: SourceDocument, checks: ImageChecks, categories: list, *, drop_empty: bool,
+                    annotation_positions=None) -> Plan:
+    """Stage 1 after the images: check the annotations, decide the images to convert and their labels.
+
+    ``annotation_positions``: each annotation's index in the source's list, for the messages (as
+    ``check_images``' ``positions``).
+    """
     class_of_category = {c.id: c.index for c in categories}
     records_by_id, bad_ids = checks.records_by_id, checks.bad_ids
     annotations_by_image: dict[int, list] = collections.defaultdict(list)
     annotation_problems: list[Problem] = []
     image_failure: dict[int, Problem] = {}
-    for position, record in enumerate(source.document["annotations"]):
+    annotations = source.document["annotations"]
+    for position, record in zip(range(len(annotations)) if annotation_positions is None else annotation_positions,
+                                annotations):
         if not isinstance(record, dict):
-            annotation_problems.append(Problem("bad_annotation", f"annotations[{position}] is a "
-                                               f"{type(record).__name__}, expected an object",
-                                               about="annotation"))
+            annotation_problems.append(annotation_record_problem(record, position))
             continue
         image_id, ann_id = record.get("image_id"), record.get("id")
-        if not _is_id_key(image_id) or image_id not in checks.known_ids:
-            annotation_problems.append(Problem(
-                "unknown_image", f"annotations[{position}] names image_id {id_as_written(image_id)}, which is "
-                                 f"not in 'images'", image_id, annotation_id=ann_id, about="annotation"))
+        if not is_id_key(image_id) or image_id not in checks.known_ids:
+            annotation_problems.append(unknown_image_problem(record, position))
             continue
         if image_id not in records_by_id or image_id in bad_ids:
             continue  # its image is skipped already

@@ -6,11 +6,11 @@ writes the finished rows in plan (image-id) order (``mindrecord_shards``: shard 
 per call, so memory stays bounded for any number of shards). Results are consumed in plan order, so
 rows and shard files are the same for any number of threads.
 
-Shards: with N shards, the plan's E images are split into N contiguous runs of nearly equal length
-(run k: plan positions k*E//N .. (k+1)*E//N - 1) and each run's converted rows form shard k, so the
-layout does not depend on timing. A shard file never stays empty (MindSpore warns about every empty
-file on every read): N is at most E, and a run whose images all fail to decode writes no file (the
-files are numbered without the gap).
+The converter writes each work unit's plan into one file (``mindrecord_shards.OneFileWriter``, a
+writer with one shard; ``unit_convert``); a unit whose images all fail to decode writes no file.
+``write_rows`` also fills a ``ShardSetWriter`` of N shards (the linked layout of converter 1.4 and
+earlier, still used by tests): the plan's E images split into N contiguous runs of nearly equal
+length (run k: plan positions k*E//N .. (k+1)*E//N - 1), each run's rows forming shard k.
 """
 from __future__ import annotations
 
@@ -183,13 +183,15 @@ def row_fields(entry: ImageEntry, image: ValidatedImage, labels: np.ndarray, row
             "iscrowd": iscrowd, "row_index": row_index}
 
 
-def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, progress: bool,
-               output_dir: Path) -> WrittenRows:
+def write_rows(plan: Plan, validated, writer, *, strict: bool, progress: bool, output_dir: Path,
+               require_rows: bool = True) -> WrittenRows:
     """Write the rows of the validated images, in plan order, each run of the plan into its shard.
 
     ``validated`` yields (ImageCandidate, validate_source result) for exactly the plan's entries, in
-    plan order; ``writer.shard_num`` runs split the plan. Raises ConversionError on a --strict problem
-    or when no image could be converted.
+    plan order; ``writer.shard_num`` runs split the plan (a ``ShardSetWriter``, or a
+    ``mindrecord_shards.OneFileWriter`` for a work unit). Raises ConversionError on a --strict problem
+    or, with ``require_rows``, when no image could be converted. ``row_index`` is the row's position
+    among the rows this call writes.
     """
     written = WrittenRows([], [], [])
     position_of = {entry.image_id: position for position, entry in enumerate(plan.entries)}
@@ -215,7 +217,7 @@ def write_rows(plan: Plan, validated, writer: ShardSetWriter, *, strict: bool, p
                     written.reencoded.append({"image_id": entry.image_id, "file_name": entry.file_name,
                                               "note": result.prepared.note})
             bar.update(1)
-    if not written.converted:
+    if require_rows and not written.converted:
         raise ConversionError(f"none of the {len(plan.entries)} images could be converted; nothing was written:"
                               + "".join(f"\n  {p.describe()}" for p in written.skipped[:MAX_PROBLEMS_IN_MESSAGE]))
     return written

@@ -20,7 +20,12 @@ from ..checks import check_int
 MAX_FILES_PER_READER = 4096          # MindSpore's MindDataset reads at most this many files
 LAZY_LOAD_ROWS = 5_000_000           # above this many rows per set MindSpore's reader switches to lazy load
 DEFAULT_SHARD_SIZE = 1 << 30         # bytes of stored rows per file, about 1 GiB
-ROW_OVERHEAD_BYTES = 1024            # bytes a row adds besides its picture (label columns, index, page slack)
+_BOUNDARY_CHUNK = 65_536             # sizes converted to Python ints at a time while cutting units
+# Bytes a row adds in its file besides its picture: measured 270-390 on coco128 (about 200 fixed for the
+# scalar columns, file name and blob lengths, plus 24 per box); 1024 covers an average of ~34 boxes per
+# image (COCO has 7). Every file stays within shard_size plus its largest row while the rows' average
+# stays under it (tests/test_convert_units.py, benchmarks/convert_units.py).
+ROW_OVERHEAD_BYTES = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +48,22 @@ class UnitSource(Protocol):
     annotation_sha256: str        # identity of the annotations (the json's bytes, or the reader's digest)
     categories: list              # the source's category records as given
     other_members: dict           # top-level members besides images/annotations/categories (info, licenses)
-    problems: tuple               # Problems of records no unit can take (no usable image id, unknown image)
+    member_order: tuple           # the document's top-level keys in order (annotations.json keeps it)
+    details: dict | None          # manifest.json's ``source`` (a YOLO txt / VOC reader fills it)
+    problems: tuple               # Problems of records no unit can take (no usable image id, unknown image),
+                                  # images' then annotations', each in source order
     source_problems: tuple        # a YOLO txt / VOC reader's problems (SourceDocument.problems)
     units: tuple                  # UnitSpec in index order
 
     def load_unit(self, index: int) -> dict:
-        """The COCO-style document of unit ``index``: {"images": [...], "annotations": [...]} (records
-        as the source gives them; images in image-id order)."""
+        """The COCO-style document of unit ``index``: {"images": [...], "annotations": [...],
+        "image_positions": [...], "annotation_positions": [...]} (records as the source gives them,
+        images in image-id order, and each record's index in the source's list, for the messages of
+        ``plan.check_images(..., positions=)`` and ``plan.plan_conversion(..., annotation_positions=)``)."""
+
+    def open_source(self):
+        """A binary file object of the source document's bytes (annotations.json copies them when
+        every image and annotation is converted)."""
 
 
 def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_num: int | None) -> list[int]:
@@ -57,7 +71,7 @@ def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_n
 
     With ``shard_size`` a unit takes images while its bytes (plus ``ROW_OVERHEAD_BYTES`` per row) stay
     within it (a unit always takes at least one image); with ``shard_num`` the bytes are split into that
-    many nearly equal parts (fewer when there are fewer images).
+    many nearly equal parts, each of at least one image (fewer parts when there are fewer images).
     """
     if (shard_size is None) == (shard_num is None):
         raise ValueError("give exactly one of shard_size and shard_num")
@@ -66,17 +80,23 @@ def unit_boundaries(source_bytes: np.ndarray, *, shard_size: int | None, shard_n
         return []
     if shard_num is not None:
         check_int("shard_num", shard_num, minimum=1)
+        num_parts = min(shard_num, sizes.size)
         ends = np.cumsum(sizes)
-        targets = ends[-1] * np.arange(1, min(shard_num, sizes.size)) / min(shard_num, sizes.size)
+        targets = ends[-1] * np.arange(1, num_parts) / num_parts
         cuts = np.searchsorted(ends, targets, side="left") + 1
-        return sorted({0, *[int(cut) for cut in cuts if 0 < cut < sizes.size]})
+        # exactly num_parts non-empty units: cut k (1-based) strictly after cut k-1 and leaving an image
+        # for each later unit (a large picture would otherwise swallow the cut of a neighbour)
+        ranks = np.arange(1, num_parts)
+        slack = np.clip(np.maximum.accumulate(np.maximum(cuts - ranks, 0)), 0, sizes.size - num_parts)
+        return [0, *[int(cut) for cut in slack + ranks]]
     check_int("shard_size", shard_size, minimum=1)
     starts, filled = [0], 0
-    for position, size in enumerate(sizes.tolist()):
-        if filled and filled + size > shard_size:
-            starts.append(position)
-            filled = 0
-        filled += size
+    for chunk_start in range(0, sizes.size, _BOUNDARY_CHUNK):  # in chunks: no Python int per image at once
+        for offset, size in enumerate(sizes[chunk_start:chunk_start + _BOUNDARY_CHUNK].tolist()):
+            if filled and filled + size > shard_size:
+                starts.append(chunk_start + offset)
+                filled = 0
+            filled += size
     return starts
 
 
@@ -87,8 +107,10 @@ def plan_units(image_ids: np.ndarray, source_bytes: np.ndarray, *, shard_size: i
     source_bytes = np.asarray(source_bytes, dtype=np.int64)
     if image_ids.shape != source_bytes.shape:
         raise ValueError(f"one size per image id: {image_ids.size} ids, {source_bytes.size} sizes")
-    order = np.argsort(image_ids, kind="stable")
-    ids, sizes = image_ids[order], source_bytes[order]
+    ids, sizes = image_ids, source_bytes
+    if ids.size > 1 and not bool((ids[1:] >= ids[:-1]).all()):  # already in id order: no copies (large plans)
+        order = np.argsort(ids, kind="stable")
+        ids, sizes = ids[order], sizes[order]
     starts = unit_boundaries(sizes, shard_size=shard_size, shard_num=shard_num)
     ends = starts[1:] + [ids.size]
     return tuple(UnitSpec(index, int(ids[start]), int(ids[end - 1]), end - start, int(sizes[start:end].sum()))

@@ -136,23 +136,34 @@ def category_records(names: list) -> list:
 
 
 class DocumentBuilder:
-    """Collects images and pixel boxes into a COCO-style document (annotation ids 1, 2, ...)."""
+    """Collects images and pixel boxes into a COCO-style document (annotation ids 1, 2, ...).
 
-    def __init__(self, names: list):
+    ``image_root`` is the folder the file names are relative to. Each record goes through ``keep``: this
+    builder appends it to its lists; a subclass may send it elsewhere (``convert.reader_stream`` spills
+    it to disk).
+    """
+
+    def __init__(self, names: list, image_root: str | os.PathLike | None = None):
         self.categories = category_records(names)
+        self.image_root = image_root
         self.images: list = []
         self.annotations: list = []
+        self.num_annotations = 0
 
     def add_image(self, image_id: int, file_name: str, height_width: tuple) -> None:
         height, width = height_width
-        self.images.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
+        self.keep("images", {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
 
     def add_box(self, image_id: int, class_index: int, x1: float, y1: float, x2: float, y2: float,
                 iscrowd: int = 0) -> None:
         width, height = x2 - x1, y2 - y1
-        self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id,
-                                 "category_id": int(class_index), "bbox": [x1, y1, width, height],
-                                 "area": max(width, 0.0) * max(height, 0.0), "iscrowd": int(iscrowd)})
+        self.num_annotations += 1
+        self.keep("annotations", {"id": self.num_annotations, "image_id": image_id,
+                                  "category_id": int(class_index), "bbox": [x1, y1, width, height],
+                                  "area": max(width, 0.0) * max(height, 0.0), "iscrowd": int(iscrowd)})
+
+    def keep(self, key: str, record: dict) -> None:
+        (self.images if key == "images" else self.annotations).append(record)
 
     def document(self) -> dict:
         return {"images": self.images, "annotations": self.annotations, "categories": self.categories}

@@ -36,6 +36,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Callable
 from xml.etree import ElementTree
 from xml.parsers import expat
 
@@ -352,10 +353,57 @@ def _check_image(voc_dir: Path, key: str, where: str, annotation: VocAnnotation,
     return _CheckedImage(file_name, frame, problems)
 
 
+def _read_xml(voc_dir: Path, key: str, split_line, split_file, image_id: int):
+    """(the parsed XML of ``key`` or None, its path, None or the SourceProblem of why it cannot be read)."""
+    xml_path = voc_dir / ANNOTATIONS_FOLDER / f"{key}.xml"
+    try:
+        return read_annotation(xml_path.read_bytes()), xml_path, None
+    except FileNotFoundError:
+        problem = SourceProblem("missing_annotation_file", f"id {key}: {xml_path} does not exist",
+                                split_file or str(xml_path), split_line, image=_image_name(voc_dir, key),
+                                image_id=image_id)
+    except OSError as error:
+        problem = SourceProblem("unreadable_annotation", f"cannot read: {error.strerror or error}", str(xml_path),
+                                image=_image_name(voc_dir, key), image_id=image_id)
+    except XmlProblem as error:
+        problem = SourceProblem("malformed_xml", str(error), str(xml_path), error.line,
+                                image=_image_name(voc_dir, key), image_id=image_id)
+    return None, xml_path, problem
+
+
+def _names_of_xml(voc_dir: Path, ids: list, split: str | None, progress: bool) -> list:
+    """Sorted class names of the readable XMLs of ``ids`` (and, for a split, of every other XML of
+    Annotations/): the class order without a names file. A first pass over the files, so that the
+    second one builds the records without holding every parsed file."""
+    names = set()
+    for key, _ in progress_iter(ids, progress, "reading class names"):
+        annotation, _, _ = _read_xml(voc_dir, key, None, None, 0)
+        if annotation is not None:
+            names |= {obj.name for obj in annotation.objects}
+    if split is not None:
+        names |= _other_names(voc_dir, {key for key, _ in ids})
+    return sorted(names)
+
+
+def _add_boxes(builder, image_id: int, annotation: VocAnnotation, index_of: dict, difficult: str,
+               num_difficult: dict) -> None:
+    for obj in annotation.objects:
+        mode = difficult if obj.difficult else None
+        if mode is not None:
+            num_difficult[mode] += 1
+        if mode == "drop":
+            continue
+        builder.add_box(image_id, index_of[obj.name], *voc_corners_to_xyxy(obj.corners), iscrowd=int(mode == "ignore"))
+
+
 def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, names_file=None,
-                     difficult: str = "ignore", exif_frame: str = "auto", progress: bool = False) -> SourceDataset:
+                     difficult: str = "ignore", exif_frame: str = "auto", progress: bool = False,
+                     builder_factory: Callable = DocumentBuilder) -> SourceDataset:
     """Read a Pascal VOC folder (every XML, or the ids of ``ImageSets/Main/<split>.txt``) into a
-    SourceDataset. Raises FormatError when the folder, split or names file cannot be used."""
+    SourceDataset. Raises FormatError when the folder, split or names file cannot be used.
+    ``builder_factory(names, image_root)`` makes the DocumentBuilder the records go to (as
+    ``read_yolo_dataset``); each XML is parsed, checked and handed over in turn (without a names file
+    a first pass reads the class names)."""
     check_exif_frame(exif_frame)
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
@@ -366,40 +414,22 @@ def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, na
     ids, split_file, problems = _split_ids(voc_dir, split)
     if not ids:
         raise FormatError(f"no annotations to convert in {split_file or voc_dir / ANNOTATIONS_FOLDER}")
-    names = read_names_file(names_file) if names_file is not None else None
-    parsed: list = []
-    for image_id, (key, split_line) in enumerate(progress_iter(ids, progress, "reading XML"), start=1):
-        xml_path = voc_dir / ANNOTATIONS_FOLDER / f"{key}.xml"
-        try:
-            annotation = read_annotation(xml_path.read_bytes())
-        except FileNotFoundError:
-            problems.append(SourceProblem("missing_annotation_file", f"id {key}: {xml_path} does not exist",
-                                          split_file or str(xml_path), split_line,
-                                          image=_image_name(voc_dir, key), image_id=image_id))
-            continue
-        except OSError as error:
-            problems.append(SourceProblem("unreadable_annotation", f"cannot read: {error.strerror or error}",
-                                          str(xml_path), image=_image_name(voc_dir, key), image_id=image_id))
-            continue
-        except XmlProblem as error:
-            problems.append(SourceProblem("malformed_xml", str(error), str(xml_path), error.line,
-                                          image=_image_name(voc_dir, key), image_id=image_id))
-            continue
-        parsed.append((image_id, key, xml_path, annotation))
-    class_order = f"lines of {names_file}"
-    if names is None:
-        names = {obj.name for *_, annotation in parsed for obj in annotation.objects}
-        if split is not None:
-            names = names | _other_names(voc_dir, {key for key, _ in ids})
-        names = sorted(names)
+    if names_file is not None:
+        names, class_order = read_names_file(names_file), f"lines of {names_file}"
+    else:
+        names = _names_of_xml(voc_dir, ids, split, progress)
         class_order = f"sorted names of every XML in {voc_dir / ANNOTATIONS_FOLDER}"
         if not names:
             raise FormatError(f"no <object> in the XML files of {voc_dir / ANNOTATIONS_FOLDER}: no class names; "
                               f"give a names file")
     index_of = {name: index for index, name in enumerate(names)}
-    builder = DocumentBuilder(names)
+    builder = builder_factory(names, voc_dir)
     num_difficult = {"ignore": 0, "keep": 0, "drop": 0}
-    for image_id, key, xml_path, annotation in progress_iter(parsed, progress, "checking images"):
+    for image_id, (key, split_line) in enumerate(progress_iter(ids, progress, "reading XML"), start=1):
+        annotation, xml_path, problem = _read_xml(voc_dir, key, split_line, split_file, image_id)
+        if problem is not None:
+            problems.append(problem)
+            continue
         checked = _check_image(voc_dir, key, str(xml_path), annotation, image_id, index_of, names_file, exif_frame)
         if checked.problems and not checked.from_file_size:
             # name the lines: read the file again with the line-keeping parser (only for bad files)
@@ -409,14 +439,7 @@ def read_voc_dataset(voc_dir: str | os.PathLike, split: str | None = None, *, na
             problems += checked.problems
             continue
         builder.add_image(image_id, checked.file_name, checked.frame)
-        for obj in annotation.objects:
-            mode = difficult if obj.difficult else None
-            if mode is not None:
-                num_difficult[mode] += 1
-            if mode == "drop":
-                continue
-            builder.add_box(image_id, index_of[obj.name], *voc_corners_to_xyxy(obj.corners),
-                            iscrowd=int(mode == "ignore"))
+        _add_boxes(builder, image_id, annotation, index_of, difficult, num_difficult)
     source = {"format": "voc", "voc_dir": str(voc_dir), "split": split, "split_file": split_file,
               "names_file": None if names_file is None else str(names_file), "class_order": class_order,
               "difficult": difficult, "exif_frame": exif_frame, "num_images_found": len(ids),

@@ -410,13 +410,14 @@ def _read_labels(label_path: str, num_classes: int) -> tuple[ParsedLabels | None
 
 
 def read_yolo_dataset(data_file: str | os.PathLike, split: str = "train", *, exif_frame: str = "auto",
-                      progress: bool = False) -> SourceDataset:
+                      progress: bool = False, builder_factory: Callable = DocumentBuilder) -> SourceDataset:
     """Read the ``split`` of a YOLO txt dataset (``data.yaml`` or ``obj.data``) into a SourceDataset.
 
     ``exif_frame`` says which frame of an EXIF-rotated picture the normalised labels refer to: "auto" and
     "displayed" the displayed one (what Ultralytics and labelling tools use), "stored" the stored one.
     ``progress`` shows a tqdm bar while the labels and image headers are read. Raises FormatError when
-    the dataset cannot be read at all.
+    the dataset cannot be read at all. ``builder_factory(names, image_root)`` makes the DocumentBuilder
+    the records go to (a spilling one keeps them out of memory: ``convert.reader_stream``).
     """
     check_exif_frame(exif_frame)
     spec = read_split_spec(data_file, split)
@@ -425,7 +426,7 @@ def read_yolo_dataset(data_file: str | os.PathLike, split: str = "train", *, exi
         raise FormatError(f"{data_file}: the '{split}' split has no images ({', '.join(spec.sources)})"
                           + "".join(f"\n  {p.describe()}" for p in list_problems[:20]))
     root = choose_image_root(paths, spec.root)
-    builder = DocumentBuilder(spec.names)
+    builder = builder_factory(spec.names, root)
     problems = list(spec.problems) + list_problems
     num_duplicates = num_slight = 0
     for image_id, path in enumerate(progress_iter(paths, progress, "reading labels"), start=1):

@@ -53,7 +53,8 @@ class EvalBatchBuilder:
                  batch_info):
         """One batch; ``orig_height``, ``orig_width``, ``stored_scale`` are None for a schema 1 set."""
         keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
-        check_rows(row_index, keys[:, eval_batches.KEY_ROW])
+        check_rows(row_index, keys[:, eval_batches.KEY_ROW], self.decoder.manifest)
+        row_index = keys[:, eval_batches.KEY_ROW]  # checked: from here on the global rows
         batch_h, batch_w = int(keys[0, eval_batches.KEY_HEIGHT]), int(keys[0, eval_batches.KEY_WIDTH])
         no_labels = [0] * len(image)  # the decoder's label columns: zero boxes per row (never read)
         columns = (image, height, width, no_labels, no_labels, no_labels, no_labels, row_index, image_id)

@@ -73,12 +73,15 @@ def batch_keys(keys: np.ndarray, batch_info, per_batch_size: int) -> np.ndarray:
     return block
 
 
-def check_rows(row_index, expected_rows: np.ndarray) -> None:
-    """Raise unless the rows MindDataset handed over are the expected ones, in order."""
+def check_rows(row_index, expected_rows: np.ndarray, manifest: Manifest) -> None:
+    """Raise unless the rows MindDataset handed over are the expected global rows, in order (compared
+    through their ``row_index`` column: ``Manifest.stored_row_index``, per file since schema 3)."""
     rows = np.asarray([int(np.asarray(r).reshape(())) for r in row_index])
-    if not np.array_equal(rows, expected_rows):
-        raise RuntimeError(f"MindDataset returned rows {rows.tolist()} where the schedule expected "
-                           f"{expected_rows.tolist()}: the shard files do not match the manifest")
+    expected = manifest.stored_row_index(expected_rows)
+    if not np.array_equal(rows, expected):
+        raise RuntimeError(f"MindDataset returned rows whose row_index is {rows.tolist()} where the schedule "
+                           f"expected global rows {np.asarray(expected_rows).tolist()} (row_index "
+                           f"{expected.tolist()}): the shard files do not match the manifest")
 
 
 class SkippedRowLog:
@@ -191,7 +194,7 @@ def read_rows_in_order(files, rows, num_rows, num_parallel_workers, columns):
     """
     import mindspore.dataset as ds  # on first read: importing the package (e.g. for --help) must not load MindSpore
 
-    pieces = [ds.MindDataset(files[0], columns_list=list(columns),
+    pieces = [ds.MindDataset([str(f) for f in files], columns_list=list(columns),
                              sampler=ds.SubsetSampler([int(r) for r in rows[start:start + num_rows]]),
                              num_parallel_workers=min(2, num_parallel_workers))
               for start in range(0, len(rows), num_rows)]
@@ -205,11 +208,15 @@ def stored_image_sizes(manifest: Manifest) -> np.ndarray:
     """int64 (num_images, 2): the stored height and width of every row, in row order (no image decoded)."""
     import mindspore.dataset as ds  # here, not at the top: as in read_rows_in_order
 
-    reader = ds.MindDataset(str(manifest.shard_paths[0]), columns_list=["height", "width", "row_index"],
+    reader = ds.MindDataset([str(p) for p in manifest.shard_paths], columns_list=["height", "width"],
                             shuffle=False)
     sizes = np.zeros((manifest.num_images, 2), np.int64)
-    for row in reader.create_dict_iterator(output_numpy=True, num_epochs=1):
-        sizes[int(row["row_index"])] = (int(row["height"]), int(row["width"]))
+    position = 0
+    for position, row in enumerate(reader.create_dict_iterator(output_numpy=True, num_epochs=1)):
+        sizes[position] = (int(row["height"]), int(row["width"]))
+    if position + 1 != manifest.num_images:
+        raise ValueError(f"{manifest.folder}: the shards hold {position + 1} rows, the manifest says "
+                         f"{manifest.num_images}; the folder is damaged (re-run tools/coco2mindrecord.py)")
     return sizes
 
 

@@ -28,8 +28,9 @@ MindRecord row indices this rank reads, in order (repeats allowed), and the pipe
 built-in ``ds.SubsetSampler``, which yields exactly the given indices in the given order. Each row's
 global ``position`` travels beside it, so every random augmentation decision can be keyed on
 (seed, epoch, position) instead of on worker state: batches are bitwise identical for any
-``num_parallel_workers``. Row indices are the converter's ``row_index`` (image-id order), which is also
-MindDataset's global row index when the whole shard set is loaded.
+``num_parallel_workers``. Row indices are global rows in image-id order: MindDataset's index over the
+manifest's file list (``MindDataset(dataset_files=[...])``, files in manifest order), the same for one
+file or many; each row's ``row_index`` column is checked against it (``Manifest.stored_row_index``).
 
 Image weights (YOLOv5's ``--image-weights``)
 --------------------------------------------

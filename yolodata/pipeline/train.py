@@ -77,7 +77,8 @@ class TrainBatchBuilder:
 
     def __call__(self, image, height, width, image_id, num_boxes, boxes, classes, iscrowd, row_index, batch_info):
         keys = batch_keys(self.keys, batch_info, self.per_batch_size)  # (B, 4)
-        check_rows(row_index, keys[:, KEY_ROW])
+        check_rows(row_index, keys[:, KEY_ROW], self.decoder.manifest)
+        row_index = keys[:, KEY_ROW]  # checked: from here on the global rows (messages name shard and row)
         epoch, step = int(keys[0, KEY_EPOCH]), int(keys[0, KEY_STEP])
         size = self.batch_shape(epoch, step)
         columns = (image, height, width, num_boxes, boxes, classes, iscrowd, row_index, image_id)

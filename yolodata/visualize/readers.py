@@ -163,7 +163,8 @@ def read_label_rows(folder, *, num_workers: int | None = None):
     import mindspore.dataset as ds  # on first read: importing yolodata.visualize must not load MindSpore
 
     files = load_manifest(folder).shard_paths
-    dataset = ds.MindDataset(str(files[0]), shuffle=False, num_parallel_workers=resolve_num_workers(num_workers),
+    dataset = ds.MindDataset([str(p) for p in files], shuffle=False,
+                             num_parallel_workers=resolve_num_workers(num_workers),
                              columns_list=["image_id", "height", "width", "num_boxes", "boxes", "classes",
                                            "iscrowd"])
     for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
@@ -190,19 +191,19 @@ def raw_samples(folder, *, num: int, seed: int = 0) -> list[Sample]:
     num = check_int("num (the number of samples)", num, minimum=1)
     files, manifest, _ = resolve_mindrecord(folder)
     rows = [int(r) for r in first_rows(manifest.num_images, num=num, seed=seed, dataset_id=manifest.dataset_id)]
-    dataset = ds.MindDataset(files[0], sampler=ds.SubsetSampler(rows),
+    dataset = ds.MindDataset(list(files), sampler=ds.SubsetSampler(rows),
                              columns_list=["image", "image_id", "file_name", "num_boxes", "boxes", "classes",
                                            "iscrowd", "row_index"])
-    by_row = {}
-    for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
+    samples, stored = [], []
+    for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):  # SubsetSampler: in ``rows`` order
         image = cv2.cvtColor(decode_stored(row["image"]), cv2.COLOR_BGR2RGB)
         labels = row_labels(row["num_boxes"], row["boxes"], row["classes"], row["iscrowd"])
         caption = f"id {int(_scalar(row['image_id']))}  {_scalar(row['file_name'])}"
-        by_row[int(_scalar(row["row_index"]))] = Sample(image, labels, caption)
-    missing = [r for r in rows if r not in by_row]
-    if missing:
-        raise ValueError(f"{folder}: rows {missing[:5]} could not be read; the folder is damaged")
-    return [by_row[r] for r in rows]
+        samples.append(Sample(image, labels, caption))
+        stored.append(int(_scalar(row["row_index"])))
+    if stored != manifest.stored_row_index(rows).tolist():
+        raise ValueError(f"{folder}: rows {rows[:5]} read back as row_index {stored[:5]}; the folder is damaged")
+    return samples
 
 
 def pipeline_samples(folder, *, num: int, stage: str = "full", seed: int = 0, training_shape: int = 640,
