@@ -1,33 +1,39 @@
 """Camera-size photos: what ``--max_side`` saves in conversion, storage, training input and memory, and
 that evaluation still scores the same, in one run.
 
-    python benchmarks/large_photos.py [--workdir /tmp/large_photos] [--num_images 48] \
-        [--pretrained yolov5n.ckpt --testing_shape 320] [--json FILE]
+    python benchmarks/large_photos.py [--workdir /tmp/large_photos] [--num_images 48] [--rounds 2] \
+        [--pretrained yolov5n.ckpt --testing_shape 320] [--skip_pipelines] [--json FILE]
 
 The large-photo set is made from coco128 once and kept in ``--workdir`` (reused by later runs): every
 picture enlarged by 4032 / 640 = 6.3 (bicubic; a 640x480 picture becomes 4032x3024, 12 MP, others keep
 their aspect ratio) and encoded as JPEG quality 92 (about 1.5-2 MB each, as phone photos), its
 ground truth the original boxes times the same factors (``area`` times their product).
 
-Measured, each pipeline in a fresh process (its own peak RSS), on the first ``--num_images`` pictures:
+Measured, each pipeline in a fresh process (its own peak RSS; all of them in turn, ``--rounds`` times,
+medians shown), on the first ``--num_images`` pictures:
 - conversion of the photos as they are, with ``--max_side 1280`` and with ``--max_side 640`` (images/s
   of the image stage, on-disk size of the output);
 - the train pipeline at 640 (mosaic, affine, HSV; batch 8, 2 threads) on each of the three sets, and on
   the originals once more with JPEG reduced decoding off (every photo decoded at 12 MP, as YOLOv5's
   loader does); decode-only of the originals at full size as the floor reference;
 - what JPEG reduced decoding changes (``IMREAD_REDUCED_COLOR_2/4/8``, which the train pipeline uses
-  when the reduced picture still has the batch's long side): mean absolute difference of a picture
+  when the reduced picture keeps twice the batch's long side): mean absolute difference of a picture
   resized to the training size from the reduced decode versus from the full decode, next to what the
   resize itself changes (bilinear versus area resizing of the same full decode).
 
 With ``--pretrained`` (a checkpoint of 80 COCO classes, e.g. yolov5n imported with
-``yolo-import-yolov5``), all 128 pictures are converted with ``--max_side 640`` and evaluated at
-``--testing_shape`` next to coco128 converted as it is: the 12 COCO numbers of both. A third set tells
-apart what the photos' pixels change from what the mapping back changes: the round trip, each photo
-shrunk back to its coco128 size (area) as JPEG q95 with coco128's json, evaluated in coco128's frame. The photos'
+``yolo-import-yolov5``), the 12 COCO numbers at ``--testing_shape`` of coco128 as it is and of all 128
+photos converted with ``--max_side 640`` (the default JPEG quality 95, and 100), with two more sets that
+tell apart where a difference comes from: the photos shrunk back to coco128's sizes and stored
+losslessly (the benchmark's input pixels in coco128's frame: no re-encoding, no mapping back), and
+coco128 re-encoded once as JPEG q95 without any resize (what one re-encoding alone moves). The photos'
 detections are mapped back to 4032-pixel coordinates and scored against the enlarged ground truth,
 with COCO's small/medium/large area limits multiplied by 6.3^2 so that the same objects fall in each
 range (pycocotools otherwise takes a 20x20 object enlarged to 126x126 as "large").
+
+Two baselines for the train pipeline, both printed: the originals stored as they are, read by this
+pipeline (which decodes them at 1/2 size, ``IMREAD_REDUCED_COLOR_2``: its own shortcut), and the
+originals decoded at full size, as the loaders users have (YOLOv5's ``load_image``) do.
 """
 from __future__ import annotations
 
@@ -198,6 +204,25 @@ def in_child(kind: str, folder: str, reduced_decode: bool = True, epochs: int = 
         return json.loads(out.read_text())
 
 
+def median_figures(measurements: list) -> dict:
+    """Per key, the median over rounds of ``in_child`` figures (one dict per round)."""
+    return {key: round(float(np.median([m[key] for m in measurements])), 2) for key in measurements[0]}
+
+
+def measure_pipelines(folders: dict, rounds: int) -> tuple[dict, dict]:
+    """(train figures per set, decode-only figures of the originals): medians of ``rounds`` rounds, each
+    round measuring every pipeline once in turn, so that a change of the machine's load between
+    measurements falls on all of them alike."""
+    runs = {name: [] for name in (*folders, "originals_full_decode", "decode")}
+    for _ in range(rounds):
+        for name, folder in folders.items():
+            runs[name].append(in_child("train", folder))
+        runs["originals_full_decode"].append(in_child("train", folders["originals"], reduced_decode=False, epochs=1))
+        runs["decode"].append(in_child("decode", folders["originals"]))
+    decode = median_figures(runs.pop("decode"))
+    return {name: median_figures(measurements) for name, measurements in runs.items()}, decode
+
+
 # ------------------------------------------------------------------------------------ reduced decoding
 
 REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -253,54 +278,85 @@ def scores_with_area_factor(ann_file: Path, results_file: Path, area_factor: flo
     return np.asarray(evaluator.stats, np.float64)
 
 
-def round_trip_set(image_dir: Path, workdir: Path) -> tuple[Path, Path]:
-    """Each photo shrunk back to its coco128 size (area) and stored as JPEG q95, with coco128's own json:
-    the photos' pixels in coco128's frame, to tell pixel differences from mapping differences."""
-    out = workdir / "round_trip"
+def lossless_round_trip_set(image_dir: Path, workdir: Path) -> tuple[Path, Path]:
+    """Each photo shrunk back to its coco128 size (area) and stored losslessly (PNG, under coco128's file
+    names), with coco128's own json: the photos' pixels in coco128's frame with no re-encoding at all,
+    so that what the benchmark's input (enlarged, JPEG q92 at 12 MP) changes is told apart from what
+    the conversion (shrink, JPEG re-encoding) and the mapping back change."""
+    out = workdir / "round_trip_lossless"
     ann_file = COCO128 / "annotations" / "instances_val2017.json"
     if out.is_dir():
         return out, ann_file
-    partial = workdir / "round_trip.part"
+    partial = workdir / "round_trip_lossless.part"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     for record in json.loads(ann_file.read_text())["images"]:
         photo = cv2.imread(str(image_dir / record["file_name"]), cv2.IMREAD_COLOR)
         back = cv2.resize(photo, (record["width"], record["height"]), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", back, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        ok, buf = cv2.imencode(".png", back)
         (partial / record["file_name"]).write_bytes(buf.tobytes())
     partial.replace(out)
     return out, ann_file
 
 
+def reencoded_coco128_set(workdir: Path, quality: int) -> Path:
+    """coco128's pictures decoded and encoded once more as JPEG ``quality``, same size, same names: what
+    one re-encoding alone (no resize) changes."""
+    out = workdir / f"coco128_q{quality}"
+    if out.is_dir():
+        return out
+    partial = workdir / f"coco128_q{quality}.part"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for source in sorted((COCO128 / "val2017").iterdir()):
+        picture = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        (partial / source.name).write_bytes(buf.tobytes())
+    partial.replace(out)
+    return out
+
+
+# the evaluated sets: (description, scored in 4032-pixel coordinates)
+EVAL_SETS = {
+    "coco128": ("coco128 as it is", False),
+    "photos_max_side_640": ("photos, --max_side 640 (JPEG q95, the default)", True),
+    "photos_max_side_640_q100": ("photos, --max_side 640 --jpeg_quality 100", True),
+    "round_trip_lossless": ("photos shrunk to coco128's sizes, lossless PNG", False),
+    "coco128_q95": ("coco128 re-encoded once, JPEG q95, no resize", False),
+}
+
+
 def compare_evaluation(checkpoint: Path, image_dir: Path, ann_file: Path, workdir: Path, testing_shape: int) -> dict:
-    """The 12 numbers of coco128 as it is, of the 128 photos stored with --max_side 640 (scored in
-    4032-pixel coordinates), and of the round trip (``round_trip_set``, scored in coco128's)."""
+    """The 12 numbers of each of ``EVAL_SETS`` and the largest difference of each to coco128's.
+
+    The photos are converted with --max_side 640 and scored in 4032-pixel coordinates (their
+    detections mapped back); the round trip (``lossless_round_trip_set``) and the re-encoded coco128
+    (``reencoded_coco128_set``) are scored in coco128's frame against coco128's json.
+    """
     coco_json = COCO128 / "annotations" / "instances_val2017.json"
-    trip_dir, _ = round_trip_set(image_dir, workdir)
-    folders = {"coco128": workdir / "eval_coco128", "photos_max_side_640": workdir / "eval_photos_640",
-               "round_trip": workdir / "eval_round_trip"}
+    trip_dir, _ = lossless_round_trip_set(image_dir, workdir)
+    folders = {name: workdir / f"eval_{name}" for name in EVAL_SETS}
     convert_coco(COCO128 / "val2017", coco_json, folders["coco128"])
     convert_coco(image_dir, ann_file, folders["photos_max_side_640"], max_side=640)
-    convert_coco(trip_dir, coco_json, folders["round_trip"])
+    convert_coco(image_dir, ann_file, folders["photos_max_side_640_q100"], max_side=640, jpeg_quality=100)
+    convert_coco(trip_dir, coco_json, folders["round_trip_lossless"])
+    convert_coco(reencoded_coco128_set(workdir, 95), coco_json, folders["coco128_q95"])
     setup_device("CPU", distributed=False)
     loaded = load_model_for_dataset(checkpoint, 80)
-    figures = {}
+    figures = {"numbers": {}, "max_difference_to_coco128": {}}
     for name, folder in folders.items():
         results = workdir / f"results_{name}.json"
         report = evaluate(loaded.network, folder, testing_shape=testing_shape, per_batch_size=16, results_file=results,
                           show_progress=False)
-        area_factor = UPSCALE ** 2 if name == "photos_max_side_640" else 1.0
+        area_factor = UPSCALE ** 2 if EVAL_SETS[name][1] else 1.0
         stats = scores_with_area_factor(folder / "annotations.json", results, area_factor)
         if area_factor == 1.0:  # the same scoring as yolo-eval's
             assert np.allclose(stats, report.scores.stats)
-        figures[name] = [round(float(v), 4) for v in stats]
-
-    def largest_difference(a: str, b: str) -> float:
-        return round(float(np.max(np.abs(np.subtract(figures[a], figures[b])))), 4)
-
-    figures["max_difference"] = largest_difference("coco128", "photos_max_side_640")
-    figures["max_difference_round_trip"] = largest_difference("round_trip", "photos_max_side_640")
-    figures["max_difference_pixels"] = largest_difference("coco128", "round_trip")
+        figures["numbers"][name] = [round(float(v), 4) for v in stats]
+        print(f"evaluated {name}", flush=True)
+    reference = np.asarray(figures["numbers"]["coco128"])
+    for name, numbers in figures["numbers"].items():
+        figures["max_difference_to_coco128"][name] = round(float(np.max(np.abs(np.asarray(numbers) - reference))), 4)
     return figures
 
 
@@ -320,20 +376,26 @@ def print_figures(figures: dict) -> None:
     source = figures["source_bytes"]
     print(f"\n{figures['num_images']} photos of 4032 px (JPEG q{PHOTO_QUALITY}), {source / 2 ** 20:.1f} MiB as files")
     print(f"{'stored set':<26}{'convert img/s':>14}{'on disk MiB':>12}{'smaller':>9}{'train img/s':>13}"
-          f"{'vs originals':>13}{'CPU ms/img':>11}{'peak RSS MB':>12}")
+          f"{'vs originals':>13}{'vs full decode':>15}{'CPU ms/img':>11}{'peak RSS MB':>12}")
     base = train["originals"]["images_per_s"]
+    full = train["originals_full_decode"]["images_per_s"]
     rows = [(name, convert[name], train[name]) for name in SETS]
     rows.append(("originals, full decode", convert["originals"], train["originals_full_decode"]))
     for name, conv, tr in rows:
         print(f"{name:<26}{conv['images_per_s']:>14.1f}{conv['disk_bytes'] / 2 ** 20:>12.1f}"
               f"{convert['originals']['disk_bytes'] / conv['disk_bytes']:>8.1f}x{tr['images_per_s']:>13.1f}"
-              f"{tr['images_per_s'] / base:>12.1f}x{tr['cpu_ms_per_image']:>11.1f}{tr['peak_rss_mb']:>12.0f}")
+              f"{tr['images_per_s'] / base:>12.1f}x{tr['images_per_s'] / full:>14.1f}x{tr['cpu_ms_per_image']:>11.1f}"
+              f"{tr['peak_rss_mb']:>12.0f}")
     decode = figures["decode_originals"]
     print(f"{'decode-only of originals':<26}{'':>14}{'':>12}{'':>9}{decode['images_per_s']:>13.1f}"
-          f"{decode['images_per_s'] / base:>12.1f}x{decode['cpu_ms_per_image']:>11.1f}{decode['peak_rss_mb']:>12.0f}")
-    fastest = train["max_side_640"]["images_per_s"]
-    print(f"--max_side 640 vs originals: {fastest / base:.1f}x images/s (vs originals decoded at full size: "
-          f"{fastest / train['originals_full_decode']['images_per_s']:.1f}x), "
+          f"{decode['images_per_s'] / base:>12.1f}x{decode['images_per_s'] / full:>14.1f}x"
+          f"{decode['cpu_ms_per_image']:>11.1f}{decode['peak_rss_mb']:>12.0f}")
+    fastest = train["max_side_640"]
+    print(f"--max_side 640: {fastest['images_per_s'] / base:.1f}x the images/s of the originals stored as they are "
+          f"(this pipeline decodes them at 1/2 size; CPU per image "
+          f"{train['originals']['cpu_ms_per_image'] / fastest['cpu_ms_per_image']:.1f}x less), "
+          f"{fastest['images_per_s'] / full:.1f}x the originals decoded at full size as YOLOv5's loader does "
+          f"(CPU {train['originals_full_decode']['cpu_ms_per_image'] / fastest['cpu_ms_per_image']:.1f}x less); "
           f"{convert['originals']['disk_bytes'] / convert['max_side_640']['disk_bytes']:.1f}x smaller on disk")
     print("JPEG reduced decoding, mean absolute difference in gray levels of the picture resized to the target:")
     print(f"  {'stored set':<15}{'target':>7}{'decode':>7}{'pipeline':>9}{'reduced vs full':>17}"
@@ -346,14 +408,10 @@ def print_figures(figures: dict) -> None:
 
 
 def print_evaluation(evaluation: dict, testing_shape: int) -> None:
-    print(f"evaluation at {testing_shape} (the 12 COCO numbers):")
-    print(f"  coco128 as it is        {evaluation['coco128']}")
-    print(f"  photos, --max_side 640  {evaluation['photos_max_side_640']}")
-    print(f"  round trip              {evaluation['round_trip']}")
-    print(f"  largest difference, coco128 vs photos: {evaluation['max_difference']:.4f}; the photos vs the round "
-          f"trip (the same pixels in coco128's frame: the mapping back): "
-          f"{evaluation['max_difference_round_trip']:.4f}; "
-          f"coco128 vs the round trip (the photos' pixels): {evaluation['max_difference_pixels']:.4f}")
+    print(f"evaluation at {testing_shape}: the 12 COCO numbers, and the largest difference to coco128's")
+    for name, (description, _) in EVAL_SETS.items():
+        numbers = " ".join(f"{v:.4f}" for v in evaluation["numbers"][name])
+        print(f"  {description:<50} {numbers}   {evaluation['max_difference_to_coco128'][name]:.4f}")
 
 
 def main(argv=None) -> int:
@@ -363,6 +421,9 @@ def main(argv=None) -> int:
     parser.add_argument("--num_images", type=int, default=48, help="photos for the conversion and pipeline figures")
     parser.add_argument("--pretrained", type=Path, default=None, help="80-class checkpoint for the evaluation check")
     parser.add_argument("--testing_shape", type=int, default=320)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the pipeline measurements; medians shown")
+    parser.add_argument("--skip_pipelines", action="store_true",
+                        help="only the conversions and (with --pretrained) the evaluation")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", choices=("train", "decode"), help=argparse.SUPPRESS)
     parser.add_argument("--child_folder", help=argparse.SUPPRESS)
@@ -373,19 +434,19 @@ def main(argv=None) -> int:
         return child_main(args)
     if not COCO128.is_dir():
         raise SystemExit(f"{COCO128} not found (set YOLO_REAL_DATA)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     cv2.setNumThreads(1)
     image_dir, all_photos = build_photo_set(args.workdir)
     ann_file = subset_json(all_photos, args.num_images, args.workdir / f"photos_{args.num_images}.json")
     figures = {"num_images": args.num_images, "source_bytes": image_bytes(image_dir, ann_file),
                "testing_shape": args.testing_shape, "convert": convert_sets(image_dir, ann_file, args.workdir)}
     folders = {name: entry["folder"] for name, entry in figures["convert"].items()}
-    train = {name: in_child("train", folder) for name, folder in folders.items()}
-    train["originals_full_decode"] = in_child("train", folders["originals"], reduced_decode=False, epochs=1)
-    figures["train"] = train
-    figures["decode_originals"] = in_child("decode", folders["originals"])
-    figures["reduced_decode"] = [dict(reduced_decode_effect(folders[name], target, reduce), set=name)
-                                 for name, target, reduce in REDUCED_CASES]
-    print_figures(figures)
+    if not args.skip_pipelines:
+        figures["train"], figures["decode_originals"] = measure_pipelines(folders, args.rounds)
+        figures["reduced_decode"] = [dict(reduced_decode_effect(folders[name], target, reduce), set=name)
+                                     for name, target, reduce in REDUCED_CASES]
+        print_figures(figures)
     if args.pretrained is not None:
         figures["evaluation"] = compare_evaluation(args.pretrained, image_dir, all_photos, args.workdir,
                                                    args.testing_shape)

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from conftest import PROJECT_ROOT, shared_data_path
-from yolodata.convert import convert_coco
 from yolodata.pipeline.targets import YOLOV5_ANCHORS
-from yolodata.synthetic import make_synthetic_coco
 from yolomodel.checkpoint.format import WEIGHTS_DTYPE_KEY, WEIGHTS_FORMAT, save_weights_file
 from yolomodel.checkpoint.loading import load_inference_net, read_weights
 from yolomodel.cli import export as export_cli
@@ -30,12 +27,10 @@ from yolomodel.train import config as config_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train.session import anchors_message, resolve_model
 
-NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
-              "hsv_v": 0.0, "extras": 0.0}
-TIME_COLUMNS = {"time/epoch_s", "speed/images_per_s", "time/val_s"}
+from validation_runs import INTERRUPT_AT, TIME_COLUMNS, make_validation_splits, validation_train_argv
+
 FINAL_FILES = ["best.ckpt", "best_weights.ckpt", "last.ckpt", "last_weights.ckpt"]
 PERIODIC = re.compile(r"\d+-\d+_\d+\.ckpt")
-INTERRUPT_AT = 5            # iteration: epoch 2 of 3, step 2 of 4
 
 
 # --- fast -------------------------------------------------------------------------------------------
@@ -83,31 +78,13 @@ def test_half_precision_weights_file_reads_back_as_float32_and_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("policy_data")
-    synthetic = make_synthetic_coco(root / "syn", num_images=12, seed=4, image_size=(96, 128), val_fraction=0.34,
-                                    background_fraction=0.0, object_size=(0.3, 0.6))
-    shards = {}
-    for split, ann_file in (("train", synthetic.train_json), ("val", synthetic.val_json)):
-        shards[split] = root / split
-        convert_coco(synthetic.image_dir, ann_file, shards[split])
-    config_file = root / "no_augment.yaml"
-    config_file.write_text(yaml.safe_dump({"augment": NO_AUGMENT, "max_boxes": 16}))
-    return shards, config_file, synthetic
-
-
-def train_argv(splits, run_dir, *extra):
-    shards, config_file, _ = splits
-    return ["--config", str(config_file), "--mindrecord", str(shards["train"]), "--val_mindrecord",
-            str(shards["val"]), "--yolov5_version", "yolov5n", "--training_shape", "64", "--per_batch_size", "2",
-            "--max_epoch", "3", "--warmup_epochs", "0", "--lr", "0.01", "--log_interval", "1",
-            "--num_parallel_workers", "1", "--testing_shape", "64", "--val_conf_thresh", "1e-5",
-            "--ckpt_path", str(run_dir), *extra]
+    return make_validation_splits(tmp_path_factory.mktemp("policy_data"))
 
 
 @pytest.fixture(scope="module")
 def default_run(splits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("defaults")
-    assert train_cli.main(train_argv(splits, run_dir)) == 0
+    assert train_cli.main(validation_train_argv(splits, run_dir)) == 0
     return run_dir
 
 
@@ -122,11 +99,11 @@ def resumed_from_last(splits, tmp_path_factory):
             os.kill(os.getpid(), signal.SIGTERM)
         return columns
 
-    assert train_cli.main(train_argv(splits, run_dir), batch_hook=interrupt) == 128 + signal.SIGTERM
+    assert train_cli.main(validation_train_argv(splits, run_dir), batch_hook=interrupt) == 128 + signal.SIGTERM
     after_stop = sorted(p.name for p in (run_dir / "ckpt_0").iterdir())
     last = run_dir / "ckpt_0" / "last.ckpt"
     position = ckpt_lib.train_state_from(ckpt_lib.read_checkpoint(last)[1], last)
-    assert train_cli.main(train_argv(splits, run_dir, "--resume", str(last), "--save_period", "1",
+    assert train_cli.main(validation_train_argv(splits, run_dir, "--resume", str(last), "--save_period", "1",
                                      "--keep_checkpoint_max", "1")) == 0
     return run_dir, after_stop, position
 
@@ -152,7 +129,7 @@ def test_best_ckpt_holds_what_resume_needs(default_run, splits, tmp_path):
     state = ckpt_lib.train_state_from(ckpt_lib.read_checkpoint(best)[1], best)
     assert state.validation.best_epoch == state.epoch >= 1 and state.step == 0
     # resuming from it runs the remaining epochs
-    assert train_cli.main(train_argv(splits, tmp_path / "from_best", "--resume", str(best))) == 0
+    assert train_cli.main(validation_train_argv(splits, tmp_path / "from_best", "--resume", str(best))) == 0
     rows = results_lib.read_results(tmp_path / "from_best" / "results.csv")
     assert [row["epoch"] for row in rows] == list(range(1, 4))
 

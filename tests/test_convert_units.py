@@ -78,7 +78,7 @@ def _fails_on_one(task):
 
 
 def test_ray_engine_without_ray_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "yolodata.convert.ray_engine", None)   # as when it cannot be imported
+    monkeypatch.setitem(sys.modules, "ray", None)   # as where Ray is not installed
     with pytest.raises(engines.EngineError, match=r"pip install yolodata\[ray\]"):
         engines.run_tasks(_fails_on_one, [0], engine="ray")
     with pytest.raises(ValueError, match="engine must be one of"):
@@ -149,8 +149,8 @@ def test_shard_files_stay_within_shard_size_plus_the_largest_row(tiny_coco, refe
     manifest = load_manifest(reference)
     largest_row = 0
     for path, entry in zip(manifest.shard_paths, manifest.shards):
-        images = [np.asarray(r["image"]).nbytes for r in ds.MindDataset([str(path)], columns_list=["image"], shuffle=False)
-                  .create_dict_iterator(output_numpy=True, num_epochs=1)]
+        reader = ds.MindDataset([str(path)], columns_list=["image"], shuffle=False)
+        images = [np.asarray(r["image"]).nbytes for r in reader.create_dict_iterator(output_numpy=True, num_epochs=1)]
         stored = mindrecord_shards.stored_bytes(mindrecord_shards.read_header(path)[0])
         # ROW_OVERHEAD_BYTES bounds what a row adds besides its picture (label columns, index, page entry)
         assert stored - sum(images) <= units_lib.ROW_OVERHEAD_BYTES * len(images)

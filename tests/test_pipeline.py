@@ -156,28 +156,32 @@ def test_bad_arguments_are_explained(rect_shards):
 
 @pytest.fixture
 def corrupt_shards(tmp_path, rect_shards):
-    """A copy of the shards with one image's bytes replaced by garbage (rewritten with FileWriter)."""
+    """A copy of the shards with one image's bytes replaced by garbage (each file rewritten with FileWriter)."""
     from mindspore.mindrecord import FileReader, FileWriter
 
-    from yolodata.schema import MINDRECORD_SCHEMA, SHARD_PREFIX
+    from yolodata.schema import MINDRECORD_SCHEMA
 
     out = tmp_path / "corrupt"
     out.mkdir()
     for name in ("manifest.json", "annotations.json"):
         shutil.copy(rect_shards / name, out / name)
     manifest = json.loads((out / "manifest.json").read_text())
-    reader = FileReader(str(rect_shards / f"{SHARD_PREFIX}0"))
-    rows = [dict(row) for row in reader.get_next()]
-    reader.close()
-    rows.sort(key=lambda r: int(r["row_index"]))
-    for row in rows:  # FileReader gives a float64 scalar as numpy.float64, which FileWriter refuses
-        row["stored_scale"] = float(row["stored_scale"])
-    rows[5]["image"] = b"\xff\xd8 this is not a picture"
-    writer = FileWriter(str(out / SHARD_PREFIX), shard_num=len(manifest["shards"]), overwrite=True)
-    writer.add_schema(MINDRECORD_SCHEMA, "yolodata")
-    writer.write_raw_data(rows)
-    writer.commit()
-    return out, int(rows[5]["image_id"])
+    bad_row, position = 5, 0
+    for shard in manifest["shards"]:  # schema 3: each file a set of its own, row_index within the file
+        reader = FileReader(str(rect_shards / shard["file"]))
+        rows = sorted((dict(row) for row in reader.get_next()), key=lambda r: int(r["row_index"]))
+        reader.close()
+        for row in rows:  # FileReader gives a float64 scalar as numpy.float64, which FileWriter refuses
+            row["stored_scale"] = float(row["stored_scale"])
+        if position <= bad_row < position + len(rows):
+            rows[bad_row - position]["image"] = b"\xff\xd8 this is not a picture"
+            bad_id = int(rows[bad_row - position]["image_id"])
+        position += len(rows)
+        writer = FileWriter(str(out / shard["file"]), shard_num=1, overwrite=True)
+        writer.add_schema(MINDRECORD_SCHEMA, "yolodata")
+        writer.write_raw_data(rows)
+        writer.commit()
+    return out, bad_id
 
 
 def test_bad_row_names_shard_and_image(corrupt_shards):

@@ -96,6 +96,24 @@ def test_results_equal_the_local_engine_and_ray_is_left_running(caller_ray):
     assert results == local == EXPECTED
     assert sorted(completed) == list(enumerate(EXPECTED))
     assert ray.is_initialized()
+
+
+def test_at_most_two_tasks_per_cpu_are_in_flight(caller_ray):
+    """The tasks are drawn from the iterable only as earlier ones finish (the driver's memory stays
+    bounded for any number of tasks): never more than 2 per CPU (2 CPUs here) drawn but unfinished."""
+    drawn, finished, most_in_flight = [0], [0], [0]
+
+    def tasks():
+        for payload in PAYLOADS:
+            drawn[0] += 1
+            most_in_flight[0] = max(most_in_flight[0], drawn[0] - finished[0])
+            yield payload
+
+    def on_result(index, result):
+        finished[0] += 1
+
+    assert run_tasks_ray(zlib.crc32, tasks(), num_workers=2, on_result=on_result) == EXPECTED
+    assert most_in_flight[0] == 4
     view = run_tasks_ray(worker_view, ["probe"], num_workers=2)
     assert view[0][1] == "python"   # set per task on a Ray the caller started
 

@@ -13,11 +13,8 @@ import signal
 
 import numpy as np
 import pytest
-import yaml
 
-from yolodata.convert import convert_coco
 from yolodata.manifest import load_manifest
-from yolodata.synthetic import make_synthetic_coco
 from yolomodel import class_report
 from yolomodel.checkpoint.loading import load_inference_net
 from yolomodel.cli import train as train_cli
@@ -28,45 +25,23 @@ from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train import run_report
 
+from validation_runs import CONF_THRESH, INTERRUPT_AT, TIME_COLUMNS, make_validation_splits, validation_train_argv
+
 pytestmark = pytest.mark.slow  # trains and evaluates yolov5n
 
-NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
-              "hsv_v": 0.0, "extras": 0.0}
-TIME_COLUMNS = {"time/epoch_s", "speed/images_per_s", "time/val_s"}
-INTERRUPT_AT = 5            # iteration (epoch 2 of 3, step 2 of 4)
-# after a few steps from scratch every score is below COCO's 0.001: a lower threshold lets the network's
-# boxes be scored, so that equal numbers mean something
-CONF_THRESH = 1e-5
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("val_data")
-    synthetic = make_synthetic_coco(root / "syn", num_images=12, seed=4, image_size=(96, 128), val_fraction=0.34,
-                                    background_fraction=0.0, object_size=(0.3, 0.6))
-    assert (synthetic.num_train, synthetic.num_val) == (8, 4)
-    shards = {}
-    for split, ann_file in (("train", synthetic.train_json), ("val", synthetic.val_json)):
-        shards[split] = root / split
-        convert_coco(synthetic.image_dir, ann_file, shards[split])
-    config_file = root / "no_augment.yaml"
-    config_file.write_text(yaml.safe_dump({"augment": NO_AUGMENT, "max_boxes": 16}))
-    return shards, config_file
-
-
-def train_argv(splits, run_dir, *extra):
-    shards, config_file = splits
-    return ["--config", str(config_file), "--mindrecord", str(shards["train"]), "--val_mindrecord",
-            str(shards["val"]), "--yolov5_version", "yolov5n", "--training_shape", "64", "--per_batch_size", "2",
-            "--max_epoch", "3", "--warmup_epochs", "0", "--lr", "0.01", "--log_interval", "1",
-            "--num_parallel_workers", "1", "--testing_shape", "64", "--val_conf_thresh", str(CONF_THRESH),
-            "--ckpt_path", str(run_dir), *extra]
+    made = make_validation_splits(tmp_path_factory.mktemp("val_data"))
+    assert (made[2].num_train, made[2].num_val) == (8, 4)
+    return made
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(splits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    assert train_cli.main(train_argv(splits, run_dir, "--save_period", "1")) == 0
+    assert train_cli.main(validation_train_argv(splits, run_dir, "--save_period", "1")) == 0
     return run_dir
 
 
@@ -79,11 +54,11 @@ def interrupted_and_resumed(splits, tmp_path_factory):
             os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes this step, saves and stops
         return columns
 
-    status = train_cli.main(train_argv(splits, run_dir, "--ckpt_interval", "1"), batch_hook=interrupt)
+    status = train_cli.main(validation_train_argv(splits, run_dir, "--ckpt_interval", "1"), batch_hook=interrupt)
     assert status == 128 + signal.SIGTERM
     rows_before = results_lib.read_results(run_dir / "results.csv")
     saved = run_dir / "ckpt_0" / f"0-2_{INTERRUPT_AT + 1 - 4}.ckpt"
-    assert train_cli.main(train_argv(splits, run_dir, "--ckpt_interval", "1", "--resume", str(saved))) == 0
+    assert train_cli.main(validation_train_argv(splits, run_dir, "--ckpt_interval", "1", "--resume", str(saved))) == 0
     return run_dir, rows_before
 
 
@@ -99,7 +74,7 @@ def test_validation_numbers_equal_yolo_eval_on_the_saved_checkpoint(uninterrupte
     rows = results_lib.read_results(uninterrupted / "results.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert all(row["metrics/mAP_0.5"] is not None for row in rows)
-    shards, _ = splits
+    shards, _, _ = splits
     for epoch_number in (1, 3):
         checkpoint = uninterrupted / "ckpt_0" / f"0-{epoch_number}_4.ckpt"
         report = evaluate(load_inference_net(checkpoint).network, shards["val"], testing_shape=64, per_batch_size=2,
@@ -134,7 +109,7 @@ def test_best_epoch_report_batch_pictures_and_the_last_table(uninterrupted, spli
     # the report is the best epoch's: the per-class csv of yolo-eval's evaluation of that epoch's checkpoint
     rows = results_lib.read_results(uninterrupted / "results.csv")
     best_epoch = int(np.argmax([row["fitness"] for row in rows])) + 1
-    shards, _ = splits
+    shards, _, _ = splits
     manifest = load_manifest(shards["val"])
     report = evaluate(load_inference_net(uninterrupted / "ckpt_0" / f"0-{best_epoch}_4.ckpt").network, shards["val"],
                       testing_shape=64, per_batch_size=2, nms=NmsOptions(conf_thresh=CONF_THRESH), keep_evaluator=True)
@@ -175,7 +150,7 @@ def test_patience_stops_on_a_scripted_fitness_sequence(splits, tmp_path, monkeyp
 
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     run_dir = tmp_path / "run"
-    assert train_cli.main(train_argv(splits, run_dir, "--max_epoch", "4", "--patience", "2")) == 0
+    assert train_cli.main(validation_train_argv(splits, run_dir, "--max_epoch", "4", "--patience", "2")) == 0
     rows = results_lib.read_results(run_dir / "results.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]   # stopped after 2 validations without improvement
     _, best = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "best.ckpt")

@@ -71,8 +71,8 @@ def compute_dataset_id(schema_version: int, image_ids: Iterable[int], boxes_per_
                        annotation_sha256: str) -> str:
     """The dataset identity: sha256 hex over the schema version, the image ids in row order, each row's
     box count and the annotation file's sha256. The sampler and resume key on it."""
-    ids = np.asarray(list(image_ids), dtype="<i8")
-    counts = np.asarray(list(boxes_per_row), dtype="<i8")
+    ids = np.asarray(image_ids if isinstance(image_ids, np.ndarray) else list(image_ids), dtype="<i8")
+    counts = np.asarray(boxes_per_row if isinstance(boxes_per_row, np.ndarray) else list(boxes_per_row), dtype="<i8")
     if ids.shape != counts.shape:
         raise ValueError(f"dataset id needs one box count per image: {ids.size} ids, {counts.size} counts")
     digest = hashlib.sha256()

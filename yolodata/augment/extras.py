@@ -59,12 +59,21 @@ def sample_extras(rng: np.random.Generator, p: float = 0.01) -> ExtrasParams | N
 
 
 def _albumentations():
-    # Imported on first use: albumentations is slow to import and needed by ~4% of samples. Its
-    # import would otherwise ask PyPI for a newer version (network access in a data loader).
+    # Imported on first use (or by ``preload``): albumentations is slow to import and needed by ~4% of
+    # samples. Its import would otherwise ask PyPI for a newer version (network access in a data loader).
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations
 
     return albumentations
+
+
+def preload() -> None:
+    """Import albumentations now, where a one-time cost is harmless (building a pipeline).
+
+    Left to the first sample that draws an extra, the import (about 0.3 s of CPU, holding the GIL)
+    would run inside a batch: it stalls every pipeline thread for that time, in the first epoch.
+    """
+    _albumentations()
 
 
 def _build_transform(name: str):

@@ -50,6 +50,13 @@ FORMAT_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data", "split"),
 REQUIRED_FLAGS = {"coco": ("image_dir", "ann_file"), "yolo": ("data",), "voc": ("voc_dir",)}
 
 
+def _shard_size_argument(text: str) -> int:
+    try:
+        return parse_shard_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", choices=SOURCE_FORMATS, default="coco",
@@ -71,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", type=Path, help="output folder (created, or replaced when it holds "
                                                         "an earlier conversion)")
     shards = parser.add_mutually_exclusive_group()
-    shards.add_argument("--shard_size", type=parse_shard_size, default=None, metavar="SIZE",
+    shards.add_argument("--shard_size", type=_shard_size_argument, default=None, metavar="SIZE",
                         help="bytes of images per MindRecord file, e.g. 512M, 1G or a number of bytes "
                              "(default 1G; see the README's conversion section)")
     shards.add_argument("--shard_num", type=int, default=None,

@@ -9,15 +9,17 @@ Stages, one module each:
    (``label_arrays``: boxes clipped to the image, empty ones dropped and counted). Problems are
    collected per image (``problems``); a document that is not COCO at all stops here, and with
    ``strict`` so does any problem, before anything is written.
-3. ``rows``: threads read and fully decode every planned image while the calling thread writes the
-   rows, in image-id order, into the shards (``yolodata.mindrecord_shards``).
-4. ``output``: ``manifest.json`` (with the warnings of ``area_check`` and the shard count) and
-   ``annotations.json`` (the COCO json of exactly the converted images), then the finished folder
-   replaces the output by rename.
+3. ``rows``: threads read and fully decode every planned image of a work unit while the calling
+   thread writes its rows, in image-id order, into the unit's own file (``yolodata.mindrecord_shards``).
+4. ``output`` / ``merge``: ``manifest.json`` (with the warnings of ``area_check`` and the shard count)
+   and ``annotations.json`` (the COCO json of exactly the converted images), built from the unit
+   records; then the finished folder replaces the output by rename.
 
-``run`` ties them together (``convert_coco``, ``convert_document``) and overlaps stages 1 to 3;
-``sources`` feeds it YOLO txt and Pascal VOC datasets through the readers of ``yolodata.formats``
-(``convert_yolo``, ``convert_voc``).
+Work units (``units``): the image ids split into contiguous ranges sized by source bytes, each
+converted on its own (``unit_convert``) by an engine (``engines``: a local process pool, or Ray via
+``ray_engine``) and published by rename, so an interrupted run resumes. ``run`` ties them together
+(``convert_coco``, ``convert_document``, ``convert_units``); ``sources`` feeds it YOLO txt and Pascal
+VOC datasets through the readers of ``yolodata.formats`` (``convert_yolo``, ``convert_voc``).
 """
 from .area_check import AreaFindings, check_areas
 from .coco_json import COCO_KEYS, SourceDocument, check_coco_shape, parse_categories, read_annotation_file, \
@@ -28,7 +30,7 @@ from .plan import ImageCandidate, ImageChecks, ImageEntry, Plan, check_images, f
     plan_source
 from .problems import ConversionError, ConversionWarning, Problem
 from .rows import ConvertedImage, planned_shard_count, shard_of_position, shard_starts
-from .run import convert_coco, convert_document
+from .run import convert_coco, convert_document, convert_units, parse_shard_size
 from .sources import convert_voc, convert_yolo
 
 __all__ = [
@@ -41,5 +43,5 @@ __all__ = [
     "plan_source",
     "ConversionError", "ConversionWarning", "Problem",
     "ConvertedImage", "planned_shard_count", "shard_of_position", "shard_starts",
-    "convert_coco", "convert_document", "convert_voc", "convert_yolo",
+    "convert_coco", "convert_document", "convert_units", "convert_voc", "convert_yolo", "parse_shard_size",
 ]

@@ -32,12 +32,14 @@ class EngineError(RuntimeError):
     """The engine cannot run (not installed, unknown name) or a task kept failing."""
 
 
-def run_tasks(function: Callable, tasks: Sequence, *, engine: str = "local", num_workers: int = 1,
+def run_tasks(function: Callable, tasks: Sequence, *, engine: str = "local", num_workers: int | None = 1,
               on_result: Callable[[int, object], None] | None = None,
               max_retries: int = DEFAULT_MAX_RETRIES, memory_per_task_bytes: int | None = None) -> list:
     """``[function(task) for task in tasks]`` on ``engine`` with ``num_workers`` workers (see the module
-    docstring); ``memory_per_task_bytes`` is the memory a task asks for (Ray's scheduler; ignored locally)."""
-    check_int("num_workers", num_workers, minimum=1)
+    docstring); ``memory_per_task_bytes`` is the memory a task asks for (Ray's scheduler; ignored locally).
+    ``num_workers`` None: one local worker, or as many Ray tasks at once as the cluster has CPUs."""
+    if num_workers is not None:
+        check_int("num_workers", num_workers, minimum=1)
     check_int("max_retries", max_retries, minimum=0)
     on_result = on_result or (lambda index, result: None)
     tasks = list(tasks)
@@ -46,7 +48,7 @@ def run_tasks(function: Callable, tasks: Sequence, *, engine: str = "local", num
                         memory_per_task_bytes=memory_per_task_bytes)
     if engine != "local":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if num_workers == 1 or len(tasks) <= 1:
+    if num_workers is None or num_workers == 1 or len(tasks) <= 1:
         return _run_inline(function, tasks, on_result, max_retries)
     return _run_pool(function, tasks, min(num_workers, len(tasks)), on_result, max_retries)
 

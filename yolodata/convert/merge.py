@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..manifest import Manifest, ShardEntry, category_count_keys, compute_dataset_id
 from ..schema import DATASET_ID_VERSION, SCHEMA_VERSION
 from .area_check import AreaFindings
@@ -85,12 +87,13 @@ def build_unit_manifest(source, merged: MergedUnits, options: dict, warnings: li
     """The manifest of the converted rows, from the unit records alone."""
     records = merged.records
     categories = parse_categories(source.categories, source.name)
-    boxes_per_row = [n for r in records for n in r["boxes_per_row"]]
+    boxes_per_row = np.concatenate([np.asarray(r["boxes_per_row"], np.int64) for r in records])
+    image_ids = np.concatenate([np.asarray(r["image_ids"], np.int64) for r in records])
     per_class = [sum(r["boxes_per_class"][k] for r in records) for k in range(len(categories))]
     return Manifest(
         converter_version=CONVERTER_VERSION, schema_version=SCHEMA_VERSION, source_format=source.source_format,
-        num_images=merged.num_images, num_boxes=int(sum(boxes_per_row)),
-        num_background_images=sum(1 for n in boxes_per_row if n == 0),
+        num_images=merged.num_images, num_boxes=int(boxes_per_row.sum()),
+        num_background_images=int((boxes_per_row == 0).sum()),
         num_crowd_boxes=sum(r["num_crowd_boxes"] for r in records), categories=tuple(categories),
         boxes_per_category=dict(zip(category_count_keys(categories), per_class)),
         boxes_clipped=sum(r["boxes_clipped"] for r in records),
@@ -103,8 +106,7 @@ def build_unit_manifest(source, merged: MergedUnits, options: dict, warnings: li
         annotation_file=source.annotation_file, annotation_sha256=source.annotation_sha256,
         options=dict(options), shrunk=merged.shrink.manifest_entry(),
         shards=tuple(ShardEntry(s["file"], s["num_rows"], s["num_bytes"]) for s in merged.shards),
-        dataset_id=compute_dataset_id(DATASET_ID_VERSION, (i for r in records for i in r["image_ids"]),
-                                      boxes_per_row, source.annotation_sha256))
+        dataset_id=compute_dataset_id(DATASET_ID_VERSION, image_ids, boxes_per_row, source.annotation_sha256))
 
 
 def link_unit_files(parts_dir, records: list, target: Path) -> None:

@@ -138,8 +138,9 @@ def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | Non
     """``[function(task) for task in tasks]`` computed by Ray Core tasks, in task order.
 
     ``on_result(index, result)`` is called in this process as each task finishes (completion order).
-    ``num_workers``: the CPUs of a Ray started here; the driver keeps at most twice that many tasks
-    in flight (None: the CPUs of the Ray in use), so that very many tasks need little driver memory.
+    ``num_workers``: the CPUs of a local Ray started here (None: this machine's); a cluster or the
+    caller's Ray has its own. The driver keeps at most twice as many tasks in flight as the Ray in use
+    has CPUs (all busy, none waiting for the driver), so that very many tasks need little driver memory.
     Each task asks Ray for one CPU and ``memory_per_task_bytes`` of memory (None: no memory request)
     and is retried up to ``max_retries`` times, whether it raised or its worker process died. A task
     that fails on every attempt raises ``TaskFailedError`` naming it; then, and on Ctrl-C, the tasks
@@ -157,7 +158,7 @@ def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | Non
                                set_env=not (started_here or job_sets_protobuf(ray)))
         check_fits_a_node(ray, memory_per_task_bytes)
         remote_call = ray.remote(call_task).options(**options)
-        num_in_flight = TASKS_IN_FLIGHT_PER_WORKER * (num_workers or ray_cpu_count(ray))
+        num_in_flight = TASKS_IN_FLIGHT_PER_WORKER * ray_cpu_count(ray)
         return run_windowed(ray, remote_call, ray.put(function), tasks, num_in_flight=num_in_flight,
                             on_result=on_result, num_attempts=max_retries + 1)
     finally:

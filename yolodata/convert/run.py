@@ -41,8 +41,8 @@ from .problems import ConversionError, reporting_write_errors, strict_stop
 from .rows import progress_bar, shards_warning
 from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
 from .unit_sources import DocumentUnits
-from .unit_convert import FAIL_ONCE_VARIABLE, UNIT_RECORD_NAME, UNIT_RECORD_VERSION, UnitTask, convert_unit, \
-    file_digest, plan_errors, unit_folder
+from .unit_convert import FAIL_ONCE_VARIABLE, UNIT_RECORD_NAME, UNIT_RECORD_VERSION, UnitTask, compact_record, \
+    convert_unit, file_digest, plan_errors, unit_folder
 
 RUN_RECORD_NAME = "run.json"
 LAZY_LOAD_WARNING_KIND = "lazy_load_rows"
@@ -143,7 +143,7 @@ def published_record(parts_dir: Path, index: int, key: str) -> dict | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return record
+    return compact_record(record)
 
 
 def _check_common(exif_frame: str, image_dir, engine: str) -> None:
@@ -153,6 +153,14 @@ def _check_common(exif_frame: str, image_dir, engine: str) -> None:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not Path(image_dir).is_dir():
         raise ConversionError(f"--image_dir {image_dir} is not a folder")
+
+
+def _engine_workers(engine: str, num_workers: int | None) -> int | None:
+    """Local: processes, at most the CPU count (default: it). Ray: concurrent tasks as asked (default
+    None: as many as the Ray cluster has CPUs), since the cluster's CPUs are not this machine's."""
+    if engine == "local":
+        return resolve_num_workers(num_workers, "num_workers")
+    return None if num_workers is None else check_int("num_workers", num_workers, minimum=1)
 
 
 def _check_source_problems(source, strict: bool, image_dir: Path, drop_empty: bool) -> None:
@@ -176,7 +184,7 @@ def _check_source_problems(source, strict: bool, image_dir: Path, drop_empty: bo
 def _unit_tasks(source, pending: list, parts_dir: Path, image_dir: Path, key: str, *, num_workers: int,
                 drop_empty: bool, strict: bool, exif_frame: str, shrink: ShrinkOptions) -> list:
     """One UnitTask per pending unit; decode threads split the workers when there are fewer units."""
-    decode_threads = max(1, num_workers // max(1, min(num_workers, len(pending))))
+    decode_threads = 1 if num_workers is None else max(1, num_workers // max(1, min(num_workers, len(pending))))
     file_mode = default_file_mode()
     fail_once = os.environ.get(FAIL_ONCE_VARIABLE) or None
     output_dir = parts_dir.parent / parts_dir.name[1:-len(".parts")]
@@ -216,7 +224,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
     image_dir, output_dir = Path(image_dir), Path(output_dir)
     log = log or (lambda message: None)
     _check_common(exif_frame, image_dir, engine)
-    workers = resolve_num_workers(num_workers, "num_workers")
+    workers = _engine_workers(engine, num_workers)
     options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num,
                "shard_size": shard_size, **shrink.manifest_options()}
     parts_dir = parts_dir_of(output_dir)
@@ -240,7 +248,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
             raise
     shutil.rmtree(parts_dir, ignore_errors=True)
     summary.seconds, summary.convert_seconds, summary.num_workers = time.perf_counter() - started, \
-        convert_seconds, workers
+        convert_seconds, workers or 0
     return summary
 
 

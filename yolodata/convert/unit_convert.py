@@ -26,6 +26,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..fileio import write_file_durable
 from ..mindrecord_shards import OneFileWriter, shard_paths
 from .area_check import check_areas
@@ -219,7 +221,14 @@ def _write_unit(task: UnitTask, temp: Path) -> dict:
                        _json_items(ann for entry in converted for ann in entry.annotations))
     record = unit_record(task, document, plan, written, shard, temp)
     write_file_durable(temp / UNIT_RECORD_NAME, json.dumps(record, ensure_ascii=False).encode("utf-8"))
-    return record
+    return compact_record(record)
+
+
+def compact_record(record: dict) -> dict:
+    """The record with its per-row lists as int64 arrays (8 bytes per row, not a Python int each): what
+    the driver keeps of every unit until the merge."""
+    return {**record, "image_ids": np.asarray(record["image_ids"], np.int64),
+            "boxes_per_row": np.asarray(record["boxes_per_row"], np.int64)}
 
 
 def unit_record(task: UnitTask, document: dict, plan, written, shard: dict | None, temp: Path) -> dict:

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..augment import extras
 from ..augment.policy import AugmentConfig, augment_sample
 from ..checks import resolve_num_workers
 from . import sampler as sampler_lib
@@ -163,7 +164,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     still leaves twice the batch's long side (``rows.reduced_decode_factor``; README, "Camera photos");
     False always decodes at the stored size (for measuring; the batches differ only by resampling).
     ``opencv_threads`` sets OpenCV's process-wide thread count (``limit_opencv_threads``; None
-    leaves it alone).
+    leaves it alone). When ``augment.extras`` can apply, albumentations is imported here
+    (``augment.extras.preload``), not in the first batch that draws an extra.
     Attributes set on the returned dataset: ``steps_per_epoch``, ``num_steps``, ``dataset_id``,
     ``manifest``, ``bad_rows`` (rows skipped with ``skip_bad_rows``).
     """
@@ -188,6 +190,8 @@ def create_train_dataset(mindrecord, *, per_batch_size: int, training_shape: int
     if len(rows) == 0:
         raise ValueError(f"start_step={start_step} leaves no batch in epoch {start_epoch}")
 
+    if augment.extras > 0:
+        extras.preload()  # here, not in the first batch that draws an extra (extras.preload)
     bad_rows = SkippedRowLog()
     builder = TrainBatchBuilder(
         seed=seed, training_shape=training_shape, resize_rate=resize_rate, shapes=shapes, augment=augment,

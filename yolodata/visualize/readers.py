@@ -163,7 +163,8 @@ def read_label_rows(folder, *, num_workers: int | None = None):
     import mindspore.dataset as ds  # on first read: importing yolodata.visualize must not load MindSpore
 
     files = load_manifest(folder).shard_paths
-    dataset = ds.MindDataset([str(p) for p in files], shuffle=False, num_parallel_workers=resolve_num_workers(num_workers),
+    dataset = ds.MindDataset([str(p) for p in files], shuffle=False,
+                             num_parallel_workers=resolve_num_workers(num_workers),
                              columns_list=["image_id", "height", "width", "num_boxes", "boxes", "classes",
                                            "iscrowd"])
     for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1):
