@@ -2,12 +2,14 @@
 
 ``StreamedCocoUnits`` reads the json in one pass (``yolodata.json_stream``: members in any order,
 ``annotations`` before ``images`` too) and writes every image and annotation record, as its exact
-source text, to a JSON-lines spill in ``work_dir``; what it keeps in memory per image record is a few
-bytes in arrays (id, file size, unit; ``unit_sources.ImageIndex``), per annotation nothing (its image
-id goes to a binary spill). Once the images are known the units are planned as ``DocumentUnits``
-plans them, and the spills are split into one images file and one annotations file per unit, which
-``load_unit`` reads back in any process. The units, the unit documents and the routing problems are
-the same as ``DocumentUnits`` gives for the same json; the json's sha256 is computed while reading.
+source text, to JSON-lines spills in ``work_dir``: one images file and one annotations file per unit,
+which ``load_unit`` reads back in any process. The units are planned as ``DocumentUnits`` plans them,
+as soon as the ``images`` list is complete: the image records wait in a raw spill until then, and so
+do annotations that come before the images (with their image ids in a binary spill); annotations
+that come after them (COCO's own order) go straight to their unit. What stays in memory is about 8
+bytes per image id (``unit_sources``), nothing per annotation. The units, the unit documents and the
+routing problems are the same as ``DocumentUnits`` gives for the same json; the json's sha256 is
+computed while reading.
 
 Why not ijson: its C backend refuses documents ``json.load`` accepts (NaN, 1e400, integers beyond
 int64, which the plan reports per record instead), and re-serialising its records costs more than

@@ -35,7 +35,7 @@ from . import units as units_lib
 from .coco_json import SourceDocument, check_coco_shape, parse_categories
 from .coco_stream import StreamedCocoUnits
 from .engines import ENGINES, run_tasks
-from .merge import build_unit_manifest, link_unit_files, merge_records, write_unit_annotations
+from .merge import build_unit_manifest, compact_record, link_unit_files, merge_records, write_unit_annotations
 from .output import CONVERTER_VERSION, ConversionSummary, check_output_target
 from .problems import ConversionError, reporting_write_errors, strict_stop
 from .rows import progress_bar, shards_warning
@@ -201,6 +201,7 @@ def _run_units(tasks: list, source, *, engine: str, num_workers: int, progress: 
         def on_result(position: int, record: dict) -> None:
             if "error" in record:
                 raise ConversionError(record["error"])
+            compact_record(record)  # in place: the engine keeps this object among its results
             bar.update(source.units[record["index"]].num_images)
             bar.set_postfix(units=f"{position + 1}", refresh=False)
 
@@ -257,7 +258,8 @@ def _convert_pending(source, parts_dir: Path, image_dir: Path, key: str, *, work
                      log) -> tuple[list, float]:
     """(the records of every unit in unit order, seconds spent converting): units published by an
     earlier run with the same key are reused, the others converted on the engine."""
-    records = {i: r for i in range(len(source.units)) if (r := published_record(parts_dir, i, key)) is not None}
+    records = {i: compact_record(r) for i in range(len(source.units))
+               if (r := published_record(parts_dir, i, key)) is not None}
     pending = [index for index in range(len(source.units)) if index not in records]
     log(f"{source.name}: {len(source.units)} unit(s), {len(records)} already converted by an earlier run")
     converting = time.perf_counter()
