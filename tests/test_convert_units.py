@@ -78,7 +78,7 @@ def _fails_on_one(task):
 
 
 def test_ray_engine_without_ray_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "yolodata.convert.ray_engine", None)   # as when it cannot be imported
+    monkeypatch.setitem(sys.modules, "ray", None)   # as when Ray is not installed (`import ray` fails)
     with pytest.raises(engines.EngineError, match=r"pip install yolodata\[ray\]"):
         engines.run_tasks(_fails_on_one, [0], engine="ray")
     with pytest.raises(ValueError, match="engine must be one of"):
