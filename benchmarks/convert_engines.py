@@ -1,9 +1,9 @@
 """Conversion on Ray against the local engine, on one machine in one run, and their output identity.
 
-    python benchmarks/convert_engines.py [--num_images 3000] [--num_workers 2] [--shard_size 1M]
-                                         [--repeats 2] [--image_size 120 160]
+    python benchmarks/convert_engines.py [--num_images 3000] [--num_workers 2] [--shard_size 4M]
+                                         [--repeats 3] [--image_size 480 640]
 
-The dataset is made here: ``--num_images`` small synthetic images (``yolodata.synthetic``: shapes
+The dataset is made here: ``--num_images`` synthetic images (``yolodata.synthetic``: shapes
 with exact boxes, JPEG, ``--image_size`` HEIGHT WIDTH) in one COCO json, converted into units of
 ``--shard_size`` bytes (several units per worker, so both engines keep every worker busy).
 
@@ -161,9 +161,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=3000, help="synthetic images to make and convert")
     parser.add_argument("--num_workers", type=int, default=2, help="local processes, and the CPUs of the Ray")
-    parser.add_argument("--shard_size", default="1M", help="bytes per unit (several units per worker)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each engine; best is reported")
-    parser.add_argument("--image_size", type=int, nargs=2, default=[120, 160], metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--shard_size", default="4M", help="bytes per unit (several units per worker)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each engine; best is reported")
+    parser.add_argument("--image_size", type=int, nargs=2, default=[480, 640], metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.num_images < 1 or args.num_workers < 1:

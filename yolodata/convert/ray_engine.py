@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..checks import check_int
-from .engines import EngineError
+from .engines import DEFAULT_MAX_RETRIES, EngineError
 
 PROTOBUF_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 INSTALL_HINT = "pip install yolodata[ray]"
@@ -133,7 +133,7 @@ def task_options(*, max_retries: int, memory_per_task_bytes: int | None, set_env
 
 
 def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | None = None,
-                  on_result: Callable[[int, object], None] | None = None, max_retries: int = 3,
+                  on_result: Callable[[int, object], None] | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
                   memory_per_task_bytes: int | None = None) -> list:
     """``[function(task) for task in tasks]`` computed by Ray Core tasks, in task order.
 
