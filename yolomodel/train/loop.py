@@ -292,6 +292,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         log(f"MindSpore profile written to {run.profile_dir}")
     if run.status == "stopped_early" or (run.status == "finished" and run.position.epoch >= args.max_epoch):
         _write_final_weights(run)
+        memory.note("final weights files written")
     summary = _summary(run)
     if rank == 0:
         log(summary_text(summary))
