@@ -407,6 +407,7 @@ def _conv_silu_gradients(x, weights):
             + [p.asnumpy() for p in net.get_parameters() if "moving" in p.name])
 
 
+@pytest.mark.slow
 def test_recomputed_silu_gives_the_bits_of_stored_silu(graph_mode, monkeypatch):
     """silu's kernels are recomputed in the backward pass (the train step's memory saving): values,
     gradients and BatchNorm statistics are bitwise those of SiLU kept from the forward pass."""
