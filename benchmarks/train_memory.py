@@ -1,6 +1,7 @@
 """Peak memory of ``yolo-train`` and where it goes, plus the bytes its checkpoints leave on disk.
 
     python benchmarks/train_memory.py [--epochs 3] [--imgsz 320] [--batch 16] [--workers 2] [--keep DIR]
+    python benchmarks/train_memory.py --compare_silu [--imgsz 320] [--batch 16] [--rounds 10]
 
 The run of issue 27: yolov5n fine-tuned from the real COCO weights (``yolov5n_v6.1_coco.pt``, imported on
 the fly), coco128 converted (the first 100 images train, the other 28 validate), ``--training_shape
@@ -11,6 +12,13 @@ stages (``yolomodel.train.memory``): the growth of the peak between two stages i
 between them added. At the end: every file the run left in ``ckpt_0/`` with its size, the total, and
 the total after 30 epochs, which the checkpoint policy makes exact (the file set does not grow with the
 epochs when no periodic checkpoints are asked for).
+
+``--compare_silu``: the cost of recomputing SiLU in the backward pass (``yolomodel.layers.silu``)
+instead of storing it, measured in one process: the same yolov5n step (same initial weights, the
+same synthetic batches) built once with SiLU stored (``x * sigmoid(x)`` differentiated as written)
+and once as the network builds it, both compiled, then run in alternating order for ``--rounds``
+rounds; prints whether every parameter (weights, BatchNorm statistics, momentum, EMA) is bitwise equal
+after each of the first 3 steps, and the median step time of each with their ratio.
 """
 from __future__ import annotations
 
@@ -25,7 +33,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
+from mindspore import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -132,6 +142,56 @@ def print_disk(run_dir: Path, epochs: int) -> None:
               f"(no periodic checkpoints without --ckpt_interval / --save_period)")
 
 
+def stored_silu(x):
+    """SiLU differentiated as written (the gradient keeps x and sigmoid(x) from the forward pass)."""
+    return x * ops.sigmoid(x)
+
+
+def compare_silu(imgsz: int, batch: int, rounds: int) -> int:
+    """The step with SiLU stored against the step with SiLU recomputed, in this process (see the docstring)."""
+    import mindspore as ms
+
+    from benchmarks.train_step import synthetic_batch
+    from yolomodel import layers
+    from yolomodel.device import setup_device
+    from yolomodel.train import builder
+
+    setup_device("CPU")
+    batches = [[ms.Tensor(c) for c in synthetic_batch(seed, batch, imgsz, 80)] for seed in range(3)]
+    extra = [ms.Tensor(np.float32(0.01)), ms.Tensor(np.float32(0.0))]
+
+    def compiled_step():
+        parts = builder.build_train_step(
+            yolov5_version="yolov5n", num_classes=80, training_shape=imgsz, momentum=0.937, weight_decay=5e-4,
+            loss_scale=1.0, loss_scale_type="static", label_smooth_factor=0.0, iou_type="ciou", layout="v6.0")
+        parts.train_step.compile(*batches[0], *extra)
+        return parts.train_step
+
+    recomputed = layers.silu
+    layers.silu = stored_silu     # as differentiated before: both factors stored
+    try:
+        steps = {"stored": compiled_step()}
+    finally:
+        layers.silu = recomputed
+    steps["recomputed"] = compiled_step()
+    seconds = {name: [] for name in steps}
+    for round_index in range(rounds):
+        names = list(steps) if round_index % 2 == 0 else list(steps)[::-1]
+        for name in names:
+            started = time.perf_counter()
+            [output.asnumpy() for output in steps[name](*batches[round_index % 3], *extra)]
+            seconds[name].append(time.perf_counter() - started)
+        if round_index < 3:
+            values = [{p.name: p.asnumpy() for p in steps[name].get_parameters()} for name in steps]
+            differing = [n for n in values[0] if not np.array_equal(values[0][n], values[1][n])]
+            print(f"after step {round_index + 1}: {len(values[0]) - len(differing)} of {len(values[0])} parameters "
+                  f"bitwise equal" + (f" (differing: {differing[:5]})" if differing else ""))
+    stored, recomputed_s = (float(np.median(seconds[name][1:])) for name in ("stored", "recomputed"))
+    print(f"yolov5n, {imgsz} px, batch {batch}, {rounds} alternating rounds (the first left out): median step "
+          f"{stored:.3f} s with SiLU stored, {recomputed_s:.3f} s recomputed, ratio {recomputed_s / stored:.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -139,8 +199,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", default="", help="folder to keep the run in (default: a temporary one)")
+    parser.add_argument("--compare_silu", action="store_true",
+                        help="instead: SiLU stored against recomputed in one process (equality and step time)")
+    parser.add_argument("--rounds", type=int, default=10, help="--compare_silu: alternating rounds")
     parser.add_argument("extra", nargs="*", help="more yolo-train flags, after --")
     args = parser.parse_args(argv)
+    if args.compare_silu:
+        return compare_silu(args.imgsz, args.batch, args.rounds)
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.keep or temporary)
         folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import math
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from yolodata.rng import keyed_rng
 from yolodata.pipeline.targets import YOLOV5_ANCHORS
@@ -366,6 +366,65 @@ def test_silu_equals_the_silu_primitive():
     expected_value, expected_grad = value_and_input_grad(nn.SiLU(), x, weights)
     assert value == pytest.approx(expected_value, rel=1e-6)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
+
+
+def stored_silu(x):
+    """SiLU differentiated as written: the backward pass keeps x and sigmoid(x) from the forward one."""
+    return x * ops.sigmoid(x)
+
+
+class _WeightedSumGradients(nn.Cell):
+    """(sum(net(x) * weights), its gradients to x and to the net's trainable weights), compiled in graph mode."""
+
+    def __init__(self, net, weights):
+        super().__init__()
+        from mindspore import ParameterTuple
+
+        self.net = net
+        self.weights = weights
+        self.grad_fn = ops.value_and_grad(self.weighted_sum, 0, ParameterTuple(net.trainable_params()))
+
+    def weighted_sum(self, x):
+        return (self.net(x) * self.weights).sum()
+
+    def construct(self, x):
+        return self.grad_fn(x)
+
+
+def _conv_silu_gradients(x, weights):
+    """Value, input and weight gradients of sum(ConvBNSiLU(ConvBNSiLU(x)) * weights) in training mode, and the
+    BatchNorm statistics after that pass; the layers' parameters drawn from the keyed RNG."""
+    from yolomodel.layers import ConvBNSiLU
+
+    net = nn.SequentialCell([ConvBNSiLU(4, 8, 3), ConvBNSiLU(8, 8, 1)])
+    for index, param in enumerate(net.get_parameters()):
+        values = keyed_rng(8, index, purpose="test_recomputed_silu").normal(0.5, 0.5, size=param.shape)
+        param.set_data(Tensor(values.astype(np.float32)))
+    step = _WeightedSumGradients(net, weights)
+    step.set_train(True)
+    value, (input_grad, weight_grads) = step(x)
+    return ([value.asnumpy(), input_grad.asnumpy()] + [g.asnumpy() for g in weight_grads]
+            + [p.asnumpy() for p in net.get_parameters() if "moving" in p.name])
+
+
+@pytest.mark.slow
+def test_recomputed_silu_gives_the_bits_of_stored_silu(graph_mode, monkeypatch):
+    """silu's kernels are recomputed in the backward pass (the train step's memory saving): values,
+    gradients and BatchNorm statistics are bitwise those of SiLU kept from the forward pass."""
+    from yolomodel import layers
+
+    assert layers._SILU_SIGMOID.attrs.get("recompute") and layers._SILU_MUL.attrs.get("recompute")
+    rng = keyed_rng(4, purpose="test_recomputed_silu")
+    x = Tensor(rng.normal(size=(2, 4, 12, 12)).astype(np.float32))
+    weights = Tensor(rng.normal(size=(2, 8, 12, 12)).astype(np.float32))
+    recomputed = _conv_silu_gradients(x, weights)
+    with monkeypatch.context() as patched:
+        patched.setattr(layers, "silu", stored_silu)
+        stored = _conv_silu_gradients(x, weights)
+    assert len(recomputed) == len(stored) == 2 + 6 + 4       # value, input gradient, 6 weights, 4 statistics
+    for got, expected in zip(recomputed, stored):
+        assert np.array_equal(got, expected)
+    assert np.abs(recomputed[1]).max() > 0 and all(np.abs(g).max() > 0 for g in recomputed[2:8])
 
 
 def test_spp_chained_pools_equal_the_three_pools():

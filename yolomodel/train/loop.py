@@ -274,6 +274,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
     (``yolodata.pipeline.TRAIN_COLUMNS`` order) before the step sees them.
     """
     memory.note("start")
+    memory.limit_malloc_arenas()
     ds.config.set_prefetch_size(PREFETCH_BATCHES)
     session = prepare(args, rank, group_size, log=log)
     memory.note("set-up (network, weights, step built; validator made)")
@@ -291,6 +292,7 @@ def train(args, rank: int = 0, group_size: int = 1, *, batch_hook=None, log=logg
         log(f"MindSpore profile written to {run.profile_dir}")
     if run.status == "stopped_early" or (run.status == "finished" and run.position.epoch >= args.max_epoch):
         _write_final_weights(run)
+        memory.note("final weights files written")
     summary = _summary(run)
     if rank == 0:
         log(summary_text(summary))
@@ -410,6 +412,7 @@ def _run_step(run: Run, epoch: int, step_in_epoch: int, columns, waited_from: fl
     no_stop, stop = run.stop_flags
     step_args = (*inputs, *schedule_inputs, stop if run.signals.received else no_stop)
     if run.steps_run == 0:   # compiling apart from running, so that what compiling freed is returned first
+        memory.note("first batch read (the input pipeline running)")
         session.parts.train_step.compile(*step_args)
         memory.note("train step compiled (not run yet)")
         memory.return_freed_memory()
