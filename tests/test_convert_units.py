@@ -26,7 +26,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolodata.verify import verify_output
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unit_sources import always_fails, square_failing_once  # noqa: E402  (spawned workers import it by name)
+from engine_tasks import always_fails, square_failing_once  # noqa: E402  (spawned workers import it by name)
 
 SHARD_SIZE = 12_000      # bytes: the 16 pictures (2-4 KB each) make 4-6 units
 
@@ -149,8 +149,8 @@ def test_shard_files_stay_within_shard_size_plus_the_largest_row(tiny_coco, refe
     manifest = load_manifest(reference)
     largest_row = 0
     for path, entry in zip(manifest.shard_paths, manifest.shards):
-        images = [np.asarray(r["image"]).nbytes for r in ds.MindDataset([str(path)], columns_list=["image"], shuffle=False)
-                  .create_dict_iterator(output_numpy=True, num_epochs=1)]
+        reader = ds.MindDataset([str(path)], columns_list=["image"], shuffle=False)
+        images = [np.asarray(r["image"]).nbytes for r in reader.create_dict_iterator(output_numpy=True, num_epochs=1)]
         stored = mindrecord_shards.stored_bytes(mindrecord_shards.read_header(path)[0])
         # ROW_OVERHEAD_BYTES bounds what a row adds besides its picture (label columns, index, page entry)
         assert stored - sum(images) <= units_lib.ROW_OVERHEAD_BYTES * len(images)
