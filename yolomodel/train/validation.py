@@ -39,6 +39,7 @@ class ValidationSettings:
     nms: object                     # yolomodel.nms.NmsOptions
     eval_interval: int = 1          # every this many epochs, and always after the last one
     patience: int = 0               # stop after this many evaluations without a better fitness (0: never)
+    compiled: bool = False          # validation's network compiled (faster, a second resident graph) or op by op
 
     def due(self, epoch_number: int, max_epoch: int) -> bool:
         """Whether the epoch ``epoch_number`` (1-based) ends with a validation."""
@@ -93,7 +94,8 @@ class Validator:
         started = time.perf_counter()
         if self._ground_truth is None:
             self._ground_truth = load_ground_truth(load_manifest(self.settings.mindrecord).annotations_path)
-        report = _op_by_op(lambda: evaluation.evaluate(
+        run_mode = _as_is if self.settings.compiled else _op_by_op
+        report = run_mode(lambda: evaluation.evaluate(
                           self._network_with_ema_weights(), self.settings.mindrecord,
                           testing_shape=self.settings.testing_shape, per_batch_size=self.settings.per_batch_size,
                           nms=self.settings.nms, geometry=self.settings.geometry, rank=self.rank,
@@ -107,6 +109,11 @@ class Validator:
         return ValidationOutcome(report.scores, value, improved, new_state, time.perf_counter() - started,
                                  report.images_evaluated, getattr(report.scores, "evaluator", None),
                                  report.first_batch)
+
+
+def _as_is(run):
+    """``run()`` in the current mode (``--val_compiled 1``: graph mode compiles validation's network)."""
+    return run()
 
 
 def _op_by_op(run):
