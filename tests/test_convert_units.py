@@ -26,7 +26,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolodata.verify import verify_output
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unit_sources import always_fails, square_failing_once  # noqa: E402  (spawned workers import it by name)
+from engine_tasks import always_fails, square_failing_once  # noqa: E402  (spawned workers import it by name)
 
 SHARD_SIZE = 12_000      # bytes: the 16 pictures (2-4 KB each) make 4-6 units
 
