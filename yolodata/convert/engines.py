@@ -41,10 +41,14 @@ class EngineError(RuntimeError):
 
 
 def warm_up(module_name: str | None) -> None:
-    """What a warming task runs in a worker: import ``module_name`` (None: nothing), so that the
-    first real task finds it loaded."""
+    """What a worker runs before its first task: import ``module_name`` (None: nothing), so that the
+    task finds it loaded. Never raises: a module that cannot be imported fails the task itself, with
+    the task's own error and retries."""
     if module_name:
-        importlib.import_module(module_name)
+        try:
+            importlib.import_module(module_name)
+        except Exception:  # noqa: BLE001 - reported by the first task that needs the module
+            pass
 
 
 def open_engine(engine: str = "local", num_workers: int | None = 1, *, warm_module: str | None = None,
@@ -80,8 +84,9 @@ def run_tasks(function: Callable, tasks: Sequence, *, engine: str = "local", num
 
 
 class LocalEngine:
-    """A spawn process pool of ``num_workers`` processes, started (and warmed) when the engine is made;
-    one worker, or one task, runs in the calling process instead (no start-up cost)."""
+    """A spawn process pool of ``num_workers`` processes; with ``warm_module`` they are all started
+    when the engine is made, each importing the module first (the pool's initializer). One worker, or
+    one task, runs in the calling process instead (no start-up cost)."""
 
     def __init__(self, num_workers: int, *, warm_module: str | None = None,
                  max_retries: int = DEFAULT_MAX_RETRIES):
@@ -89,12 +94,13 @@ class LocalEngine:
         self._executor = None
         if num_workers > 1:
             self._executor = self._new_executor()
-            for _ in range(num_workers if warm_module else 0):   # each submission starts one process now
-                self._executor.submit(warm_up, warm_module)
+            for _ in range(num_workers if warm_module else 0):   # no idle process: each submission starts one
+                self._executor.submit(warm_up, None)
 
     def _new_executor(self):
         context = multiprocessing.get_context("spawn")
-        return concurrent.futures.ProcessPoolExecutor(max_workers=self.num_workers, mp_context=context)
+        return concurrent.futures.ProcessPoolExecutor(max_workers=self.num_workers, mp_context=context,
+                                                      initializer=warm_up, initargs=(self.warm_module,))
 
     def run(self, function: Callable, tasks: Sequence,
             on_result: Callable[[int, object], None] | None = None) -> list:
