@@ -3,6 +3,7 @@ can import them by name)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -18,3 +19,8 @@ def square_failing_once(task):
 
 def always_fails(task):
     raise RuntimeError(f"task {task} always fails")
+
+
+def module_loaded(name):
+    """``(whether module ``name`` was imported in this process before this task, pid)``."""
+    return name in sys.modules, os.getpid()

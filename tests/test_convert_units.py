@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from yolodata import mindrecord_shards
@@ -26,7 +27,7 @@ from yolodata.synthetic import make_synthetic_coco
 from yolodata.verify import verify_output
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_tasks import always_fails, square_failing_once  # noqa: E402  (spawned workers import it by name)
+from engine_tasks import always_fails, module_loaded, square_failing_once  # noqa: E402  (spawned workers import it by name)
 
 SHARD_SIZE = 12_000      # bytes: the 16 pictures (2-4 KB each) make 4-6 units
 
@@ -83,6 +84,27 @@ def test_ray_engine_without_ray_is_a_clear_error(monkeypatch):
         engines.run_tasks(_fails_on_one, [0], engine="ray")
     with pytest.raises(ValueError, match="engine must be one of"):
         engines.run_tasks(_fails_on_one, [0], engine="spark")
+
+
+@pytest.mark.parametrize("warm_module", ["colorsys", None])
+def test_local_engine_workers_import_the_warm_module_before_their_first_task(warm_module):
+    # colorsys: a standard module nothing here imports, so only the warm-up can load it
+    with engines.open_engine("local", 2, warm_module=warm_module) as engine:
+        results = engine.run(module_loaded, ["colorsys"] * 4)
+    assert [loaded for loaded, _ in results] == [warm_module is not None] * 4
+    assert os.getpid() not in {pid for _, pid in results}
+    assert not any(psutil.pid_exists(pid) for _, pid in results), "the engine's processes outlive close()"
+
+
+def test_an_error_while_planning_closes_the_engine_opened_before(tiny_coco, tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}], "annotations": [')
+    children_before = {child.pid for child in psutil.Process().children(recursive=True)}
+    with pytest.raises(ConversionError, match="bad.json"):
+        convert_coco(tiny_coco[0], bad_json, tmp_path / "out", num_workers=2)
+    new_children = {child.pid for child in psutil.Process().children(recursive=True)} - children_before
+    assert not new_children, f"worker processes {new_children} left running after the error"
+    assert not (tmp_path / "out").exists()
 
 
 # -------------------------------------------------------------------- same bytes, retries, resume

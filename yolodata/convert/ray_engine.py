@@ -18,6 +18,10 @@ The workers must import the same ``yolodata`` as the driver, or the output bytes
   the nodes need ``pip install yolodata[ray]`` for the dependencies (MindSpore, OpenCV, numpy, Ray)
   and shared storage for the images and the output.
 
+``RayEngine`` (what ``engines.open_engine("ray", ...)`` returns) joins or starts Ray when it is made
+and sends one warming task per CPU (importing the unit conversion module, MindSpore with it), so that
+a new job's worker processes start while the driver still plans the units; ``run`` uses them.
+
 Every worker gets ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``: Ray imports protobuf before the
 task function imports MindSpore, which then fails with protobuf's default (upb) backend.
 """
@@ -30,7 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..checks import check_int
-from .engines import DEFAULT_MAX_RETRIES, EngineError
+from .engines import DEFAULT_MAX_RETRIES, EngineError, warm_up
 
 PROTOBUF_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 INSTALL_HINT = "pip install yolodata[ray]"
@@ -135,35 +139,71 @@ def task_options(*, max_retries: int, memory_per_task_bytes: int | None, set_env
 def run_tasks_ray(function: Callable, tasks: Iterable, *, num_workers: int | None = None,
                   on_result: Callable[[int, object], None] | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
                   memory_per_task_bytes: int | None = None) -> list:
-    """``[function(task) for task in tasks]`` computed by Ray Core tasks, in task order.
+    """``[function(task) for task in tasks]`` computed by Ray Core tasks, in task order: a ``RayEngine``
+    opened, run once and closed (see it for the arguments)."""
+    with RayEngine(num_workers, max_retries=max_retries, memory_per_task_bytes=memory_per_task_bytes) as engine:
+        return engine.run(function, tasks, on_result=on_result)
 
-    ``on_result(index, result)`` is called in this process as each task finishes (completion order).
+
+class RayEngine:
+    """Ray Core tasks on the Ray in use (see the module docstring), connected when made.
+
     ``num_workers``: the CPUs of a local Ray started here (None: this machine's); a cluster or the
     caller's Ray has its own. The driver keeps at most twice as many tasks in flight as the Ray in use
     has CPUs (all busy, none waiting for the driver), so that very many tasks need little driver memory.
     Each task asks Ray for one CPU and ``memory_per_task_bytes`` of memory (None: no memory request)
     and is retried up to ``max_retries`` times, whether it raised or its worker process died. A task
     that fails on every attempt raises ``TaskFailedError`` naming it; then, and on Ctrl-C, the tasks
-    still outstanding are cancelled.
+    still outstanding are cancelled. ``warm_module``: imported by one task per CPU sent at once (the
+    job's worker processes start and load it while the caller does other work). ``close`` shuts down
+    a Ray started here.
     """
-    if num_workers is not None:
-        check_int("num_workers", num_workers, minimum=1)
-    check_int("max_retries", max_retries, minimum=0)
-    if memory_per_task_bytes is not None:
-        check_int("memory_per_task_bytes", memory_per_task_bytes, minimum=1)
-    ray = import_ray()
-    started_here = connect(ray, num_workers)
-    try:
-        options = task_options(max_retries=max_retries, memory_per_task_bytes=memory_per_task_bytes,
-                               set_env=not (started_here or job_sets_protobuf(ray)))
-        check_fits_a_node(ray, memory_per_task_bytes)
-        remote_call = ray.remote(call_task).options(**options)
+
+    def __init__(self, num_workers: int | None = None, *, warm_module: str | None = None,
+                 max_retries: int = DEFAULT_MAX_RETRIES, memory_per_task_bytes: int | None = None):
+        if num_workers is not None:
+            check_int("num_workers", num_workers, minimum=1)
+        check_int("max_retries", max_retries, minimum=0)
+        if memory_per_task_bytes is not None:
+            check_int("memory_per_task_bytes", memory_per_task_bytes, minimum=1)
+        self.num_workers, self.max_retries = num_workers, max_retries
+        self.ray = import_ray()
+        self._started_here = connect(self.ray, num_workers)
+        self._warming: list = []
+        try:
+            self._options = task_options(max_retries=max_retries, memory_per_task_bytes=memory_per_task_bytes,
+                                         set_env=not (self._started_here or job_sets_protobuf(self.ray)))
+            check_fits_a_node(self.ray, memory_per_task_bytes)
+            if warm_module:   # same options (so the same worker processes), no retries: nothing depends on it
+                warm = self.ray.remote(warm_up).options(**{**self._options, "max_retries": 0,
+                                                           "retry_exceptions": False})
+                self._warming = [warm.remote(warm_module) for _ in range(ray_cpu_count(self.ray))]
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, function: Callable, tasks: Iterable,
+            on_result: Callable[[int, object], None] | None = None) -> list:
+        """``[function(task) for task in tasks]`` in task order; ``on_result`` in completion order."""
+        ray = self.ray
+        remote_call = ray.remote(call_task).options(**self._options)
         num_in_flight = TASKS_IN_FLIGHT_PER_WORKER * ray_cpu_count(ray)
         return run_windowed(ray, remote_call, ray.put(function), tasks, num_in_flight=num_in_flight,
-                            on_result=on_result, num_attempts=max_retries + 1)
-    finally:
-        if started_here:
-            ray.shutdown()
+                            on_result=on_result, num_attempts=self.max_retries + 1)
+
+    def close(self) -> None:
+        """Shut down a Ray started here. Idempotent. Warming tasks are not cancelled (interrupting an
+        import could leave a worker of the caller's Ray half-initialised); they end on their own."""
+        self._warming = []
+        if self._started_here:
+            self._started_here = False
+            self.ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def check_fits_a_node(ray, memory_per_task_bytes: int | None) -> None:

@@ -5,7 +5,8 @@
    one MindRecord file of the output.
 2. The units are converted by an engine (``convert.engines``: a local process pool or Ray), each into
    its own folder ``.OUTPUT.parts/unit-NNNNN`` published by rename when complete
-   (``convert.unit_convert``).
+   (``convert.unit_convert``). The engine is opened before step 1, so that its workers start and
+   import the unit conversion (MindSpore with it) while the driver plans; it is closed on every path.
 3. The output is merged from the unit records without reading images again (``convert.merge``) in a
    temporary folder beside ``output_dir`` that replaces it by rename when complete
    (``fileio.AtomicOutput``); then the parts folder is removed.
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import contextlib
 import time
 import warnings as warnings_lib
 from pathlib import Path
@@ -34,7 +36,7 @@ from ..schema import ANNOTATIONS_NAME, MANIFEST_NAME, SCHEMA_VERSION
 from . import units as units_lib
 from .coco_json import SourceDocument, check_coco_shape, parse_categories
 from .coco_stream import StreamedCocoUnits
-from .engines import ENGINES, run_tasks
+from .engines import ENGINES, open_engine
 from .merge import build_unit_manifest, compact_record, link_unit_files, merge_records, write_unit_annotations
 from .output import CONVERTER_VERSION, ConversionSummary, check_output_target
 from .problems import ConversionError, reporting_write_errors, strict_stop
@@ -45,6 +47,7 @@ from .unit_convert import FAIL_ONCE_VARIABLE, UNIT_RECORD_NAME, UNIT_RECORD_VERS
     convert_unit, file_digest, plan_errors, unit_folder
 
 RUN_RECORD_NAME = "run.json"
+UNIT_MODULE = convert_unit.__module__    # what the engine's workers import while the driver plans
 LAZY_LOAD_WARNING_KIND = "lazy_load_rows"
 
 
@@ -146,10 +149,11 @@ def published_record(parts_dir: Path, index: int, key: str) -> dict | None:
     return compact_record(record)
 
 
-def _check_common(exif_frame: str, image_dir, engine: str) -> None:
+def _check_common(exif_frame: str, image_dir, engine) -> None:
+    """The arguments every entry point takes (``engine``: a name, or an engine already opened)."""
     if exif_frame not in image_io.EXIF_FRAMES:
         raise ValueError(f"exif_frame must be one of {image_io.EXIF_FRAMES}, got {exif_frame!r}")
-    if engine not in ENGINES:
+    if isinstance(engine, str) and engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not Path(image_dir).is_dir():
         raise ConversionError(f"--image_dir {image_dir} is not a folder")
@@ -193,7 +197,7 @@ def _unit_tasks(source, pending: list, parts_dir: Path, image_dir: Path, key: st
             for index in pending]
 
 
-def _run_units(tasks: list, source, *, engine: str, num_workers: int, progress: bool, log) -> list:
+def _run_units(tasks: list, source, *, engine, progress: bool) -> list:
     """Convert the tasks' units on the engine, one progress bar over their images; a unit's user error
     (a --strict stop) stops the run."""
     total = sum(source.units[task.index].num_images for task in tasks)
@@ -205,16 +209,26 @@ def _run_units(tasks: list, source, *, engine: str, num_workers: int, progress: 
             bar.update(source.units[record["index"]].num_images)
             bar.set_postfix(units=f"{position + 1}", refresh=False)
 
-        return run_tasks(convert_unit, tasks, engine=engine, num_workers=num_workers, on_result=on_result)
+        return engine.run(convert_unit, tasks, on_result=on_result)
+
+
+def opened_engine(engine, num_workers: int | None):
+    """``engine`` itself when it is an engine opened by the caller (left open), else a context that
+    opens ``open_engine(engine, ...)`` warmed with the unit conversion and closes it."""
+    if not isinstance(engine, str):
+        return contextlib.nullcontext(engine)
+    return open_engine(engine, _engine_workers(engine, num_workers), warm_module=UNIT_MODULE)
 
 
 def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shard_num: int | None,
-                  engine: str = "local", num_workers: int | None = None, drop_empty: bool = False,
+                  engine="local", num_workers: int | None = None, drop_empty: bool = False,
                   strict: bool = False, exif_frame: str = "auto", shrink: ShrinkOptions = ShrinkOptions(),
                   progress: bool = False, log: Callable[[str], None] | None = None,
                   started: float | None = None) -> ConversionSummary:
     """Convert a ``UnitSource`` (units already planned with ``shard_size`` / ``shard_num``) into
-    ``output_dir`` (see the module docstring). Returns the summary.
+    ``output_dir`` (see the module docstring). Returns the summary. ``engine``: a name of ``ENGINES``
+    (opened here, after the planning) or an engine the caller opened before planning (``opened_engine``
+    with the same ``num_workers``; left open).
 
     Raises ConversionError for user errors: nothing of ``output_dir`` changed, and the parts folder is
     removed (a user error needs other input or options, which start afresh anyway). Any other failure
@@ -225,12 +239,12 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
     image_dir, output_dir = Path(image_dir), Path(output_dir)
     log = log or (lambda message: None)
     _check_common(exif_frame, image_dir, engine)
-    workers = _engine_workers(engine, num_workers)
+    workers = _engine_workers(engine, num_workers) if isinstance(engine, str) else engine.num_workers
     options = {"drop_empty": bool(drop_empty), "exif_frame": exif_frame, "shard_num": shard_num,
                "shard_size": shard_size, **shrink.manifest_options()}
     parts_dir = parts_dir_of(output_dir)
     atomic = AtomicOutput(output_dir, check_output_target)
-    with atomic as temp:
+    with opened_engine(engine, num_workers) as task_engine, atomic as temp:
         try:
             _check_source_problems(source, strict, image_dir, drop_empty)
             for message in check_unit_plan(source, shard_size):
@@ -239,7 +253,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
             key = run_key(source, image_dir, options)
             prepare_parts(parts_dir, key)
             records, convert_seconds = _convert_pending(source, parts_dir, image_dir, key, workers=workers,
-                                                        engine=engine, drop_empty=drop_empty, strict=strict,
+                                                        engine=task_engine, drop_empty=drop_empty, strict=strict,
                                                         exif_frame=exif_frame, shrink=shrink, progress=progress,
                                                         log=log)
             summary = _merge_output(source, records, parts_dir, output_dir, temp, atomic, options=options,
@@ -253,7 +267,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
     return summary
 
 
-def _convert_pending(source, parts_dir: Path, image_dir: Path, key: str, *, workers: int, engine: str,
+def _convert_pending(source, parts_dir: Path, image_dir: Path, key: str, *, workers: int, engine,
                      drop_empty: bool, strict: bool, exif_frame: str, shrink: ShrinkOptions, progress: bool,
                      log) -> tuple[list, float]:
     """(the records of every unit in unit order, seconds spent converting): units published by an
@@ -265,7 +279,7 @@ def _convert_pending(source, parts_dir: Path, image_dir: Path, key: str, *, work
     converting = time.perf_counter()
     tasks = _unit_tasks(source, pending, parts_dir, image_dir, key, num_workers=workers, drop_empty=drop_empty,
                         strict=strict, exif_frame=exif_frame, shrink=shrink)
-    for record in _run_units(tasks, source, engine=engine, num_workers=workers, progress=progress, log=log):
+    for record in _run_units(tasks, source, engine=engine, progress=progress):
         records[record["index"]] = record
     return [records[i] for i in range(len(source.units))], time.perf_counter() - converting
 
@@ -338,11 +352,13 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | Non
     check_output_target(output_dir)
     spill_dir = spill_dir_of(output_dir)
     try:
-        source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size, shard_num=shard_num,
-                                   progress=progress)
-        return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
-                             engine=engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
-                             exif_frame=exif_frame, shrink=shrink, progress=progress, log=log, started=started)
+        with opened_engine(engine, num_workers) as task_engine:   # its workers start while the json is read
+            source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size, shard_num=shard_num,
+                                       progress=progress)
+            return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
+                                 engine=task_engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
+                                 exif_frame=exif_frame, shrink=shrink, progress=progress, log=log,
+                                 started=started)
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
 
@@ -365,7 +381,8 @@ def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_siz
     shrink = ShrinkOptions(max_side, jpeg_quality)
     _check_common(exif_frame, image_dir, engine)
     check_coco_shape(source.document, source.name)
-    units = DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
-    return convert_units(units, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num, engine=engine,
-                         num_workers=num_workers, drop_empty=drop_empty, strict=strict, exif_frame=exif_frame,
-                         shrink=shrink, progress=progress, log=log, started=started)
+    with opened_engine(engine, num_workers) as task_engine:   # its workers start while the units are planned
+        units = DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
+        return convert_units(units, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
+                             engine=task_engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
+                             exif_frame=exif_frame, shrink=shrink, progress=progress, log=log, started=started)
