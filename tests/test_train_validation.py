@@ -25,7 +25,7 @@ from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train import run_report
 
-from validation_runs import CONF_THRESH, INTERRUPT_AT, TIME_COLUMNS, validation_train_argv
+from validation_runs import CONF_THRESH, FINAL_FILES, INTERRUPT_AT, TIME_COLUMNS, validation_train_argv
 
 pytestmark = pytest.mark.slow  # trains and evaluates yolov5n
 
@@ -149,6 +149,8 @@ def test_patience_stops_on_a_scripted_fitness_sequence(splits, tmp_path, monkeyp
     assert train_cli.main(validation_train_argv(splits, run_dir, "--max_epoch", "4", "--patience", "2")) == 0
     rows = results_lib.read_results(run_dir / "results.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]   # stopped after 2 validations without improvement
+    # the defaults to the end of training: no periodic checkpoint, no temporary file (for test_checkpoint_policy.py)
+    assert sorted(p.name for p in (run_dir / "ckpt_0").iterdir()) == FINAL_FILES
     _, best = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "best.ckpt")
     assert best["epoch"] == 1 and float(best["best_fitness"]) == pytest.approx(0.30)
     log = (run_dir / "log_rank0.txt").read_text()
