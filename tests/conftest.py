@@ -104,3 +104,26 @@ def write_rectangle_coco(folder: Path, *, num_images: int, seed: int = 0, size_r
     ann_file = folder / "instances.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return image_dir, ann_file
+
+
+@pytest.fixture(scope="session")
+def validation_splits(tmp_path_factory):
+    """tests/validation_runs.py's small train/val shards and config, converted once for the whole session."""
+    from validation_runs import make_validation_splits
+
+    made = make_validation_splits(tmp_path_factory.mktemp("validation_data"))
+    assert (made[2].num_train, made[2].num_val) == (8, 4)
+    return made
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_validation_run(validation_splits, tmp_path_factory):
+    """One finished yolov5n run on ``validation_splits`` (3 epochs, validated after each, a periodic
+    checkpoint after every epoch), shared by test_train_validation.py and test_checkpoint_policy.py: both
+    compare their interrupted-and-resumed runs with it, and it is the suite's most expensive fixture."""
+    from validation_runs import validation_train_argv
+    from yolomodel.cli import train as train_cli
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert train_cli.main(validation_train_argv(validation_splits, run_dir, "--save_period", "1")) == 0
+    return run_dir

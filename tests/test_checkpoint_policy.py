@@ -27,9 +27,8 @@ from yolomodel.train import config as config_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train.session import anchors_message, resolve_model
 
-from validation_runs import INTERRUPT_AT, TIME_COLUMNS, make_validation_splits, validation_train_argv
+from validation_runs import FINAL_FILES, INTERRUPT_AT, TIME_COLUMNS, validation_train_argv
 
-FINAL_FILES = ["best.ckpt", "best_weights.ckpt", "last.ckpt", "last_weights.ckpt"]
 PERIODIC = re.compile(r"\d+-\d+_\d+\.ckpt")
 
 
@@ -77,15 +76,17 @@ def test_half_precision_weights_file_reads_back_as_float32_and_loads(tmp_path):
 # --- a tiny training run with the defaults --------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    return make_validation_splits(tmp_path_factory.mktemp("policy_data"))
+def splits(validation_splits):
+    return validation_splits
 
 
 @pytest.fixture(scope="module")
-def default_run(splits, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("defaults")
-    assert train_cli.main(validation_train_argv(splits, run_dir)) == 0
-    return run_dir
+def default_run(uninterrupted_validation_run):
+    """The defaults plus ``--save_period 1`` (tests/conftest.py's run, shared with test_train_validation.py;
+    periodic checkpoints change no trained value). That the defaults alone write no periodic checkpoint is
+    checked on the interrupted run below (after epoch 1) and on test_train_validation.py's patience run
+    (the defaults to the end of training)."""
+    return uninterrupted_validation_run
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,9 @@ def resumed_from_last(splits, tmp_path_factory):
 @pytest.mark.slow
 def test_three_epochs_with_defaults_leave_last_best_and_the_small_weights_files(default_run):
     files = sorted(p.name for p in (default_run / "ckpt_0").iterdir())
-    assert files == FINAL_FILES      # no periodic checkpoint unless asked for, no temporary file
+    # besides the periodic checkpoints --save_period 1 asked for, the final files and no temporary file
+    assert [name for name in files if not PERIODIC.fullmatch(name)] == FINAL_FILES
+    assert [name for name in files if PERIODIC.fullmatch(name)] == ["0-1_4.ckpt", "0-2_4.ckpt", "0-3_4.ckpt"]
     last_params, last_meta = ckpt_lib.read_checkpoint(default_run / "ckpt_0" / "last.ckpt")
     assert ckpt_lib.train_state_from(last_meta, "last").epoch == 3
     weights = read_weights(default_run / "ckpt_0" / "last_weights.ckpt")

@@ -1,8 +1,8 @@
 """Validation during training: the numbers yolo-eval gives, best/last checkpoints, results.csv, patience, resume.
 
 Two real runs of yolov5n (64 px, 8 train and 4 val synthetic images, 3 epochs of 4 steps, validation
-after every epoch) share the compilations of this module: one uninterrupted, one interrupted by SIGTERM in
-the middle of epoch 2 and resumed into the same folder. A third run replaces the evaluation by a scripted
+after every epoch): one uninterrupted (tests/conftest.py's session fixture, which test_checkpoint_policy.py
+shares), one interrupted by SIGTERM in the middle of epoch 2 and resumed into the same folder. A third run replaces the evaluation by a scripted
 fitness sequence to check early stopping without evaluating.
 """
 from __future__ import annotations
@@ -25,24 +25,20 @@ from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train import results as results_lib
 from yolomodel.train import run_report
 
-from validation_runs import CONF_THRESH, INTERRUPT_AT, TIME_COLUMNS, make_validation_splits, validation_train_argv
+from validation_runs import CONF_THRESH, FINAL_FILES, INTERRUPT_AT, TIME_COLUMNS, validation_train_argv
 
 pytestmark = pytest.mark.slow  # trains and evaluates yolov5n
 
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    made = make_validation_splits(tmp_path_factory.mktemp("val_data"))
-    assert (made[2].num_train, made[2].num_val) == (8, 4)
-    return made
+def splits(validation_splits):
+    return validation_splits
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(splits, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    assert train_cli.main(validation_train_argv(splits, run_dir, "--save_period", "1")) == 0
-    return run_dir
+def uninterrupted(uninterrupted_validation_run):
+    return uninterrupted_validation_run
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +150,8 @@ def test_patience_stops_on_a_scripted_fitness_sequence(splits, tmp_path, monkeyp
     assert train_cli.main(validation_train_argv(splits, run_dir, "--max_epoch", "4", "--patience", "2")) == 0
     rows = results_lib.read_results(run_dir / "results.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]   # stopped after 2 validations without improvement
+    # the defaults to the end of training: no periodic checkpoint, no temporary file (for test_checkpoint_policy.py)
+    assert sorted(p.name for p in (run_dir / "ckpt_0").iterdir()) == FINAL_FILES
     _, best = ckpt_lib.read_checkpoint(run_dir / "ckpt_0" / "best.ckpt")
     assert best["epoch"] == 1 and float(best["best_fitness"]) == pytest.approx(0.30)
     log = (run_dir / "log_rank0.txt").read_text()

@@ -12,6 +12,8 @@ from yolodata.synthetic import make_synthetic_coco
 
 NO_AUGMENT = {"mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
               "hsv_v": 0.0, "extras": 0.0}
+# the files a finished run leaves in ckpt_0 without periodic checkpoints
+FINAL_FILES = ["best.ckpt", "best_weights.ckpt", "last.ckpt", "last_weights.ckpt"]
 TIME_COLUMNS = {"time/epoch_s", "speed/images_per_s", "time/val_s"}
 INTERRUPT_AT = 5            # iteration (epoch 2 of 3, step 2 of 4)
 # after a few steps from scratch every score is below COCO's 0.001: a lower threshold lets the network's
