@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --output_dir $(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
