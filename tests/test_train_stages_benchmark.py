@@ -32,7 +32,9 @@ def test_stages_add_up_and_the_timers_and_margin_are_removed_afterwards(tmp_path
         assert stages["    cv2.resize"] <= stages["  tiles: resize, flip, copy"]
     assert figures["num_images"] == 6 and figures["reduced_decode_margin"] == margin
     assert figures["compared_margin"]["reduced_decode_margin"] == 1
-    assert figures["pipeline_1_worker"]["cpu_ms_per_image"] > 0
+    one_worker = figures["pipeline_1_worker"]
+    # process CPU time advances in clock ticks (10 ms): 6 tiny images may all fit in one, giving 0
+    assert one_worker["images_per_s"] > 0 and one_worker["cpu_ms_per_image"] >= 0
     # nothing of the measurement stays in the process: original functions, the rule's margin
     assert all(getattr(module, name) is function for (module, name), function in originals.items())
     assert cv2.resize is originals[(cv2, "resize")] and rows_lib.REDUCED_DECODE_MARGIN == margin
