@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
+# The suite runs in two pytest-xdist workers (CI has 2 cores); tests sharing a session fixture stay together.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean
 
@@ -20,7 +22,7 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --output_dir $(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

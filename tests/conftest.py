@@ -127,3 +127,14 @@ def uninterrupted_validation_run(validation_splits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     assert train_cli.main(validation_train_argv(validation_splits, run_dir, "--save_period", "1")) == 0
     return run_dir
+
+
+SHARED_RUN_FIXTURES = ("validation_splits", "uninterrupted_validation_run")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``), every test that uses
+    the session's shared validation data or run goes to one worker, so that fixture is built once."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_RUN_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group("shared_validation_run"))
