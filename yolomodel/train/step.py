@@ -137,8 +137,8 @@ class ApplyGradients(nn.Cell):
         self.has_ema = ema is not None
         self.check_gradients = not loss_scale.unit
 
-    def construct(self, grads, parts, lr):
-        """``grads`` of the scaled loss, ``parts`` float32 (4,), ``lr`` float32 scalar -> bool finite.
+    def unscaled(self, grads, parts):
+        """(``grads`` divided by the loss scale, whether they and the loss ``parts`` are all finite).
 
         With a unit loss scale the gradients are used as they are and only the loss parts are checked.
         """
@@ -148,6 +148,11 @@ class ApplyGradients(nn.Cell):
             finite = ops.logical_and(all_finite(grads), ops.isfinite(parts).all())
         else:
             finite = ops.isfinite(parts).all()
+        return grads, finite
+
+    def construct(self, grads, parts, lr):
+        """``grads`` of the scaled loss, ``parts`` float32 (4,), ``lr`` float32 scalar -> bool finite."""
+        grads, finite = self.unscaled(grads, parts)
         if finite:
             lr = ops.depend(lr, grads)
             ops.assign(self.optimizer.learning_rate, lr)

@@ -89,17 +89,12 @@ def _clip_factor(grads):
     return ops.minimum(MAX_GRADIENT_NORM / (norm + CLIP_EPS), 1.0)
 
 
-class Yolov5ApplyGradients(nn.Cell):
+class Yolov5ApplyGradients(step_lib.ApplyGradients):
     """Unscale and check, accumulate, and on optimizer-step batches clip, set lr/momentum, step and EMA."""
 
     def __init__(self, optimizer: nn.Optimizer, param_groups, loss_scale: step_lib.LossScale, ema: nn.Cell | None,
                  accumulating: bool, weight_decay: float):
-        super().__init__(auto_prefix=False)
-        self.optimizer = optimizer
-        self.loss_scale = loss_scale
-        self.ema = ema
-        self.has_ema = ema is not None
-        self.check_gradients = not loss_scale.unit
+        super().__init__(optimizer, loss_scale, ema)
         self.param_groups = tuple(int(group) for group in param_groups)     # YOLOv5 group of each parameter
         self.decays = tuple(float(weight_decay) if group == 1 else 0.0 for group in self.param_groups)
         self.params = optimizer.parameters
@@ -112,12 +107,7 @@ class Yolov5ApplyGradients(nn.Cell):
 
     def construct(self, grads, parts, lr, momentum, optimizer_step):
         """``lr`` float32 (3,) of YOLOv5's groups, ``momentum`` float32, ``optimizer_step`` bool -> finite."""
-        if self.check_gradients:
-            inverse = 1.0 / self.loss_scale.scale
-            grads = _hyper_map(ops.partial(step_lib._scale, inverse), grads)  # noqa: SLF001 - the shared helper
-            finite = ops.logical_and(step_lib.all_finite(grads), ops.isfinite(parts).all())
-        else:
-            finite = ops.isfinite(parts).all()
+        grads, finite = self.unscaled(grads, parts)
         if self.accumulating:
             total = _hyper_map(ops.partial(_add_finite, finite), self.accumulated, grads)
         else:
