@@ -39,6 +39,7 @@ from .coco_stream import StreamedCocoUnits
 from .engines import ENGINES, open_engine
 from .merge import build_unit_manifest, compact_record, link_unit_files, merge_records, write_unit_annotations
 from .output import CONVERTER_VERSION, ConversionSummary, check_output_target
+from .output_lock import exclusive_output
 from .problems import ConversionError, reporting_write_errors, strict_stop
 from .rows import progress_bar, shards_warning
 from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
@@ -244,7 +245,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
                "shard_size": shard_size, **shrink.manifest_options()}
     parts_dir = parts_dir_of(output_dir)
     atomic = AtomicOutput(output_dir, check_output_target)
-    with opened_engine(engine, num_workers) as task_engine, atomic as temp:
+    with exclusive_output(output_dir), opened_engine(engine, num_workers) as task_engine, atomic as temp:
         try:
             _check_source_problems(source, strict, image_dir, drop_empty)
             for message in check_unit_plan(source, shard_size):
@@ -261,7 +262,7 @@ def convert_units(source, image_dir, output_dir, *, shard_size: int | None, shar
         except ConversionError:
             shutil.rmtree(parts_dir, ignore_errors=True)
             raise
-    shutil.rmtree(parts_dir, ignore_errors=True)
+        shutil.rmtree(parts_dir, ignore_errors=True)
     summary.seconds, summary.convert_seconds, summary.num_workers = time.perf_counter() - started, \
         convert_seconds, workers or 0
     return summary
@@ -351,16 +352,17 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | Non
     output_dir = Path(output_dir)
     check_output_target(output_dir)
     spill_dir = spill_dir_of(output_dir)
-    try:
-        with opened_engine(engine, num_workers) as task_engine:   # its workers start while the json is read
-            source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size, shard_num=shard_num,
-                                       progress=progress)
-            return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
-                                 engine=task_engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
-                                 exif_frame=exif_frame, shrink=shrink, progress=progress, log=log,
-                                 started=started)
-    finally:
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    with exclusive_output(output_dir):
+        try:
+            with opened_engine(engine, num_workers) as task_engine:   # its workers start while the json is read
+                source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size,
+                                           shard_num=shard_num, progress=progress)
+                return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
+                                     engine=task_engine, num_workers=num_workers, drop_empty=drop_empty,
+                                     strict=strict, exif_frame=exif_frame, shrink=shrink, progress=progress,
+                                     log=log, started=started)
+        finally:
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
 
 def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_size: int | str | None = None,

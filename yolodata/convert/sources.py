@@ -20,6 +20,7 @@ from .coco_json import SourceDocument
 from .output import ConversionSummary, check_output_target
 from .problems import ConversionError
 from .reader_stream import StreamedReaderUnits
+from .output_lock import exclusive_output
 from .run import convert_units, opened_engine, shard_request, spill_dir_of
 from .shrink import DEFAULT_JPEG_QUALITY, ShrinkOptions
 from .unit_sources import DocumentUnits
@@ -54,18 +55,19 @@ def _convert_dataset(read: Callable[[Callable], SourceDataset], name: str, annot
     check_output_target(output_dir)
     spill_dir = spill_dir_of(output_dir)
     engine, num_workers = options.pop("engine", "local"), options.pop("num_workers", None)
-    try:
-        with opened_engine(engine, num_workers) as task_engine:   # its workers start while the dataset is read
-            units = StreamedReaderUnits(read, name, annotation_file, spill_dir, shard_size=shard_size,
-                                        shard_num=shard_num)
-            (log or (lambda message: None))(
-                f"{name}: read {units.num_image_records} images, {units.num_annotation_records} boxes, "
-                f"{len(units.source_problems)} problem(s) in {time.perf_counter() - started:.2f} s")
-            return convert_units(units, units.image_root, output_dir, shard_size=shard_size, shard_num=shard_num,
-                                 engine=task_engine, num_workers=num_workers, shrink=shrink, log=log,
-                                 started=started, **options)
-    finally:
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    with exclusive_output(output_dir):
+        try:
+            with opened_engine(engine, num_workers) as task_engine:   # its workers start while the dataset is read
+                units = StreamedReaderUnits(read, name, annotation_file, spill_dir, shard_size=shard_size,
+                                            shard_num=shard_num)
+                (log or (lambda message: None))(
+                    f"{name}: read {units.num_image_records} images, {units.num_annotation_records} boxes, "
+                    f"{len(units.source_problems)} problem(s) in {time.perf_counter() - started:.2f} s")
+                return convert_units(units, units.image_root, output_dir, shard_size=shard_size,
+                                     shard_num=shard_num, engine=task_engine, num_workers=num_workers,
+                                     shrink=shrink, log=log, started=started, **options)
+        finally:
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
 
 def yolo_units(data_file, *, split: str = "train", shard_size: int | None = None, shard_num: int | None = None,
