@@ -26,6 +26,9 @@ from yolodata.convert.fault_injection import FailFirstRuns, InjectedFailure
 from yolodata.convert.ray_engine import INSTALL_HINT, PROTOBUF_ENV, TaskFailedError, import_ray, run_tasks_ray
 from yolodata.convert.unit_convert import FAIL_ONCE_VARIABLE
 
+# under pytest-xdist the whole module runs on one worker, in order: one Ray at a time on the machine
+pytestmark = pytest.mark.xdist_group("ray")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent
 PAYLOADS = [f"unit {index} ".encode() * (index + 1) for index in range(12)]

@@ -30,7 +30,8 @@ from yolodata.synthetic import make_synthetic_coco
 from yolomodel.train import checkpoint as ckpt_lib
 from yolomodel.train.loop import step_inputs
 
-pytestmark = pytest.mark.slow  # starts msrun and compiles yolov5n
+# starts msrun and compiles yolov5n; under pytest-xdist the module runs on one worker (its data is made once)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("msrun")]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "run_distribute_train.sh"
