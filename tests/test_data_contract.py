@@ -1,4 +1,5 @@
-"""The data contract of a training run (yolomodel/train/data_contract.py), without msrun.
+"""The data contract of distributed runs (yolomodel/data_contract.py; a training run's folders:
+yolomodel/train/data_contract.py; distributed evaluation: yolomodel/cli/eval.py), without msrun.
 
 Each rank's local check on a real converted folder and on copies damaged the ways a copy to another node
 goes wrong, the reports' trip through int32 words, and how the reports of several ranks combine into
@@ -6,6 +7,7 @@ the one message every rank raises. tests/test_train_distributed.py runs the coll
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,8 +21,10 @@ from yolodata.manifest import read_manifest
 from yolodata.synthetic import make_synthetic_coco
 from yolomodel.device import DeviceGroup, SINGLE_PROCESS
 from yolomodel.train import config as config_lib
-from yolomodel.train import data_contract
-from yolomodel.train.data_contract import DataContractError, FolderIdentity, RankReport
+from yolomodel import data_contract
+from yolomodel.cli import eval as eval_cli
+from yolomodel.data_contract import DataContractError, FolderIdentity, RankReport
+from yolomodel.train import data_contract as training_contract
 
 
 @pytest.fixture(scope="module")
@@ -157,15 +161,15 @@ def test_one_process_run_stops_on_a_damaged_folder(converted, tmp_path):
     copy = node_copy(converted, tmp_path / "copy")
     args = config_lib.parse_config(["--mindrecord", str(copy)])
     messages = []
-    reports = data_contract.resolve_and_check(args, SINGLE_PROCESS, log=messages.append)
+    reports = training_contract.resolve_and_check(args, SINGLE_PROCESS, log=messages.append)
     assert len(reports) == 1 and messages[-1].startswith("data check: 1 rank(s) on 1 node(s) read the same data: "
                                                          "--mindrecord dataset ")
     truncate(copy / "data.mindrecord0")
     with pytest.raises(DataContractError, match=r"(?s)not the same complete set on every rank.*rank 0 on node "
                                                 r".*data.mindrecord0 has \d+ bytes, manifest.json says"):
-        data_contract.resolve_and_check(args, SINGLE_PROCESS, log=messages.append)
+        training_contract.resolve_and_check(args, SINGLE_PROCESS, log=messages.append)
     with pytest.raises(ValueError, match="holds no shards"):   # one process: the error as it always was
-        data_contract.resolve_and_check(config_lib.parse_config(["--mindrecord", str(tmp_path)]), SINGLE_PROCESS)
+        training_contract.resolve_and_check(config_lib.parse_config(["--mindrecord", str(tmp_path)]), SINGLE_PROCESS)
 
 
 def test_a_rank_that_cannot_resolve_its_folder_still_joins_and_every_rank_gets_its_error(converted, tmp_path,
@@ -182,18 +186,75 @@ def test_a_rank_that_cannot_resolve_its_folder_still_joins_and_every_rank_gets_i
     monkeypatch.setattr(data_contract, "exchange_reports", exchange)
     args = config_lib.parse_config(["--mindrecord", str(tmp_path / "empty")])
     with pytest.raises(DataContractError, match=r"rank 1 on node \S+: --mindrecord \S+empty holds no shards"):
-        data_contract.resolve_and_check(args, DeviceGroup(rank=1, group_size=2, distributed=True))
+        training_contract.resolve_and_check(args, DeviceGroup(rank=1, group_size=2, distributed=True))
     assert len(sent) == 1 and sent[0].folders == () and "holds no shards" in sent[0].problems[0]
 
 
 def test_the_validation_folder_is_checked_too(converted, tmp_path):
     val = node_copy(converted, tmp_path / "val")
     args = config_lib.parse_config(["--mindrecord", str(converted), "--val_mindrecord", str(val)])
-    assert data_contract.folders_read(args) == [("--mindrecord", str(converted)), ("--val_mindrecord", str(val))]
+    assert training_contract.folders_read(args) == [("--mindrecord", str(converted)), ("--val_mindrecord", str(val))]
     messages = []
-    data_contract.check_training_data(args, SINGLE_PROCESS, log=messages.append)
+    training_contract.check_training_data(args, SINGLE_PROCESS, log=messages.append)
     assert "--mindrecord dataset " in messages[0] and "--val_mindrecord dataset " in messages[0]
     assert messages[0].endswith("; 12 files checked on each rank")
     (val / "data.mindrecord0.db").unlink()
     with pytest.raises(DataContractError, match=f"rank 0 on node .*: {val / 'data.mindrecord0.db'} is missing"):
-        data_contract.check_training_data(args, SINGLE_PROCESS)
+        training_contract.check_training_data(args, SINGLE_PROCESS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed evaluation (tools/eval.py --is_distributed 1): the same check before the network is loaded
+# ---------------------------------------------------------------------------------------------
+
+def _as_rank(monkeypatch, rank: int, other_reports: dict) -> list:
+    """tools/eval.py as ``rank`` of 2 ranks: the collective replaced by the other rank's report."""
+    sent = []
+
+    def exchange(report, group_size):
+        sent.append(report)
+        return [other_reports.get(r, report) if r != rank else report for r in range(group_size)]
+
+    monkeypatch.setattr(eval_cli, "setup_device", lambda *a, **k: DeviceGroup(rank=rank, group_size=2,
+                                                                              distributed=True))
+    monkeypatch.setattr(data_contract, "exchange_reports", exchange)
+    return sent
+
+
+def _eval_argv(folder: Path, tmp_path: Path) -> list:
+    checkpoint = tmp_path / "never_loaded.ckpt"    # the check stops the run before any network is loaded
+    checkpoint.write_bytes(b"")
+    return ["--mindrecord", str(folder), "--pretrained", str(checkpoint), "--is_distributed", "1",
+            "--results_file", str(tmp_path / "results.json")]
+
+
+def test_distributed_eval_stops_on_a_rank_with_a_damaged_copy(converted, tmp_path, monkeypatch, capsys):
+    copy = node_copy(converted, tmp_path / "copy")
+    truncate(copy / "data.mindrecord0")
+    good = data_contract.local_report([("--mindrecord", str(converted))], 0, host="node-a")
+    sent = _as_rank(monkeypatch, 1, {0: good})
+    assert eval_cli.main(_eval_argv(copy, tmp_path)) == 2
+    error = capsys.readouterr().err
+    assert "the evaluation data is not the same complete set on every rank" in error
+    assert f"rank 1 on node {sent[0].host}: {copy / 'data.mindrecord0'} has" in error
+    assert not (tmp_path / "results.json").exists()
+    # rank 0, whose own copy is fine, stops with the same message about rank 1
+    _as_rank(monkeypatch, 0, {1: sent[0]})
+    assert eval_cli.main(_eval_argv(converted, tmp_path)) == 2
+    assert f"rank 1 on node {sent[0].host}: {copy / 'data.mindrecord0'} has" in capsys.readouterr().err
+
+
+def test_distributed_eval_rank_without_the_folder_joins_the_check(converted, tmp_path, monkeypatch, capsys):
+    good = data_contract.local_report([("--mindrecord", str(converted))], 0, host="node-a")
+    sent = _as_rank(monkeypatch, 1, {0: good})
+    assert eval_cli.main(_eval_argv(tmp_path / "absent", tmp_path)) == 2
+    assert len(sent) == 1 and sent[0].folders == () and str(tmp_path / "absent") in sent[0].problems[0]
+    assert f"rank 1 on node {sent[0].host}: --mindrecord {tmp_path / 'absent'}" in capsys.readouterr().err
+
+
+def test_distributed_eval_ranks_reading_other_conversions_are_named(converted, tmp_path, monkeypatch, capsys):
+    other = data_contract.local_report([("--mindrecord", str(converted))], 0, host="node-a")
+    other = dataclasses.replace(other, folders=(dataclasses.replace(other.folders[0], dataset_id="c" * 64),))
+    _as_rank(monkeypatch, 1, {0: other})
+    assert eval_cli.main(_eval_argv(converted, tmp_path)) == 2
+    assert "--mindrecord: the ranks read different datasets: rank 0 on node node-a" in capsys.readouterr().err

@@ -10,7 +10,7 @@ forward pass. Rank 0's checkpoint must then equal the reference in every entry.
 
 Two "nodes" on this machine (two launches of the script with ``--num_nodes 2``, one process each) must
 end exactly like that one-node run; and when node 1's copy of the shards is damaged, both launches stop
-before building the network, naming node 1's rank, host and file (yolomodel/train/data_contract.py).
+before building the network, naming node 1's rank, host and file (yolomodel/data_contract.py).
 """
 from __future__ import annotations
 

@@ -32,7 +32,10 @@ file (or into --output_dir); scoring a results file writes them only with --outp
 Distributed (--is_distributed 1, started with msrun): each rank evaluates a contiguous block of the
 images; the detections of all ranks are collected on rank 0 with collectives (no shared file system
 needed), so every image is counted exactly once. Rank 0 writes the results file, scores and prints;
-the other ranks print a line and exit 0. Example:
+the other ranks print a line and exit 0. Before the network is loaded every rank checks its copy of
+--mindrecord (files, sizes, headers, indexes; yolomodel/data_contract.py) and the ranks compare
+dataset id and manifest: a rank with a damaged or different copy stops every rank with exit status 2
+and a message naming node, rank and file. Example:
 
     msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --join=True \\
         tools/eval.py --mindrecord VAL_DIR --pretrained CKPT --is_distributed 1
@@ -52,6 +55,7 @@ from yolodata.manifest import load_manifest
 from yolomodel.class_report import format_class_table, worst_classes_line, write_class_report
 from yolomodel.cli import EXIT_OK, report_user_error
 from yolomodel.coco_eval import load_ground_truth, score_results
+from yolomodel.data_contract import check_data
 from yolomodel.device import DEVICE_TARGETS, setup_device
 from yolomodel.evaluation import describe_settings, eval_settings, evaluate, load_model_for_dataset
 from yolomodel.metrics import class_metrics
@@ -150,13 +154,30 @@ def check_model_args(args):
                          max_det=args.max_det, yolov5_val=args.yolov5_val)
 
 
+def load_eval_data(args, group):
+    """(manifest, ground truth) of --mindrecord, read before the long run (a missing annotations.json,
+    shard or manifest is named). With several ranks every rank first checks the folder and agrees on it
+    with the others (``data_contract.check_data``); a rank that cannot even read it joins the check
+    carrying its error, so that every rank stops with the same message instead of waiting in a collective."""
+    if not group.distributed:
+        manifest = load_manifest(args.mindrecord)
+        return manifest, load_ground_truth(args.ann_file or manifest.annotations_path)
+    manifest = ground_truth = local_error = None
+    try:
+        manifest = load_manifest(args.mindrecord)
+        ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)
+    except (ValueError, OSError) as error:
+        local_error = f"--mindrecord {args.mindrecord}: {error}"
+    check_data([("--mindrecord", str(args.mindrecord))], group, what="the evaluation data",
+               local_error=local_error, log=print if group.rank == 0 else (lambda message: None))
+    return manifest, ground_truth
+
+
 def run_model(args, started: float) -> int:
     geometry, nms = check_model_args(args)
-    manifest = load_manifest(args.mindrecord)  # names a missing annotations.json, shard or manifest
-    ground_truth = load_ground_truth(args.ann_file or manifest.annotations_path)  # fails before the long run
     results_file = args.results_file or DEFAULT_RESULTS_FILE
-
     group = setup_device(args.device_target, distributed=bool(args.is_distributed), program="tools/eval.py")
+    manifest, ground_truth = load_eval_data(args, group)
     loaded = load_model_for_dataset(args.pretrained, manifest.num_classes, version=args.yolov5_version,
                                     num_classes=args.num_classes)
     if group.rank == 0 and loaded.class_names is not None and list(loaded.class_names) != manifest.class_names:
