@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from benchmarks.format_exports import write_voc, write_yolo
-from yolodata import visualize as vis
+from yolodata import mindrecord_shards, visualize as vis
 from yolodata.cli import coco2mindrecord
 from yolodata.convert import convert_coco, convert_voc, convert_yolo
+from yolodata.convert.units import ROW_OVERHEAD_BYTES
 from yolodata.convert.shrink import HINT_LONG_SIDE, ShrinkOptions, ShrinkTally, scale_labels, shrink_hint
 from yolodata.pipeline.eval_batches import EvalGeometry, rect_batch_shape
 from yolodata.manifest import load_manifest
@@ -358,3 +359,55 @@ def test_exif_rotated_picture_is_shrunk_in_the_frame_the_json_describes(quirks_d
     assert np.abs(cv2.imdecode(data, cv2.IMREAD_COLOR).astype(int) - want).mean() < 2  # JPEG q95 of it
     np.testing.assert_allclose(np.asarray(row["boxes"]).reshape(-1, 4)[0], [10, 20, 60, 80])
     assert verify_output(out).ok
+
+
+def write_textured_photos(folder: Path, num_pictures: int) -> tuple[Path, Path]:
+    """``num_pictures`` 480x640 JPEGs of blurred noise (they compress like photos, not like flat colour),
+    one box each; returns (image dir, json)."""
+    rng = np.random.default_rng(11)
+    image_dir = folder / "images"
+    image_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for image_id in range(1, num_pictures + 1):
+        noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        picture = cv2.GaussianBlur(noise, (0, 0), 1.5)
+        cv2.imwrite(str(image_dir / f"photo_{image_id}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        images.append({"id": image_id, "file_name": f"photo_{image_id}.jpg", "height": 480, "width": 640})
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "bbox": [100, 80, 200, 150],
+                            "area": 30000.0, "iscrowd": 0})
+    ann_file = folder / "instances.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 1, "name": "thing"}]}))
+    return image_dir, ann_file
+
+
+def test_units_are_planned_by_the_bytes_the_shrunk_pictures_will_take(pictures, tmp_path):
+    """--max_side sizes the files by what the pictures will take once shrunk (file bytes times
+    max_side / long side), so --shard_size still means about that many bytes per output file."""
+    from yolodata.convert.unit_sources import DocumentUnits
+
+    image_dir, ann_file, document = pictures
+    units = DocumentUnits(json.loads(ann_file.read_text()), image_dir, shard_num=1, max_side=MAX_SIDE)
+    expected = 0
+    for record in document["images"]:
+        size = (image_dir / record["file_name"]).stat().st_size
+        long_side = max(record["height"], record["width"])
+        expected += size * MAX_SIDE // long_side if long_side > MAX_SIDE else size
+    assert [unit.planned_bytes for unit in units.units] == [expected]
+    plain = DocumentUnits(json.loads(ann_file.read_text()), image_dir, shard_num=1)
+    assert plain.units[0].planned_bytes == sum((image_dir / r["file_name"]).stat().st_size
+                                               for r in document["images"])
+
+    photo_dir, photo_json = write_textured_photos(tmp_path / "photos", 12)
+    file_bytes = sorted(p.stat().st_size for p in photo_dir.iterdir())
+    shard_size = 3 * file_bytes[-1]                  # three photos as they are, about twelve shrunk to 160
+    as_they_are = convert_coco(photo_dir, photo_json, tmp_path / "as_they_are", shard_size=shard_size)
+    shrunk = convert_coco(photo_dir, photo_json, tmp_path / "shrunk", shard_size=shard_size, max_side=160)
+    files = {name: load_manifest(tmp_path / name).shard_paths for name in ("as_they_are", "shrunk")}
+    assert len(files["as_they_are"]) >= 4 and len(files["shrunk"]) < len(files["as_they_are"]) / 2
+    assert as_they_are.num_images == shrunk.num_images == 12
+    # every file within shard_size plus its largest row, as without --max_side (stored bytes: the
+    # header's count; the file itself is mostly preallocated holes)
+    for path in files["shrunk"]:
+        stored = mindrecord_shards.stored_bytes(mindrecord_shards.read_header(path)[0])
+        assert stored <= shard_size + ROW_OVERHEAD_BYTES + max(file_bytes) * 160 // 640

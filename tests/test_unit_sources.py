@@ -50,7 +50,7 @@ def test_coco128_units_cover_every_image_once_in_id_order(coco128_dir):
         for spec, unit in zip(units.units, loaded):
             assert (spec.first_image_id, spec.last_image_id, spec.num_images) == (
                 unit["images"][0]["id"], unit["images"][-1]["id"], len(unit["images"]))
-            assert spec.source_bytes == sum((image_dir / r["file_name"]).stat().st_size for r in unit["images"])
+            assert spec.planned_bytes == sum((image_dir / r["file_name"]).stat().st_size for r in unit["images"])
             assert [images[p] for p in unit["image_positions"]] == unit["images"]
             assert {a["image_id"] for a in unit["annotations"]} <= {r["id"] for r in unit["images"]}
         annotations = [a for unit in loaded for a in unit["annotations"]]
@@ -58,7 +58,7 @@ def test_coco128_units_cover_every_image_once_in_id_order(coco128_dir):
         if "shard_num" in options:
             assert len(units.units) == options["shard_num"]
         else:
-            assert all(spec.source_bytes + spec.num_images * ROW_OVERHEAD_BYTES <= 400_000
+            assert all(spec.planned_bytes + spec.num_images * ROW_OVERHEAD_BYTES <= 400_000
                        for spec in units.units if spec.num_images > 1)
         assert units.problems == () and units.annotation_sha256 == source.sha256
         whole = plan_source(source, image_dir)
@@ -124,7 +124,7 @@ def test_duplicate_ids_land_in_one_unit(tmp_path):
     seven = [units.load_unit(s.index) for s in units.units if s.first_image_id == 7]
     assert [r["file_name"] for r in seven[0]["images"]] == ["img7b.jpg", "img7.jpg"]   # source order
     assert seven[0]["image_positions"] == sorted(seven[0]["image_positions"])
-    assert [s.source_bytes for s in units.units if s.first_image_id in (4, 5, 7)] == [0, 0, 0]
+    assert [s.planned_bytes for s in units.units if s.first_image_id in (4, 5, 7)] == [0, 0, 0]
 
 
 def test_document_units_pickle_and_keep_the_source(tmp_path):
@@ -160,7 +160,7 @@ def test_yolo_and_voc_datasets_give_units_of_their_reader_document(coco128_dir, 
             a["id"] for a in dataset.document["annotations"])
         assert units.source_problems == tuple(dataset.problems) and units.details == dataset.source
         assert units.source_format == dataset.source_format and units.problems == ()
-        assert sum(spec.source_bytes for spec in units.units) == sum(
+        assert sum(spec.planned_bytes for spec in units.units) == sum(
             (image_root / r["file_name"]).stat().st_size for r in dataset.document["images"])
     units, _ = yolo_units(data_file, shard_num=4)
     assert len(units.units) == 4

@@ -15,9 +15,9 @@ Stages, one module each:
    and ``annotations.json`` (the COCO json of exactly the converted images), built from the unit
    records; then the finished folder replaces the output by rename.
 
-Work units (``units``): the image ids split into contiguous ranges sized by source bytes, each
-converted on its own (``unit_convert``) by an engine (``engines``: a local process pool, or Ray via
-``ray_engine``) and published by rename, so an interrupted run resumes. ``run`` ties them together
+Work units (``units``): the image ids split into contiguous ranges sized by planned bytes (file
+sizes; less for pictures --max_side shrinks), each converted on its own (``unit_convert``) by an
+engine (``engines``: a local process pool, or Ray via ``ray_engine``) and published by rename, so an interrupted run resumes. ``run`` ties them together
 (``convert_coco``, ``convert_document``, ``convert_units``); ``sources`` feeds it YOLO txt and Pascal
 VOC datasets through the readers of ``yolodata.formats`` (``convert_yolo``, ``convert_voc``).
 """

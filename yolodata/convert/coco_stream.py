@@ -92,12 +92,13 @@ class RawSpill:
     image ids go to raw spills, routed once the images are known (``finish``).
     """
 
-    def __init__(self, work_dir: Path, image_dir, plan: Callable[[ImageIndex], UnitRouter]):
+    def __init__(self, work_dir: Path, image_dir, plan: Callable[[ImageIndex], UnitRouter],
+                 max_side: int | None = None):
         self.work_dir, self.plan = work_dir, plan
         self.images = open(work_dir / RAW_IMAGES, "w", **SPILL_ENCODING)
         self.annotations = self.annotation_ids = None       # raw spills, opened when needed
         self.pending_ids = array("q")
-        self.index = ImageIndex(image_dir, spill_dir=work_dir)
+        self.index = ImageIndex(image_dir, spill_dir=work_dir, max_side=max_side)
         self.router: UnitRouter | None = None
         self.direct: DirectRouting | None = None
         self.num_annotations = 0
@@ -280,12 +281,13 @@ class Spilled:
 
 
 def spill_units(work_dir: Path, image_dir, read: Callable[[RawSpill], object], *, shard_size: int | None,
-                shard_num: int | None) -> tuple[object, Spilled]:
+                shard_num: int | None, max_side: int | None = None) -> tuple[object, Spilled]:
     """(``read(spill)``'s result, Spilled): ``read`` fills a RawSpill (and closes it), whose records are
     then routed into the units' spills in ``work_dir``; nothing else of the spill is left there. Any
     spill of an earlier run is removed first, and everything after a failure."""
     prepare_work_dir(work_dir)
-    spill = RawSpill(work_dir, image_dir, functools.partial(UnitRouter, shard_size=shard_size, shard_num=shard_num))
+    spill = RawSpill(work_dir, image_dir, functools.partial(UnitRouter, shard_size=shard_size, shard_num=shard_num),
+                     max_side=max_side)
     try:
         result = read(spill)
         router = spill.finish()
@@ -321,14 +323,15 @@ class StreamedCocoUnits:
     """
 
     def __init__(self, ann_file, image_dir, work_dir, *, shard_size: int | None = None,
-                 shard_num: int | None = None, chunk_bytes: int = CHUNK_BYTES, progress: bool = False):
+                 shard_num: int | None = None, max_side: int | None = None, chunk_bytes: int = CHUNK_BYTES,
+                 progress: bool = False):
         self.ann_path, self.work_dir = Path(ann_file), Path(work_dir)
 
         def read(spill: RawSpill):
             return read_coco_stream(self.ann_path, spill, chunk_bytes=chunk_bytes, progress=progress)
 
         (members, self.annotation_sha256), spilled = spill_units(self.work_dir, image_dir, read, shard_size=shard_size,
-                                                                 shard_num=shard_num)
+                                                                 shard_num=shard_num, max_side=max_side)
         self.name, self.source_format, self.annotation_file = str(ann_file), "coco", self.ann_path.name
         self.categories = dict(members)["categories"]
         self.other_members = {key: value for key, value in members if key not in COCO_KEYS}

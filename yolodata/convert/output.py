@@ -16,8 +16,9 @@ from .plan import Plan
 from .problems import ConversionError
 from .shrink import ShrinkTally, describe_shrunk, shrink_hint
 
-CONVERTER_VERSION = "1.5.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes;
-# 1.5: work units (one independently written file each, --shard_size, engines, resume), schema 3
+CONVERTER_VERSION = "1.6.0"   # 1.3: schema 2 (original size and scale columns), --max_side; 1.4: shard num_bytes;
+# 1.5: work units (one independently written file each, --shard_size, engines, resume), schema 3;
+# 1.6: with --max_side, units planned by the bytes shrunk pictures will take
 
 
 def check_output_target(target: Path) -> None:

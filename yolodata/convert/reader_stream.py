@@ -80,7 +80,8 @@ class StreamedReaderUnits:
     the folder the file names are relative to. ``work_dir`` must stay until the conversion is done."""
 
     def __init__(self, read_dataset: Callable[[Callable], SourceDataset], name: str, annotation_file: str,
-                 work_dir, *, shard_size: int | None = None, shard_num: int | None = None):
+                 work_dir, *, shard_size: int | None = None, shard_num: int | None = None,
+                 max_side: int | None = None):
         self.work_dir = Path(work_dir)
 
         def read(spill: RawSpill) -> tuple[SourceDataset, str]:
@@ -93,7 +94,7 @@ class StreamedReaderUnits:
             return dataset, write_document(self.work_dir, dataset.document["categories"])
 
         (dataset, self.annotation_sha256), spilled = spill_units(self.work_dir, None, read, shard_size=shard_size,
-                                                                 shard_num=shard_num)
+                                                                 shard_num=shard_num, max_side=max_side)
         self.name, self.source_format, self.annotation_file = name, dataset.source_format, annotation_file
         self.image_root = dataset.image_root
         self.categories = dataset.document["categories"]

@@ -1,8 +1,8 @@
 """The conversion as a whole: units planned, converted by an engine, merged into the output.
 
 1. A ``UnitSource`` (``convert.units``) splits the source's images, in image-id order, into work
-   units sized by source bytes (``--shard_size``) or into ``--shard_num`` units; each unit becomes
-   one MindRecord file of the output.
+   units sized by planned bytes (``--shard_size``; ``units.planned_picture_bytes``) or into
+   ``--shard_num`` units; each unit becomes one MindRecord file of the output.
 2. The units are converted by an engine (``convert.engines``: a local process pool or Ray), each into
    its own folder ``.OUTPUT.parts/unit-NNNNN`` published by rename when complete
    (``convert.unit_convert``). The engine is opened before step 1, so that its workers start and
@@ -90,7 +90,7 @@ def check_unit_plan(source, shard_size: int | None) -> list[str]:
     units = source.units
     num_images = sum(unit.num_images for unit in units)
     if len(units) > units_lib.MAX_FILES_PER_READER:
-        total = sum(unit.source_bytes for unit in units)
+        total = sum(unit.planned_bytes for unit in units)
         least = -(-(total + units_lib.ROW_OVERHEAD_BYTES * num_images) // units_lib.MAX_FILES_PER_READER)
         raise ConversionError(f"{source.name}: the plan has {len(units)} files ({num_images} images, {total:,} "
                               f"bytes at --shard_size {shard_size:,}), but MindDataset reads at most "
@@ -111,7 +111,7 @@ def run_key(source, image_dir: Path, options: dict) -> str:
     identity = {"converter": CONVERTER_VERSION, "schema": SCHEMA_VERSION, "record": UNIT_RECORD_VERSION,
                 "source": [source.name, source.source_format, source.annotation_file, source.annotation_sha256],
                 "categories": source.categories, "image_dir": os.path.abspath(image_dir), "options": options,
-                "units": [[u.first_image_id, u.last_image_id, u.num_images, u.source_bytes] for u in source.units]}
+                "units": [[u.first_image_id, u.last_image_id, u.num_images, u.planned_bytes] for u in source.units]}
     text = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -356,7 +356,7 @@ def convert_coco(image_dir, ann_file, output_dir, *, shard_size: int | str | Non
         try:
             with opened_engine(engine, num_workers) as task_engine:   # its workers start while the json is read
                 source = StreamedCocoUnits(ann_file, image_dir, spill_dir, shard_size=shard_size,
-                                           shard_num=shard_num, progress=progress)
+                                           shard_num=shard_num, max_side=shrink.max_side, progress=progress)
                 return convert_units(source, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
                                      engine=task_engine, num_workers=num_workers, drop_empty=drop_empty,
                                      strict=strict, exif_frame=exif_frame, shrink=shrink, progress=progress,
@@ -384,7 +384,7 @@ def convert_document(source: SourceDocument, image_dir, output_dir, *, shard_siz
     _check_common(exif_frame, image_dir, engine)
     check_coco_shape(source.document, source.name)
     with opened_engine(engine, num_workers) as task_engine:   # its workers start while the units are planned
-        units = DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num)
+        units = DocumentUnits(source, image_dir, shard_size=shard_size, shard_num=shard_num, max_side=shrink.max_side)
         return convert_units(units, image_dir, output_dir, shard_size=shard_size, shard_num=shard_num,
                              engine=task_engine, num_workers=num_workers, drop_empty=drop_empty, strict=strict,
                              exif_frame=exif_frame, shrink=shrink, progress=progress, log=log, started=started)

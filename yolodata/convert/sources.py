@@ -59,7 +59,7 @@ def _convert_dataset(read: Callable[[Callable], SourceDataset], name: str, annot
         try:
             with opened_engine(engine, num_workers) as task_engine:   # its workers start while the dataset is read
                 units = StreamedReaderUnits(read, name, annotation_file, spill_dir, shard_size=shard_size,
-                                            shard_num=shard_num)
+                                            shard_num=shard_num, max_side=shrink.max_side)
                 (log or (lambda message: None))(
                     f"{name}: read {units.num_image_records} images, {units.num_annotation_records} boxes, "
                     f"{len(units.source_problems)} problem(s) in {time.perf_counter() - started:.2f} s")

@@ -35,33 +35,35 @@ from .coco_json import COCO_KEYS, SourceDocument, check_coco_shape
 from .plan import annotation_record_problem, image_record_problem, is_id_key, regular_file_size, \
     unknown_image_problem, usable_image_id
 from .problems import Problem
-from .units import UnitSpec, plan_units
+from .units import UnitSpec, plan_units, planned_picture_bytes
 
 NO_UNIT = -1
 CHUNK_RECORDS = 65_536             # image records per chunk of the index's arrays
 INDEX_FILES = ("image_ids.bin", "image_sizes.bin", "image_usable.bin")   # an ImageIndex's spill files
 
 
-def image_file_size(record, image_dir: str) -> int:
-    """Bytes of the picture of a usable image record under ``image_dir`` (0 when the record fails its
-    checks or the file is not a regular file): what the record weighs in the unit plan."""
+def image_planned_bytes(record, image_dir: str, max_side: int | None = None) -> int:
+    """What a usable image record weighs in the unit plan: ``planned_picture_bytes`` of its picture under
+    ``image_dir`` (0 when the record fails its checks or the file is not a regular file)."""
     if image_record_problem(record, 0) is not None:
         return 0
     size = regular_file_size(str(Path(image_dir, record["file_name"])))
-    return 0 if size is None else size
+    return 0 if size is None else planned_picture_bytes(size, record["height"], record["width"], max_side)
 
 
 class ImageIndex:
-    """What the routing keeps per image record: its usable id, picture size and a flag, 17 bytes each.
+    """What the routing keeps per image record: its usable id, planned bytes and a flag, 17 bytes each.
 
     ``add`` takes the records in source order; records without a usable id become ``problems`` and
     their ids (strings, out-of-range integers) ``unroutable_ids``, which annotations may name without
     being reported. With ``spill_dir`` the per-record values go to binary files there every
-    ``CHUNK_RECORDS`` records instead of staying in memory; ``close`` ends the additions.
+    ``CHUNK_RECORDS`` records instead of staying in memory; ``close`` ends the additions. ``max_side``:
+    the conversion's --max_side (pictures it shrinks weigh less, ``planned_picture_bytes``).
     """
 
-    def __init__(self, image_dir, spill_dir: Path | None = None):
+    def __init__(self, image_dir, spill_dir: Path | None = None, max_side: int | None = None):
         self.image_dir = str(image_dir)
+        self.max_side = max_side
         self.buffers = {"ids": array("q"), "sizes": array("q"), "usable": array("b")}
         self.files = None if spill_dir is None else {
             name: open(Path(spill_dir) / file_name, "w+b") for name, file_name in zip(self.buffers, INDEX_FILES)}
@@ -77,7 +79,8 @@ class ImageIndex:
             if is_id_key(problem.image_id):
                 self.unroutable_ids.add(problem.image_id)
         self.buffers["ids"].append(0 if image_id is None else image_id)
-        self.buffers["sizes"].append(0 if image_id is None else image_file_size(record, self.image_dir))
+        self.buffers["sizes"].append(0 if image_id is None else image_planned_bytes(record, self.image_dir,
+                                                                                     self.max_side))
         self.buffers["usable"].append(image_id is not None)
         self.num_records += 1
         if self.files is not None and len(self.buffers["usable"]) >= CHUNK_RECORDS:
@@ -214,12 +217,12 @@ class DocumentUnits:
     """
 
     def __init__(self, source: SourceDocument | dict, image_dir, *, shard_size: int | None = None,
-                 shard_num: int | None = None):
+                 shard_num: int | None = None, max_side: int | None = None):
         if not isinstance(source, SourceDocument):
             source = SourceDocument.from_document(source, "the document", source_format="coco")
         document = source.document
         check_coco_shape(document, source.name)
-        index = ImageIndex(image_dir)
+        index = ImageIndex(image_dir, max_side=max_side)
         for record in document["images"]:
             index.add(record)
         index.close()
