@@ -3,6 +3,7 @@ the same output stops at once and touches nothing of the first one's work, a kil
 the next, and a finished run leaves no lock file behind."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 from yolodata.cli import coco2mindrecord
 from yolodata.convert import ConversionError, convert_coco, convert_yolo
 from yolodata.convert import run as run_lib
+from yolodata.convert import output_lock
 from yolodata.convert.output_lock import exclusive_output, lock_path_of
 from yolodata.synthetic import make_synthetic_coco
 
@@ -111,3 +113,28 @@ def test_another_thread_of_the_same_process_is_refused_too(tiny_coco, tmp_path):
     assert not out.exists()
     convert_coco(*tiny_coco, out, num_workers=1)      # free again once the holder's block ended
     assert (out / "manifest.json").is_file()
+
+
+def test_a_file_system_without_locks_converts_with_a_warning(tiny_coco, tmp_path, monkeypatch):
+    """flock failing with ENOLCK (an NFS mount without a lock daemon): the conversion goes on, says
+    that concurrent runs would not be stopped, and leaves no lock file."""
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(output_lock.fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"cannot lock files .*a second run into the same output"):
+        summary = convert_coco(*tiny_coco, out, num_workers=1)
+    assert summary.num_images == 4 and not lock_path_of(out.absolute()).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_other_locking_errors_stop_the_run(tiny_coco, tmp_path, monkeypatch):
+    def broken(descriptor, operation):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(output_lock.fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        convert_coco(*tiny_coco, tmp_path / "out", num_workers=1)
+    # nothing of a conversion was started (the lock file may stay, as after a killed run: the next run locks it)
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".out.lock"] == []

@@ -9,19 +9,25 @@ removed, and a second run stops at once with a ConversionError naming the proces
 The kernel releases the lock when its process ends, however it ends: a killed run never blocks the
 next. The file is removed on the way out; a run that finds the file it locked already unlinked (the
 holder left in between) locks the new one instead. Nested entries in the same thread (``convert_coco``
-calls ``convert_units``) take the lock once.
+calls ``convert_units``) take the lock once. On a file system that cannot lock files (an NFS mount
+without a lock daemon) the run goes on unlocked, with a warning: the lock guards against a mistake,
+and must not stop conversions onto such shared storage.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from .problems import ConversionError
 
 _held = threading.local()
+# what flock raises on a file system without file locks
+UNLOCKABLE_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
 
 def lock_path_of(output_dir: Path) -> Path:
@@ -37,8 +43,9 @@ def _holder(path: Path) -> str:
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
-def _acquire(path: Path) -> int:
-    """An open descriptor of ``path`` holding its exclusive lock; ConversionError when another holds it."""
+def _acquire(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock; ConversionError when another holds it;
+    None (and a warning) when the file system cannot lock files."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -49,6 +56,14 @@ def _acquire(path: Path) -> int:
                 f"another conversion into {path.parent / path.name[1:-len('.lock')]} is running ({_holder(path)}; "
                 f"lock file {path}); wait for it to end or stop it: two runs into one output would overwrite "
                 f"each other's work") from None
+        except OSError as error:
+            os.close(descriptor)
+            if error.errno not in UNLOCKABLE_ERRNOS:
+                raise
+            warnings.warn(f"{path}: this file system cannot lock files ({error.strerror}); the conversion goes "
+                          f"on, but a second run into the same output at the same time would not be stopped",
+                          stacklevel=4)
+            return None
         except BaseException:
             os.close(descriptor)
             raise
@@ -93,7 +108,8 @@ def exclusive_output(output_dir):
         held.discard(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        os.close(descriptor)
+        if descriptor is not None:
+            os.close(descriptor)
         _remove_empty(created)
 
 
